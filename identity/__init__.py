@@ -1,0 +1,69 @@
+"""SPIFFE identities for trustmesh: IDs, X.509-SVIDs, trust bundles and mTLS contexts.
+
+No sockets live here; only the rules for who is who and the TLS contexts that prove it.
+"""
+
+from ._errors import (
+    IdentityError,
+    InvalidSpiffeId,
+    NotAnAppIdentity,
+    PeerIdentityError,
+    PeerIdentityMismatch,
+    SvidError,
+)
+from ._peer import leaf_app_identity, leaf_spiffe_uri, peer_identity
+from ._pemfiles import atomic_write
+from ._spiffe_id import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_TRUST_DOMAIN,
+    AppIdentity,
+    SpiffeId,
+    validate_app_id,
+    validate_namespace,
+    validate_trust_domain,
+)
+from ._svid import (
+    TrustBundle,
+    X509Svid,
+    certificates_to_pem,
+    load_pem_certificates,
+    load_pem_private_key,
+    load_svid_dir,
+    private_key_to_pem,
+    save_svid_dir,
+    svid_dir_layout,
+)
+from ._tls import client_context, expect_peer_identity, server_context, ssl_peer_identity
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_TRUST_DOMAIN",
+    "AppIdentity",
+    "IdentityError",
+    "InvalidSpiffeId",
+    "NotAnAppIdentity",
+    "PeerIdentityError",
+    "PeerIdentityMismatch",
+    "SpiffeId",
+    "SvidError",
+    "TrustBundle",
+    "X509Svid",
+    "atomic_write",
+    "certificates_to_pem",
+    "client_context",
+    "expect_peer_identity",
+    "leaf_app_identity",
+    "leaf_spiffe_uri",
+    "load_pem_certificates",
+    "load_pem_private_key",
+    "load_svid_dir",
+    "peer_identity",
+    "private_key_to_pem",
+    "save_svid_dir",
+    "server_context",
+    "ssl_peer_identity",
+    "svid_dir_layout",
+    "validate_app_id",
+    "validate_namespace",
+    "validate_trust_domain",
+]
