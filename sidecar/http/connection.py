@@ -1,0 +1,94 @@
+"""A thin trio adapter around one ``h11.Connection``: bytes in and out, events to the caller.
+
+All HTTP/1.1 parsing and framing is h11's; this class only moves bytes, bounds what a peer can
+make us hold (h11's ``max_incomplete_event_size`` caps the request line plus headers), answers
+``Expect: 100-continue`` when the body is actually wanted, and turns every transport failure into
+one exception, :class:`ConnectionLost`, so callers have a single thing to catch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+
+import h11
+import trio
+
+from ..errors import SidecarError
+
+READ_SIZE = 64 * 1024
+DEFAULT_MAX_HEAD_BYTES = 16 * 1024
+
+
+class ConnectionLost(SidecarError):
+    """The peer went away, or the transport broke, in the middle of an exchange."""
+
+    code = "ERR_CONNECTION_LOST"
+    http_status = 502
+
+
+class ProtocolViolation(SidecarError):
+    """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, …)."""
+
+    code = "ERR_MALFORMED_REQUEST"
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+class HttpConnection:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        role: type[h11.CLIENT] | type[h11.SERVER],
+        *,
+        max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+    ) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
+
+    async def next_event(self) -> h11.Event:
+        """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ProtocolViolation(str(exc), exc.error_status_hint) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            if self.h11.they_are_waiting_for_100_continue:
+                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                data = await self.stream.receive_some(READ_SIZE)
+            except _TRANSPORT_ERRORS as exc:
+                raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
+            self.h11.receive_data(data)
+
+    async def send(self, event: h11.Event) -> None:
+        try:
+            data = self.h11.send(event)
+        except h11.LocalProtocolError as exc:
+            raise ConnectionLost(f"cannot send {type(event).__name__}: {exc}") from exc
+        if data:
+            try:
+                await self.stream.send_all(data)
+            except _TRANSPORT_ERRORS as exc:
+                raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+
+    @property
+    def reusable(self) -> bool:
+        """Both sides finished the exchange cleanly and neither asked to close."""
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    def start_next_cycle(self) -> None:
+        self.h11.start_next_cycle()
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            with contextlib.suppress(*_TRANSPORT_ERRORS):
+                await self.stream.aclose()

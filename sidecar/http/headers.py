@@ -1,0 +1,94 @@
+"""Header hygiene for both hops, kept pure so it is tested with plain lists.
+
+On the way in, the app must be able to trust every ``dapr-caller-*`` header it sees, so any copy a
+client sent — in any letter case — is removed before the sidecar sets its own. Hop-by-hop headers
+(RFC 9110 §7.6.1) and those a ``Connection`` header nominates are never forwarded; h11 re-frames
+the body itself. Names arrive lower-cased from h11, which makes the case-insensitive part exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 plus the legacy names Dapr also drops (pkg/messaging/v1/util.go).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"http2-settings",
+        b"expect",  # we stream bodies ourselves; 100-continue is answered locally
+    }
+)
+
+CALLER_HEADERS = frozenset(
+    {
+        b"dapr-caller-app-id",
+        b"dapr-caller-namespace",
+        b"dapr-callee-app-id",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"forwarded",
+    }
+)
+
+# Never leaves the host it was meant for: the token guarding the outbound port, the app id used
+# to address the target, the Host of the previous hop.
+LOCAL_ONLY = frozenset({b"dapr-api-token", b"dapr-app-id", b"host"})
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
+    """Headers minus hop-by-hop ones, ``Connection``-nominated ones and ``drop``."""
+    headers = list(headers)
+    nominated = connection_tokens(headers)
+    return [
+        (name, value)
+        for name, value in headers
+        if name not in HOP_BY_HOP and name not in nominated and name not in drop
+    ]
+
+
+def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The single value of ``name``; several values are joined as RFC 9110 §5.3 allows."""
+    values = [v for n, v in headers if n == name]
+    if not values:
+        return None
+    return b", ".join(values)
+
+
+def is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    value = get_header(headers, b"transfer-encoding")
+    return value is not None and value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+
+
+def has_body_framing(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(n in (b"content-length", b"transfer-encoding") for n, _ in headers)
+
+
+def framing_for(incoming: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The framing header to send onward for a body that arrived with ``incoming`` headers:
+    keep a ``Content-Length``, turn any transfer coding into plain chunked."""
+    incoming = list(incoming)
+    length = get_header(incoming, b"content-length")
+    if length is not None:
+        return [(b"content-length", length)]
+    if is_chunked(incoming):
+        return [(b"transfer-encoding", b"chunked")]
+    return []

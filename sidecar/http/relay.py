@@ -1,0 +1,191 @@
+"""Streaming one HTTP exchange from a downstream connection to an upstream one and back.
+
+The request body and the response run in one nursery as two tasks and are cancelled together:
+a server may answer before it has read the whole request, and an SSE response must reach the
+caller event by event while the request side is still open. Nothing is buffered unless a caller
+asks for it (a body to inspect, a JSON response to filter), and then only up to a limit.
+
+Errors before the response head went downstream become an answer (502/504 JSON); after it, the
+only honest thing left is to cut the downstream connection, so the caller sees a truncated body
+rather than a well-formed lie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+import trio
+
+from ..errors import SidecarError
+from .connection import ConnectionLost, HttpConnection
+from .headers import forwardable
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class BodyTooLarge(SidecarError):
+    code = "ERR_BODY_TOO_LARGE"
+    http_status = 413
+
+
+class UpstreamTimeout(SidecarError):
+    code = "ERR_DIRECT_INVOKE"
+    http_status = 504
+
+
+class BodyTransform(Protocol):
+    """Rewrites a response body. ``buffered`` transforms see the whole body at once (and may
+    still fail before anything was sent); streaming ones are fed chunk by chunk."""
+
+    buffered: bool
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+ResponsePlanner = Callable[[h11.Response], BodyTransform | None]
+
+
+@dataclass
+class ExchangeResult:
+    status: int | None = None  # what the downstream was told
+    head_sent: bool = False
+    upstream_reusable: bool = False
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+async def read_whole_body(conn: HttpConnection, limit: int) -> bytes:
+    """Read a message body up to ``limit`` bytes; more raises :class:`BodyTooLarge`."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        event = await conn.next_event()
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                raise BodyTooLarge(f"body exceeds the {limit}-byte limit on this route")
+            parts.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(parts)
+        elif isinstance(event, h11.ConnectionClosed):
+            raise ConnectionLost("peer closed the connection before the body ended")
+        else:  # pragma: no cover - h11 only yields the above inside a body
+            raise ConnectionLost(f"unexpected {type(event).__name__} inside a body")
+
+
+async def _copy_request_body(
+    down: HttpConnection, up: HttpConnection, body: bytes | None, result: ExchangeResult
+) -> None:
+    if body is not None:
+        if body:
+            await up.send(h11.Data(data=body))
+            result.bytes_up += len(body)
+        await up.send(h11.EndOfMessage())
+        return
+    while True:
+        event = await down.next_event()
+        if isinstance(event, h11.Data):
+            result.bytes_up += len(event.data)
+            await up.send(h11.Data(data=event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            await up.send(h11.EndOfMessage())
+            return
+        else:
+            raise ConnectionLost("caller closed the connection before the request body ended")
+
+
+def response_headers(response: h11.Response, transform: BodyTransform | None) -> Headers:
+    headers = forwardable(response.headers, frozenset())
+    if transform is None:
+        # Keep the framing the app chose: h11 needs Content-Length to frame (and for HEAD).
+        headers += [(n, v) for n, v in response.headers if n == b"content-length"]
+        return headers
+    return [(n, v) for n, v in headers if n != b"content-length"]
+
+
+async def _relay_response(
+    up: HttpConnection,
+    down: HttpConnection,
+    plan: ResponsePlanner | None,
+    result: ExchangeResult,
+    buffer_limit: int,
+    head_timeout: float,
+) -> None:
+    with trio.move_on_after(head_timeout) as scope:
+        while True:
+            event = await up.next_event()
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100-continue was for us; the caller got its own
+            break
+    if scope.cancelled_caught:
+        raise UpstreamTimeout(f"no response within {head_timeout:g} s")
+    if not isinstance(event, h11.Response):
+        raise ConnectionLost("upstream closed the connection without answering")
+    transform = plan(event) if plan is not None else None
+    headers = response_headers(event, transform)
+    if transform is not None and transform.buffered:
+        raw = await read_whole_body(up, buffer_limit)
+        body = transform.feed(raw) + transform.finish()
+        headers.append((b"content-length", str(len(body)).encode()))
+        await _send_head(down, event, headers, result)
+        if body:
+            await down.send(h11.Data(data=body))
+        result.bytes_down += len(body)
+        await down.send(h11.EndOfMessage())
+        return
+    await _send_head(down, event, headers, result)
+    while True:
+        event = await up.next_event()
+        if isinstance(event, h11.Data):
+            chunk = transform.feed(bytes(event.data)) if transform else event.data
+            if chunk:
+                result.bytes_down += len(chunk)
+                await down.send(h11.Data(data=chunk))
+        elif isinstance(event, h11.EndOfMessage):
+            if transform is not None:
+                tail = transform.finish()
+                if tail:
+                    await down.send(h11.Data(data=tail))
+            await down.send(h11.EndOfMessage())
+            return
+        else:
+            raise ConnectionLost("upstream closed the connection in the middle of the body")
+
+
+async def _send_head(
+    down: HttpConnection, response: h11.Response, headers: Headers, result: ExchangeResult
+) -> None:
+    await down.send(
+        h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
+    )
+    result.status = response.status_code
+    result.head_sent = True
+
+
+async def relay_exchange(
+    result: ExchangeResult,
+    down: HttpConnection,
+    up: HttpConnection,
+    request: h11.Request,
+    *,
+    body: bytes | None = None,
+    plan: ResponsePlanner | None = None,
+    buffer_limit: int = 4 * 1024 * 1024,
+    head_timeout: float = 60.0,
+) -> None:
+    """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
+    and relay the answer downstream, recording progress in ``result`` as it goes so that a
+    caller catching an error knows whether the response head already left."""
+    await up.send(request)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_copy_request_body, down, up, body, result)
+        await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
+        # The answer is complete. If the request body is still flowing, the server did not
+        # want it: stop copying; neither connection can be reused then.
+        nursery.cancel_scope.cancel()
+    result.upstream_reusable = up.reusable

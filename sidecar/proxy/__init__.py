@@ -1,0 +1,1 @@
+"""The data plane: outbound (app → mesh) and inbound (mesh → app) listeners."""

@@ -1,0 +1,135 @@
+"""Where the running sidecars are: App ID → inbound and admin addresses.
+
+On one machine the mesh state directory is the name service: each sidecar writes
+``registry/<namespace>/<app-id>.json`` (atomically) once it is ready and removes it on exit.
+Lookups stat the file on every call and re-read it only when it changed, so a restarted sidecar
+on a new port is found at once. A record whose process is gone is ignored, so a crashed sidecar
+does not send callers to a port some other process may now own.
+
+Hosts that share no directory use a static ``--peers`` file (YAML map of ``app-id`` or
+``app-id.namespace`` → ``host:port``) instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from identity import atomic_write
+
+from .errors import SidecarError
+
+
+class RegistryError(SidecarError):
+    code = "ERR_REGISTRY"
+
+
+@dataclass(frozen=True)
+class SidecarRecord:
+    app_id: str
+    namespace: str
+    inbound: str  # host:port of the mTLS listener ("" for an outbound-only app)
+    admin: str  # host:port of the admin endpoint
+    http: str  # host:port of the outbound (app-facing) listener
+    pid: int
+    app_port: int | None = None
+    started_at: float = 0.0
+
+    @property
+    def inbound_address(self) -> tuple[str, int] | None:
+        return split_address(self.inbound) if self.inbound else None
+
+
+def split_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RegistryError(f"invalid address {text!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Registry:
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "registry"
+        self._cache: dict[Path, tuple[int, SidecarRecord | None]] = {}
+
+    def path_for(self, app_id: str, namespace: str) -> Path:
+        return self.root / namespace / f"{app_id}.json"
+
+    def register(self, record: SidecarRecord) -> None:
+        path = self.path_for(record.app_id, record.namespace)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, json.dumps(asdict(record), indent=2).encode(), mode=0o600)
+
+    def unregister(self, app_id: str, namespace: str, pid: int) -> None:
+        """Remove our record, and only ours: a newer sidecar may have replaced it."""
+        path = self.path_for(app_id, namespace)
+        record = self._read(path)
+        if record is not None and record.pid == pid:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _read(self, path: Path) -> SidecarRecord | None:
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._cache.pop(path, None)
+            return None
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            record = SidecarRecord(**json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError):
+            record = None  # half-written or foreign file: treat as absent
+        self._cache[path] = (mtime, record)
+        return record
+
+    def lookup(self, app_id: str, namespace: str) -> SidecarRecord | None:
+        record = self._read(self.path_for(app_id, namespace))
+        if record is None or not pid_alive(record.pid):
+            return None
+        return record
+
+    def records(self) -> list[SidecarRecord]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for path in sorted(self.root.glob("*/*.json")):
+            record = self._read(path)
+            if record is not None and pid_alive(record.pid):
+                out.append(record)
+        return out
+
+
+class StaticPeers:
+    """``--peers FILE``: a fixed map for hosts that share no mesh directory."""
+
+    def __init__(self, path: Path, default_namespace: str) -> None:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise RegistryError(f"cannot read peers file {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"peers file {path} must be a map of app-id to host:port")
+        self._peers: dict[tuple[str, str], tuple[str, int]] = {}
+        for key, value in data.items():
+            app_id, _, namespace = str(key).partition(".")
+            self._peers[(app_id, namespace or default_namespace)] = split_address(str(value))
+
+    def lookup(self, app_id: str, namespace: str) -> tuple[str, int] | None:
+        return self._peers.get((app_id, namespace))
