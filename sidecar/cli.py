@@ -13,6 +13,8 @@ import click
 
 from ca.cli import ca_group
 
+from .cli_sidecar import sidecar_command
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trustmesh")
@@ -21,6 +23,7 @@ def cli() -> None:
 
 
 cli.add_command(ca_group)
+cli.add_command(sidecar_command)
 
 
 def main(argv: list[str] | None = None) -> None:

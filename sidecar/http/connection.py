@@ -27,6 +27,13 @@ class ConnectionLost(SidecarError):
     http_status = 502
 
 
+class ReadTimeout(ConnectionLost):
+    """The peer sent nothing for longer than the connection's read timeout."""
+
+    code = "ERR_TIMEOUT"
+    http_status = 408
+
+
 class ProtocolViolation(SidecarError):
     """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, …)."""
 
@@ -47,8 +54,12 @@ class HttpConnection:
         role: type[h11.CLIENT] | type[h11.SERVER],
         *,
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+        read_timeout: float | None = None,
     ) -> None:
         self.stream = stream
+        # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
+        # None for upstream reads, where an SSE stream may legitimately idle for long.
+        self.read_timeout = read_timeout
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
 
     async def next_event(self) -> h11.Event:
@@ -63,7 +74,13 @@ class HttpConnection:
             if self.h11.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
             try:
-                data = await self.stream.receive_some(READ_SIZE)
+                if self.read_timeout is None:
+                    data = await self.stream.receive_some(READ_SIZE)
+                else:
+                    with trio.fail_after(self.read_timeout):
+                        data = await self.stream.receive_some(READ_SIZE)
+            except trio.TooSlowError:
+                raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s") from None
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
             self.h11.receive_data(data)

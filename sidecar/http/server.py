@@ -1,0 +1,233 @@
+"""An HTTP/1.1 server loop for the sidecar's listeners: accept, keep-alive, limits, drain.
+
+One task per connection, each in a nursery owned by the server. Limits that keep one peer from
+starving the others: a cap on open connections (excess ones are closed at once), a deadline for
+the TLS handshake and for each request head, a per-read timeout inside bodies, and an idle
+timeout between keep-alive requests.
+
+Draining (SIGTERM) stops accepting, lets every in-flight exchange finish, closes connections that
+sit idle between requests, and after a grace period cancels whatever is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h11
+import structlog
+import trio
+
+from identity import AppIdentity, IdentityError, ssl_peer_identity
+
+from .connection import ConnectionLost, HttpConnection, ProtocolViolation
+
+log = structlog.get_logger("trustmesh.http")
+
+SERVER_NAME = b"trustmesh"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_connections: int = 1024
+    max_head_bytes: int = 16 * 1024
+    handshake_timeout: float = 10.0
+    head_timeout: float = 10.0  # first request on a connection: accept → complete head
+    keepalive_timeout: float = 60.0  # between requests on a kept-alive connection
+    read_timeout: float = 30.0  # any single read inside a request
+    drain_timeout: float = 10.0
+
+
+@dataclass
+class ConnectionInfo:
+    """What the handler knows about the peer before it reads a byte of HTTP."""
+
+    peer_host: str
+    peer_port: int
+    peer_identity: AppIdentity | None = None
+    peer_identity_error: str | None = None  # set when TLS succeeded but the ID is unusable
+
+
+Handler = Callable[[HttpConnection, h11.Request, ConnectionInfo], Awaitable[None]]
+
+
+def json_error_body(code: str, message: str) -> bytes:
+    return json.dumps({"errorCode": code, "message": message}).encode()
+
+
+async def send_simple_response(
+    conn: HttpConnection,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer the current request ourselves (errors, denials, admin pages)."""
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        raise ConnectionLost("cannot answer: a response is already under way")
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"server", SERVER_NAME),
+    ]
+    if extra_headers:
+        headers += extra_headers
+    if conn.h11.their_state is not h11.DONE:
+        # We answer before reading their body: say so, and close afterwards.
+        headers.append((b"connection", b"close"))
+    await conn.send(h11.Response(status_code=status, headers=headers))
+    if body:
+        await conn.send(h11.Data(data=body))
+    await conn.send(h11.EndOfMessage())
+
+
+async def send_error(conn: HttpConnection, status: int, code: str, message: str) -> None:
+    await send_simple_response(conn, status, json_error_body(code, message))
+
+
+@dataclass
+class HttpServer:
+    name: str
+    handler: Handler
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    ssl_context: Callable[[], ssl.SSLContext] | None = None  # called per connection: hot swap
+    draining: bool = False
+    _accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    active_connections: int = 0
+    in_flight: int = 0
+
+    async def serve(
+        self, listeners: list[trio.abc.Listener], *, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, connections)
+                task_status.started()
+            # Draining: acceptors are gone; give the open connections a grace period.
+            with trio.move_on_after(self.limits.drain_timeout):
+                while self.active_connections:
+                    await trio.sleep(0.05)
+            connections.cancel_scope.cancel()
+
+    def drain(self) -> None:
+        self.draining = True
+        self._accept_scope.cancel()
+        for scope in list(self._idle_scopes):
+            scope.cancel()
+
+    async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
+        with self._accept_scope:
+            async with listener:
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:  # EMFILE and friends: back off, keep serving
+                        log.error("accept failed", listener=self.name, error=str(exc))
+                        await trio.sleep(0.1)
+                        continue
+                    if self.active_connections >= self.limits.max_connections:
+                        log.warning("connection limit reached", listener=self.name)
+                        nursery.start_soon(stream.aclose)
+                        continue
+                    self.active_connections += 1
+                    nursery.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        try:
+            info = _peer_address(stream)
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(stream, self.ssl_context(), server_side=True)
+                with trio.move_on_after(self.limits.handshake_timeout) as handshake:
+                    try:
+                        await stream.do_handshake()
+                    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                        log.info(
+                            "tls handshake refused",
+                            listener=self.name,
+                            peer=info.peer_host,
+                            error=_short(exc),
+                        )
+                        return
+                if handshake.cancelled_caught:
+                    log.info("tls handshake timed out", listener=self.name, peer=info.peer_host)
+                    return
+                try:
+                    info.peer_identity = ssl_peer_identity(stream)
+                except IdentityError as exc:
+                    info.peer_identity_error = str(exc)
+            await self._serve_requests(stream, info)
+        finally:
+            self.active_connections -= 1
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                ):
+                    await stream.aclose()
+
+    async def _serve_requests(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        conn = HttpConnection(
+            stream,
+            h11.SERVER,
+            max_head_bytes=self.limits.max_head_bytes,
+            read_timeout=self.limits.read_timeout,
+        )
+        first = True
+        while not self.draining:
+            wait = self.limits.head_timeout if first else self.limits.keepalive_timeout
+            idle_scope = trio.move_on_after(wait)
+            self._idle_scopes.add(idle_scope)
+            try:
+                with idle_scope:
+                    try:
+                        event = await conn.next_event()
+                    except ProtocolViolation as exc:
+                        await self._answer_violation(conn, exc)
+                        return
+                    except ConnectionLost:
+                        return
+            finally:
+                self._idle_scopes.discard(idle_scope)
+            if idle_scope.cancelled_caught:
+                return  # idle, too slow, or draining: close quietly
+            if not isinstance(event, h11.Request):
+                return  # ConnectionClosed
+            first = False
+            self.in_flight += 1
+            try:
+                await self.handler(conn, event, info)
+            except ProtocolViolation as exc:
+                await self._answer_violation(conn, exc)
+                return
+            except ConnectionLost:
+                return
+            finally:
+                self.in_flight -= 1
+            if not conn.reusable:
+                return
+            conn.start_next_cycle()
+
+    async def _answer_violation(self, conn: HttpConnection, exc: ProtocolViolation) -> None:
+        # h11 lets us answer a request it could not parse as long as we have not started a
+        # response; the connection is closed afterwards either way.
+        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            with contextlib.suppress(ConnectionLost):
+                await send_error(conn, exc.http_status, exc.code, f"malformed request: {exc}")
+
+
+def _peer_address(stream: trio.abc.Stream) -> ConnectionInfo:
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        host, port = "", 0
+    return ConnectionInfo(host, port)
+
+
+def _short(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"

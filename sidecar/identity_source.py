@@ -1,0 +1,211 @@
+"""Where the sidecar's SVID comes from, and how it stays fresh.
+
+The TLS material (SVID, bundle and the two ``SSLContext`` objects built from them) is one
+immutable value, swapped whole: a connection uses the contexts it was accepted or dialled with,
+so a rotation never changes anything under a request in flight.
+
+* ``--svid-dir``: files written by ``trustmesh ca issue``, SPIRE's spiffe-helper or cert-manager's
+  csi-driver-spiffe. Polled once a second; a change is loaded, checked (key matches leaf, the leaf
+  is this app's identity) and installed. A broken or foreign file is logged and ignored: the last
+  good material stays in force.
+* ``--ca-url``/``--token``: a key made here, a CSR to the bundled CA with the one-time token, then
+  renewal over mTLS with a new key at half the certificate's lifetime. If the CA is unreachable
+  the current SVID keeps serving and renewal retries with exponential back-off, each failure
+  logged, until it works or the SVID expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import trio
+
+from identity import (
+    AppIdentity,
+    IdentityError,
+    TrustBundle,
+    X509Svid,
+    client_context,
+    load_svid_dir,
+    server_context,
+    svid_dir_layout,
+)
+
+from .errors import SidecarError
+
+log = structlog.get_logger("trustmesh.identity")
+
+MAX_BACKOFF = 30.0
+
+
+class IdentityUnavailable(SidecarError):
+    code = "ERR_IDENTITY"
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    svid: X509Svid
+    bundle: TrustBundle
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    generation: int
+
+
+class IdentityHolder:
+    """The current TLS material, and an event for when the first one arrives."""
+
+    def __init__(self, expected: AppIdentity) -> None:
+        self.expected = expected
+        self.current: TlsMaterial | None = None
+        self.ready = trio.Event()
+        self.renewals = 0
+        self.last_error: str | None = None
+
+    @property
+    def generation(self) -> int:
+        return self.current.generation if self.current else 0
+
+    def install(self, svid: X509Svid, bundle: TrustBundle) -> None:
+        if svid.identity != self.expected:
+            raise IdentityUnavailable(
+                f"SVID is for {svid.identity}, but this sidecar is {self.expected}"
+            )
+        generation = self.generation + 1
+        self.current = TlsMaterial(
+            svid,
+            bundle,
+            server_context(svid, bundle),
+            client_context(svid, bundle),
+            generation,
+        )
+        if generation > 1:
+            self.renewals += 1
+        self.last_error = None
+        self.ready.set()
+        log.info(
+            "svid installed",
+            spiffe_id=str(svid.identity),
+            serial=f"{svid.leaf.serial_number:x}",
+            not_after=svid.not_after.isoformat(),
+            generation=generation,
+        )
+
+    def material(self) -> TlsMaterial:
+        if self.current is None:
+            raise IdentityUnavailable("no SVID yet")
+        return self.current
+
+    def seconds_until_expiry(self) -> float | None:
+        if self.current is None:
+            return None
+        return (self.current.svid.not_after - _utcnow()).total_seconds()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _files_signature(directory: Path) -> tuple:
+    signature = []
+    for path in svid_dir_layout(directory):
+        try:
+            st = path.stat()
+            signature.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            signature.append((str(path), None))
+    return tuple(signature)
+
+
+async def watch_svid_dir(
+    holder: IdentityHolder,
+    directory: Path,
+    *,
+    poll_interval: float = 1.0,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Load the SVID directory now (failing if it is unusable), then reload on change."""
+    signature = _files_signature(directory)
+    try:
+        holder.install(*load_svid_dir(directory))
+    except (IdentityError, IdentityUnavailable) as exc:
+        raise IdentityUnavailable(f"cannot use SVID directory {directory}: {exc}") from exc
+    task_status.started()
+    while True:
+        await trio.sleep(poll_interval)
+        current = _files_signature(directory)
+        if current == signature:
+            continue
+        signature = current
+        try:
+            holder.install(*load_svid_dir(directory))
+        except (IdentityError, IdentityUnavailable) as exc:
+            holder.last_error = str(exc)
+            log.error("svid reload refused; keeping the current one", error=str(exc))
+
+
+async def run_ca_identity(
+    holder: IdentityHolder,
+    ca_url: str,
+    token: str,
+    ca_bundle: TrustBundle,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Obtain the first SVID with the join token, then renew at half-life forever."""
+    from ca.client import request_svid  # the CA client is only needed in this mode
+
+    backoff = 0.5
+    while True:
+        try:
+            svid, bundle = await request_svid(ca_url, token, ca_bundle)
+            break
+        except Exception as exc:
+            if not _retryable(exc):
+                raise IdentityUnavailable(
+                    f"the CA at {ca_url} refused the join token: {exc}"
+                ) from exc
+            log.error("cannot reach the CA; retrying", ca_url=ca_url, error=str(exc), in_s=backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    holder.install(svid, bundle)
+    task_status.started()
+    await renew_forever(holder, ca_url)
+
+
+async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
+    from ca.client import renew_svid
+
+    while True:
+        material = holder.material()
+        delay = (material.svid.renewal_time() - _utcnow()).total_seconds()
+        await trio.sleep(max(delay, 0))
+        backoff = 1.0
+        while True:
+            material = holder.material()
+            try:
+                svid, bundle = await renew_svid(ca_url, material.svid, material.bundle)
+                holder.install(svid, bundle)
+                break
+            except Exception as exc:
+                holder.last_error = f"renewal failed: {exc}"
+                left = holder.seconds_until_expiry() or 0
+                log.error(
+                    "svid renewal failed; serving with the current one",
+                    ca_url=ca_url,
+                    error=str(exc),
+                    retry_in_s=backoff,
+                    expires_in_s=round(left),
+                )
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Transport trouble is worth retrying; a refusal from the CA is final."""
+    status = getattr(exc, "http_status", None)
+    return not (isinstance(status, int) and 400 <= status < 500)

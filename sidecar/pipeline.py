@@ -1,0 +1,63 @@
+"""The inbound pipeline: an ordered list of pure checks over one request.
+
+peer identity → ACL → bearer → MCP policy. Each check returns a :class:`Decision`; the first
+deny wins and the sidecar answers with it, so a denied request never reaches the app. The policy
+in force is one immutable :class:`InboundPolicy`, swapped whole on reload and read once per
+request, so a request is judged by exactly one policy version from head to body.
+
+Head checks see the request line and headers; body checks (the MCP policy) run only on routes
+that need the body, after it has been read up to a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from identity import AppIdentity
+
+from .policy import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    caller: AppIdentity
+    callee: AppIdentity
+    verb: str  # upper-case HTTP method
+    method: str  # the normalised Dapr method (path without leading slash)
+    headers: Mapping[str, str]  # lower-case names, repeated values joined with ", "
+
+
+@dataclass(frozen=True, slots=True)
+class BodyVerdict:
+    decision: Decision
+    response_plan: Any = None  # what the response path must filter (MCP lists), if anything
+    forward_body: bytes | None = None  # the body to forward (the checked one, unchanged)
+
+
+HeadCheck = Callable[[InboundRequest], Decision]
+
+
+@dataclass(frozen=True)
+class InboundPolicy:
+    version: str = "none"
+    head_checks: tuple[HeadCheck, ...] = ()
+    body_route: Callable[[InboundRequest], bool] | None = None
+    body_check: Callable[[InboundRequest, bytes], BodyVerdict] | None = None
+    strip_headers: frozenset[bytes] = frozenset()  # client headers never forwarded (Authorization…)
+    extra_app_headers: Callable[[InboundRequest], list[tuple[bytes, bytes]]] | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)  # what each layer was built from
+
+    def check_head(self, request: InboundRequest) -> Decision:
+        for check in self.head_checks:
+            decision = check(request)
+            if not decision.allowed:
+                return decision
+        return Decision.allow("pipeline", "allowed", rule=f"policy version {self.version}")
+
+    def wants_body(self, request: InboundRequest) -> bool:
+        return self.body_route is not None and self.body_route(request)
+
+
+ALLOW_ALL = InboundPolicy()

@@ -1,0 +1,228 @@
+"""Inbound: the mTLS listener other sidecars call; the only way in to the app.
+
+The caller's identity is the SPIFFE ID of the certificate it completed the handshake with, and
+nothing it says in headers can change that: every ``dapr-caller-*``/forwarding header it sent is
+removed, in any letter case, before the sidecar sets its own. The path is normalised once and
+that one string is what policy checks and what the app is sent. The pipeline's first deny
+answers the caller here, so a denied request never reaches the app; every decision is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import h11
+import structlog
+import trio
+
+from identity import AppIdentity
+
+from ..audit import AuditLog
+from ..errors import SidecarError
+from ..http.connection import ConnectionLost, HttpConnection
+from ..http.headers import CALLER_HEADERS, LOCAL_ONLY, forwardable, framing_for
+from ..http.path import RequestTarget, normalize_target
+from ..http.relay import ExchangeResult, read_whole_body, relay_exchange
+from ..http.server import ConnectionInfo, send_error, send_simple_response
+from ..metrics import SidecarMetrics
+from ..pipeline import InboundPolicy, InboundRequest
+from ..policy import Decision
+from .pool import ConnectionPool
+
+log = structlog.get_logger("trustmesh.inbound")
+
+
+class AppUnavailable(SidecarError):
+    code = "ERR_APP_UNAVAILABLE"
+    http_status = 503
+
+
+class NoAppPort(SidecarError):
+    code = "ERR_DIRECT_INVOKE"
+    http_status = 404
+
+
+@dataclass
+class InboundConfig:
+    me: AppIdentity
+    app_port: int | None
+    app_host: str = "127.0.0.1"
+    max_inspected_body: int = 4 * 1024 * 1024
+    response_head_timeout: float = 300.0  # a tool call may legitimately take minutes
+
+
+def header_map(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
+
+
+class InboundProxy:
+    def __init__(
+        self,
+        config: InboundConfig,
+        policy: Callable[[], InboundPolicy],
+        audit: AuditLog,
+        metrics: SidecarMetrics,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.audit = audit
+        self.metrics = metrics
+        self.app_pool = ConnectionPool(nursery, self._dial_app, idle_timeout=20.0)
+
+    async def _dial_app(self, _key) -> HttpConnection:
+        host, port = self.config.app_host, self.config.app_port
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise AppUnavailable(
+                f"app {self.config.me.app_id} is not reachable on {host}:{port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        return HttpConnection(stream, h11.CLIENT)
+
+    async def handle(
+        self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo
+    ) -> None:
+        started = trio.current_time()
+        policy = self.policy()  # one policy version judges the whole request
+        result = ExchangeResult()
+        decision: Decision | None = None
+        caller = info.peer_identity
+        method = "?"
+        try:
+            if caller is None:
+                decision = Decision.deny(
+                    "identity", "ERR_PEER_IDENTITY", info.peer_identity_error or "no identity", 403
+                )
+                await self._answer(conn, decision, result)
+                return
+            target = normalize_target(request.target)
+            method = target.method
+            inbound = InboundRequest(
+                caller=caller,
+                callee=self.config.me,
+                verb=request.method.decode("ascii", "replace").upper(),
+                method=target.method,
+                headers=header_map(request.headers),
+            )
+            decision = policy.check_head(inbound)
+            if not decision.allowed:
+                await self._answer(conn, decision, result)
+                return
+            body: bytes | None = None
+            plan = None
+            if policy.wants_body(inbound) and policy.body_check is not None:
+                body = await read_whole_body(conn, self.config.max_inspected_body)
+                verdict = policy.body_check(inbound, body)
+                decision = verdict.decision
+                if not decision.allowed:
+                    await self._answer(conn, decision, result)
+                    return
+                plan = verdict.response_plan
+            await self._forward(conn, request, inbound, target, policy, body, plan, info, result)
+        except SidecarError as exc:
+            if result.head_sent:
+                raise ConnectionLost(f"app failed mid-response: {exc}") from exc
+            if decision is None or decision.allowed:
+                layer = "request" if decision is None else "app"
+                decision = Decision.deny(layer, exc.code, str(exc), exc.http_status)
+            result.status = exc.http_status
+            await send_error(conn, exc.http_status, exc.code, str(exc))
+        finally:
+            self._record(caller, request, method, decision, result, policy, started)
+
+    async def _answer(
+        self, conn: HttpConnection, decision: Decision, result: ExchangeResult
+    ) -> None:
+        result.status = decision.status
+        await send_simple_response(
+            conn,
+            decision.status,
+            decision.response_body(),
+            decision.content_type.encode(),
+            [(n.encode("latin-1"), v.encode("latin-1")) for n, v in decision.headers],
+        )
+
+    async def _forward(
+        self,
+        conn: HttpConnection,
+        request: h11.Request,
+        inbound: InboundRequest,
+        target: RequestTarget,
+        policy: InboundPolicy,
+        body: bytes | None,
+        plan,
+        info: ConnectionInfo,
+        result: ExchangeResult,
+    ) -> None:
+        if self.config.app_port is None:
+            raise NoAppPort(
+                f"app {self.config.me.app_id} has no app port: it serves no inbound requests"
+            )
+        caller = inbound.caller
+        headers = forwardable(request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers)
+        headers += [
+            (b"host", f"{self.config.app_host}:{self.config.app_port}".encode()),
+            (b"dapr-caller-app-id", caller.app_id.encode()),
+            (b"dapr-caller-namespace", caller.namespace.encode()),
+            (b"dapr-callee-app-id", self.config.me.app_id.encode()),
+            (b"x-forwarded-for", info.peer_host.encode()),
+            (b"forwarded", f'for="{info.peer_host}";proto=https'.encode()),
+        ]
+        if policy.extra_app_headers is not None:
+            headers += policy.extra_app_headers(inbound)
+        if body is not None:
+            headers.append((b"content-length", str(len(body)).encode()))
+        else:
+            headers += framing_for(request.headers)
+        head = h11.Request(method=request.method, target=target.wire_path, headers=headers)
+        upstream = await self.app_pool.acquire("app")
+        try:
+            await relay_exchange(
+                result,
+                conn,
+                upstream,
+                head,
+                body=body,
+                plan=plan,
+                buffer_limit=self.config.max_inspected_body,
+                head_timeout=self.config.response_head_timeout,
+            )
+        except BaseException:
+            self.app_pool.discard(upstream)
+            raise
+        self.app_pool.release("app", upstream)
+
+    def _record(self, caller, request, method, decision, result, policy, started) -> None:
+        elapsed = trio.current_time() - started
+        allowed = decision is None or decision.allowed
+        caller_text = str(caller) if caller is not None else "-"
+        self.audit.record(
+            callee=str(self.config.me),
+            caller=caller_text,
+            verb=request.method.decode("ascii", "replace"),
+            method=method,
+            decision="allow" if allowed else "deny",
+            layer=decision.layer if decision else "request",
+            reason=decision.reason if decision else "-",
+            rule=decision.rule if decision else None,
+            message=None if allowed else decision.message,
+            status=result.status,
+            policy_version=policy.version,
+            duration_ms=round(elapsed * 1000, 3),
+        )
+        self.metrics.requests.inc(
+            "inbound",
+            caller.app_id if caller is not None else "-",
+            self.config.me.app_id,
+            "allow" if allowed else "deny",
+            str(result.status or 0),
+        )
+        self.metrics.latency.observe(elapsed, "inbound")

@@ -1,0 +1,257 @@
+"""Assembling one sidecar: identity, listeners, proxies, admin, registry, drain.
+
+Start order matters for callers: the SVID first (nothing can be served without it), then the
+listeners (ports chosen by the OS when given as 0), then the registry record, which is the
+moment other sidecars can find this one. On SIGTERM/SIGINT the listeners stop accepting,
+in-flight exchanges finish within the grace period, and the record is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from identity import AppIdentity, TrustBundle
+
+from .admin import AdminHandler
+from .audit import AuditLog
+from .errors import SidecarError
+from .http.server import HttpServer, ServerLimits
+from .identity_source import IdentityHolder, run_ca_identity, watch_svid_dir
+from .metrics import SidecarMetrics
+from .pipeline import ALLOW_ALL, InboundPolicy
+from .proxy.inbound import InboundConfig, InboundProxy
+from .proxy.outbound import OutboundConfig, OutboundProxy
+from .registry import Registry, SidecarRecord, StaticPeers
+
+log = structlog.get_logger("trustmesh.sidecar")
+
+
+class SidecarConfigError(SidecarError):
+    code = "ERR_SIDECAR_CONFIG"
+    http_status = 400
+
+
+@dataclass
+class SidecarOptions:
+    app_id: str
+    home: Path
+    namespace: str = "default"
+    trust_domain: str = "public"
+    app_port: int | None = None
+    http_port: int = 3500
+    inbound_port: int = 0
+    admin_port: int = 0
+    inbound_host: str = "127.0.0.1"
+    ca_url: str | None = None
+    token: str | None = None
+    ca_bundle: Path | None = None
+    svid_dir: Path | None = None
+    peers: Path | None = None
+    api_token: bytes | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    handle_signals: bool = True
+
+
+@dataclass
+class RunningSidecar:
+    """What a started sidecar tells whoever started it (tests, the runner)."""
+
+    identity: AppIdentity
+    http_address: tuple[str, int]
+    inbound_address: tuple[str, int] | None
+    admin_address: tuple[str, int]
+    servers: list[HttpServer]
+    holder: IdentityHolder
+
+    def drain(self) -> None:
+        for server in self.servers:
+            server.drain()
+
+
+def _port(listeners: list[trio.SocketListener]) -> tuple[str, int]:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return host, port
+
+
+async def _open(host: str, port: int) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise SidecarConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def run_sidecar(
+    opts: SidecarOptions,
+    *,
+    policy: Callable[[], InboundPolicy] = lambda: ALLOW_ALL,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    me = AppIdentity(opts.trust_domain, opts.namespace, opts.app_id)
+    holder = IdentityHolder(me)
+    registry = Registry(opts.home)
+    peers = StaticPeers(opts.peers, opts.namespace) if opts.peers else None
+    metrics = SidecarMetrics()
+    metrics.add_gauge(
+        "trustmesh_svid_expiry_seconds",
+        "Seconds until this sidecar's SVID expires.",
+        holder.seconds_until_expiry,
+    )
+    audit = AuditLog(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl")
+    registered = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await _start_identity(opts, holder, nursery)
+
+            def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
+                if peers is not None:
+                    return peers.lookup(app_id, namespace)
+                record = registry.lookup(app_id, namespace)
+                return record.inbound_address if record is not None else None
+
+            outbound = OutboundProxy(
+                OutboundConfig(me, api_token=opts.api_token), resolve, holder, metrics, nursery
+            )
+            inbound = InboundProxy(
+                InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
+            )
+            admin = AdminHandler(lambda: status(), metrics, opts.app_port)
+            servers = [HttpServer("outbound", outbound.handle, opts.limits)]
+            listeners = [await _open("127.0.0.1", opts.http_port)]
+            inbound_address = None
+            if opts.app_port is not None:
+                servers.append(
+                    HttpServer(
+                        "inbound",
+                        inbound.handle,
+                        opts.limits,
+                        ssl_context=lambda: holder.material().server,
+                    )
+                )
+                listeners.append(await _open(opts.inbound_host, opts.inbound_port))
+                inbound_address = _port(listeners[-1])
+            servers.append(HttpServer("admin", admin.handle, opts.limits))
+            listeners.append(await _open("127.0.0.1", opts.admin_port))
+            http_address, admin_address = _port(listeners[0]), _port(listeners[-1])
+
+            def status() -> dict[str, Any]:
+                material = holder.current
+                current = policy()
+                return {
+                    "app_id": me.app_id,
+                    "namespace": me.namespace,
+                    "spiffe_id": str(me),
+                    "pid": os.getpid(),
+                    "svid": None
+                    if material is None
+                    else {
+                        "serial": f"{material.svid.leaf.serial_number:x}",
+                        "not_after": material.svid.not_after.isoformat(),
+                        "generation": material.generation,
+                        "renewals": holder.renewals,
+                    },
+                    "svid_error": holder.last_error,
+                    "listeners": {
+                        "http": _fmt(http_address),
+                        "inbound": _fmt(inbound_address) if inbound_address else None,
+                        "admin": _fmt(admin_address),
+                    },
+                    "policy": {"version": current.version, "sources": dict(current.sources)},
+                }
+
+            async with trio.open_nursery() as serving:
+                for server, server_listeners in zip(servers, listeners, strict=True):
+                    await serving.start(server.serve, server_listeners)
+                admin.listeners_up = True
+                registry.register(
+                    SidecarRecord(
+                        app_id=me.app_id,
+                        namespace=me.namespace,
+                        inbound=_fmt(inbound_address) if inbound_address else "",
+                        admin=_fmt(admin_address),
+                        http=_fmt(http_address),
+                        pid=os.getpid(),
+                        app_port=opts.app_port,
+                        started_at=time.time(),
+                    )
+                )
+                registered = True
+                running = RunningSidecar(
+                    me, http_address, inbound_address, admin_address, servers, holder
+                )
+                log.info(
+                    "sidecar ready",
+                    spiffe_id=str(me),
+                    http=_fmt(http_address),
+                    inbound=_fmt(inbound_address) if inbound_address else None,
+                    admin=_fmt(admin_address),
+                )
+                task_status.started(running)
+                if opts.handle_signals:
+                    serving.start_soon(_drain_on_signal, running)
+            nursery.cancel_scope.cancel()
+    finally:
+        if registered:
+            registry.unregister(me.app_id, me.namespace, os.getpid())
+        audit.close()
+        log.info("sidecar stopped", spiffe_id=str(me))
+
+
+async def _drain_on_signal(running: RunningSidecar) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("draining", signal=signal.Signals(signum).name)
+            running.drain()
+            return
+
+
+async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery) -> None:
+    if opts.svid_dir is not None and opts.ca_url is not None:
+        raise SidecarConfigError("give either --svid-dir or --ca-url/--token, not both")
+    if opts.svid_dir is not None:
+        await nursery.start(watch_svid_dir, holder, opts.svid_dir)
+        return
+    if opts.ca_url is not None:
+        if not opts.token:
+            raise SidecarConfigError(
+                "--ca-url needs --token (a join token from 'trustmesh ca token')"
+            )
+        bundle_path = opts.ca_bundle or opts.home / "ca" / "bundle.pem"
+        if not bundle_path.exists():
+            raise SidecarConfigError(
+                f"no CA bundle at {bundle_path}: pass --ca-bundle to trust the CA's certificate"
+            )
+        bundle = TrustBundle.load(bundle_path)
+        await nursery.start(run_ca_identity, holder, opts.ca_url, opts.token, bundle)
+        return
+    raise SidecarConfigError("no identity source: pass --svid-dir DIR or --ca-url URL --token T")
+
+
+def _fmt(address: tuple[str, int] | None) -> str:
+    if address is None:
+        return ""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def print_ready_line(running: RunningSidecar) -> None:
+    """One machine-readable line on stdout, for runners and tests started as processes."""
+    payload = {
+        "event": "ready",
+        "app_id": running.identity.app_id,
+        "http": _fmt(running.http_address),
+        "inbound": _fmt(running.inbound_address) if running.inbound_address else None,
+        "admin": _fmt(running.admin_address),
+    }
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
