@@ -101,7 +101,10 @@ class _NodeBuilder(Generic[R]):
 
     def freeze(self) -> TrieNode[R]:
         segment = self.segment
-        is_glob = "*" in segment and segment not in (SINGLE_SEGMENT_WILDCARD, MULTI_SEGMENT_WILDCARD)
+        is_glob = "*" in segment and segment not in (
+            SINGLE_SEGMENT_WILDCARD,
+            MULTI_SEGMENT_WILDCARD,
+        )
         return TrieNode(
             segment,
             self.rule,
