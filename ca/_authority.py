@@ -29,13 +29,33 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from identity import AppIdentity, TrustBundle, X509Svid, validate_trust_domain
 
-from ._errors import SigningRefused
+from ._errors import ReservedIdentity, SigningRefused, WeakKey
 
 CLOCK_SKEW = dt.timedelta(minutes=15)
 DEFAULT_CA_TTL = dt.timedelta(days=365)
 DEFAULT_LEAF_TTL = dt.timedelta(hours=24)
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
+
+# The CA's own TLS identity lives in a namespace no workload may be issued into, so holding a
+# join token or an SVID can never yield a certificate that passes for the CA.
+CONTROL_PLANE_NAMESPACE = "trustmesh-system"
+CA_SERVER_APP_ID = "trustmesh-ca"
+
+
+def ca_server_identity(trust_domain: str) -> AppIdentity:
+    """``spiffe://<td>/ns/trustmesh-system/trustmesh-ca``: what clients require of the CA."""
+    return AppIdentity(trust_domain, CONTROL_PLANE_NAMESPACE, CA_SERVER_APP_ID)
+
+
+def check_workload_identity(identity: AppIdentity) -> AppIdentity:
+    """Refuse identities reserved for the control plane; every workload issuance path calls it."""
+    if identity.namespace == CONTROL_PLANE_NAMESPACE:
+        raise ReservedIdentity(
+            f"namespace {CONTROL_PLANE_NAMESPACE!r} is reserved for trustmesh itself: "
+            f"refusing to issue {identity}"
+        )
+    return identity
 
 
 def new_private_key(kind: str = "ec-p256"):
@@ -51,19 +71,19 @@ def check_public_key_strength(public_key) -> None:
     """Refuse keys a verifier should not have to trust: small RSA, unknown curves, DSA…"""
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < MIN_RSA_BITS:
-            raise SigningRefused(
+            raise WeakKey(
                 f"RSA key of {public_key.key_size} bits is too weak (minimum {MIN_RSA_BITS})"
             )
         return
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, ALLOWED_CURVES):
-            raise SigningRefused(
+            raise WeakKey(
                 f"elliptic curve {public_key.curve.name} is not allowed (use P-256 or P-384)"
             )
         return
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return
-    raise SigningRefused(f"unsupported public key type {type(public_key).__name__}")
+    raise WeakKey(f"unsupported public key type {type(public_key).__name__}")
 
 
 def _signature_hash(private_key):
@@ -245,3 +265,27 @@ def _leaf_key_usage() -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def root_trust_domain(root_cert: x509.Certificate) -> str:
+    """The trust domain a trustmesh root vouches for, read off its URI name constraint.
+
+    The constraint is what verifiers enforce, so it, rather than a subject attribute, is the
+    authoritative answer. Roots with no single permitted URI subtree are not ours.
+    """
+    try:
+        constraints = root_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        raise SigningRefused(
+            "root certificate has no name constraint, so no trust domain"
+        ) from None
+    uris = [
+        name.value
+        for name in constraints.permitted_subtrees or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+    ]
+    if len(uris) != 1:
+        raise SigningRefused(
+            f"root certificate must permit exactly one URI trust domain, found {len(uris)}"
+        )
+    return validate_trust_domain(uris[0])

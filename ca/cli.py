@@ -1,8 +1,208 @@
-"""``trustmesh ca …`` (placeholder group; the CA commands are filled in by the CA work)."""
+"""``trustmesh ca …``: init, issue, token, serve, bundle.
+
+Commands are thin: resolve the state directory, call :mod:`ca.store` / :mod:`ca.tokens` /
+:mod:`ca.server`, print. Every failure a user can cause leaves here as a
+:class:`click.ClickException` with one sentence (``sidecar.cli.main`` prints it as one line);
+package errors are translated in one place, :func:`_cli_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import sys
+from collections.abc import Iterator
 
 import click
+
+from identity import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_TRUST_DOMAIN,
+    AppIdentity,
+    IdentityError,
+    save_svid_dir,
+)
+
+from ._authority import (
+    DEFAULT_LEAF_TTL,
+    CertificateAuthority,
+    check_workload_identity,
+    root_trust_domain,
+)
+from ._duration import format_duration, parse_duration
+from ._errors import CAError
+from .home import ca_layout
+from .store import load_bundle, load_ca, save_ca
+from .tokens import DEFAULT_TOKEN_TTL, TokenStore
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@contextlib.contextmanager
+def _cli_errors() -> Iterator[None]:
+    try:
+        yield
+    except (CAError, IdentityError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            return parse_duration(value)
+        except CAError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Mesh state directory (default: $TRUSTMESH_HOME, else ./.trustmesh).",
+)
+
+
+def _identity(trust_domain: str, namespace: str, app_id: str) -> AppIdentity:
+    with _cli_errors():
+        return check_workload_identity(AppIdentity(trust_domain, namespace, app_id))
 
 
 @click.group("ca")
 def ca_group() -> None:
     """The bundled CA: init, issue, token, serve, bundle."""
+
+
+@ca_group.command("init")
+@click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing CA (and drop its tokens).")
+@home_option
+def init_command(trust_domain: str, force: bool, home: str | None) -> None:
+    """Create the root and issuer CA in the state directory."""
+    with _cli_errors():
+        layout = ca_layout(home, create=True)
+        authority = CertificateAuthority.create(trust_domain, now=_utcnow())
+        save_ca(layout, authority, force=force)
+    click.echo(f"created CA for trust domain {trust_domain!r} in {layout.directory}")
+
+
+@ca_group.command("issue")
+@click.option("--app-id", required=True)
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True)
+@click.option("--ttl", type=DURATION, default=format_duration(DEFAULT_LEAF_TTL), show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@home_option
+def issue_command(
+    app_id: str, namespace: str, ttl: dt.timedelta, out_dir: str, home: str | None
+) -> None:
+    """Issue an SVID directly to files: svid.pem, svid.key (0600), bundle.pem."""
+    with _cli_errors():
+        authority = load_ca(ca_layout(home))
+        identity = _identity(authority.trust_domain, namespace, app_id)
+        svid = authority.issue(identity, now=_utcnow(), ttl=ttl)
+        try:
+            save_svid_dir(out_dir, svid, authority.bundle)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {out_dir}: {exc.strerror}") from exc
+    click.echo(f"issued {identity} until {svid.not_after.isoformat()} into {out_dir}")
+
+
+@ca_group.command("token")
+@click.option("--app-id", required=True)
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True)
+@click.option("--ttl", type=DURATION, default=format_duration(DEFAULT_TOKEN_TTL), show_default=True)
+@home_option
+def token_command(app_id: str, namespace: str, ttl: dt.timedelta, home: str | None) -> None:
+    """Print a one-time join token for an identity; the CA keeps only its hash."""
+    with _cli_errors():
+        layout = ca_layout(home)
+        bundle = load_bundle(layout)
+        identity = _identity(root_trust_domain(bundle.authorities[0]), namespace, app_id)
+        token = TokenStore(layout).issue(identity, now=_utcnow(), ttl=ttl)
+    click.echo(token)
+
+
+@ca_group.command("bundle")
+@home_option
+def bundle_command(home: str | None) -> None:
+    """Print the trust bundle (PEM)."""
+    with _cli_errors():
+        click.echo(load_bundle(ca_layout(home)).to_pem().decode("ascii"), nl=False)
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="'--listen'")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise click.BadParameter(
+                f"listen on an IP address (or localhost), not {host!r}", param_hint="'--listen'"
+            ) from None
+    return host, int(port_text)
+
+
+def _configure_logging() -> None:
+    """JSON lines on stderr: stdout carries only the readiness line scripts wait for."""
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+@ca_group.command("serve")
+@click.option(
+    "--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT; port 0 picks one."
+)
+@click.option(
+    "--svid-ttl", type=DURATION, default=format_duration(DEFAULT_LEAF_TTL), show_default=True
+)
+@click.option(
+    "--io-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client gets for the TLS handshake and for sending its request.",
+)
+@home_option
+def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: str | None) -> None:
+    """Run the CSR signing service (HTTPS); prints 'listening on https://HOST:PORT'."""
+    import trio
+
+    from .server import CAServer, run_ca_server
+    from .service import SigningService
+
+    host, port = _parse_listen(listen)
+    with _cli_errors():
+        layout = ca_layout(home)
+        service = SigningService(load_ca(layout), TokenStore(layout), svid_ttl=svid_ttl)
+        server = CAServer(service, io_timeout=io_timeout)
+    _configure_logging()
+
+    def ready(urls: list[str]) -> None:
+        for url in urls:
+            click.echo(f"listening on {url}")
+        sys.stdout.flush()
+
+    try:
+        trio.run(run_ca_server, server, host, port, ready)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from exc

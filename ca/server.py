@@ -1,0 +1,256 @@
+"""``trustmesh ca serve``: the signing service on HTTPS, with trio and h11.
+
+One request per connection (``Connection: close``): enrolment and renewal happen once per
+workload per half-lifetime, so keep-alive buys nothing and one-shot connections keep the state
+machine trivial. Every step a client controls runs under a deadline (the TLS handshake, reading
+the request, draining an over-long body), so a slow or silent client costs one task, not the
+service. The request body is capped before it is read: a ``Content-Length`` over the limit is
+answered 413 at once.
+
+TLS: the server presents a leaf the CA issues itself for
+``spiffe://<td>/ns/trustmesh-system/trustmesh-ca``, re-issued at half-life and swapped in whole.
+Client certificates are optional (``CERT_OPTIONAL``): enrolment has none, renewal has one. When
+one is presented OpenSSL verifies it against the bundle during the handshake and refuses the
+connection if it does not chain, so the service only ever sees verified identities.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+
+import h11
+import structlog
+import trio
+
+from identity import IdentityError, X509Svid, server_context, ssl_peer_identity
+
+from ._authority import ca_server_identity
+from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
+from .service import ApiRequest, ApiResponse, SigningService, error_response, route
+
+log = structlog.get_logger("trustmesh.ca")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_IO_TIMEOUT = 10.0
+SERVER_CERT_TTL = dt.timedelta(hours=24)
+_DRAIN_LIMIT = 1024 * 1024
+_DRAIN_TIMEOUT = 2.0
+_CLOSE_TIMEOUT = 1.0
+
+
+class _Refused(Exception):
+    """Carries a refusal out of the request reader, with whether the body may still be coming."""
+
+    def __init__(self, error: CAError | h11.RemoteProtocolError, *, drain: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.drain = drain
+
+
+def _protocol_error_response(exc: h11.RemoteProtocolError) -> ApiResponse:
+    error = RequestRefused(f"malformed HTTP request: {exc}")
+    error.http_status = exc.error_status_hint
+    return error_response(error)
+
+
+class CAServer:
+    """Serves a :class:`SigningService` over HTTPS; :meth:`serve` is a ``nursery.start`` target."""
+
+    def __init__(
+        self,
+        service: SigningService,
+        *,
+        io_timeout: float = DEFAULT_IO_TIMEOUT,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.service = service
+        self.io_timeout = io_timeout
+        self.max_body = max_body
+        self._server_svid: X509Svid | None = None
+        self._context = self._new_context()
+
+    @property
+    def server_svid(self) -> X509Svid:
+        assert self._server_svid is not None
+        return self._server_svid
+
+    def _new_context(self) -> ssl.SSLContext:
+        authority = self.service.authority
+        self._server_svid = authority.issue(
+            ca_server_identity(authority.trust_domain),
+            now=self.service.clock(),
+            ttl=SERVER_CERT_TTL,
+        )
+        context = server_context(self._server_svid, authority.bundle)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``host:port`` (0 picks a port); ``task_status.started`` gets the listeners."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_listeners(self, listeners, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._rotate_server_certificate)
+            started = await nursery.start(trio.serve_listeners, self._handle, listeners)
+            log.info("ca listening", addresses=[listener_url(ln) for ln in started])
+            task_status.started(started)
+
+    async def _rotate_server_certificate(self) -> None:
+        while True:
+            delay = (self.server_svid.renewal_time() - self.service.clock()).total_seconds()
+            await trio.sleep(max(delay, 1.0))
+            self._context = self._new_context()
+            log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))
+
+    async def _handle(self, tcp: trio.abc.Stream) -> None:
+        stream = trio.SSLStream(tcp, self._context, server_side=True)
+        try:
+            with trio.fail_after(self.io_timeout):
+                await stream.do_handshake()
+        except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            log.info("tls handshake failed", error=str(exc) or type(exc).__name__)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._exchange(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass  # the client went away; nothing to answer
+        finally:
+            with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+                await stream.aclose()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(stream)
+
+    async def _exchange(self, stream: trio.SSLStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        try:
+            request = await self._read_request(conn, stream)
+        except _Refused as refused:
+            if isinstance(refused.error, h11.RemoteProtocolError):
+                response = _protocol_error_response(refused.error)
+            else:
+                response = error_response(refused.error)
+            log.info("request refused", error=str(refused.error), status=response.status)
+            await _send(conn, stream, response)
+            if refused.drain:
+                await _drain(conn, stream)
+            return
+        if request is None:
+            return
+        try:
+            request = _with_peer(request, stream)
+        except IdentityError as exc:
+            await _send(conn, stream, error_response(exc))
+            return
+        response = await trio.to_thread.run_sync(self.service.handle, request)
+        await _send(conn, stream, response)
+
+    async def _read_request(self, conn: h11.Connection, stream) -> ApiRequest | None:
+        """Read one request; ``None`` if the client closed first. Raises :class:`_Refused`."""
+        head: h11.Request | None = None
+        body = bytearray()
+        with trio.move_on_after(self.io_timeout) as scope:
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise _Refused(exc, drain=False) from exc
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(MAX_HEADER_BYTES)
+                    conn.receive_data(data)
+                    if not data and head is None:
+                        return None
+                    continue
+                if isinstance(event, h11.Request):
+                    head = event
+                    self._check_head(event)
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.max_body:
+                        raise _Refused(self._too_large(), drain=True)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return None
+        if scope.cancelled_caught:
+            raise _Refused(RequestTimeout("request not received in time"), drain=False)
+        assert head is not None
+        headers = {name.decode("latin-1"): value for name, value in head.headers}
+        authorization = headers.get("authorization")
+        return ApiRequest(
+            method=head.method.decode("ascii", "replace"),
+            path=head.target.decode("ascii", "replace"),
+            authorization=authorization.decode("latin-1") if authorization is not None else None,
+            body=bytes(body),
+        )
+
+    def _check_head(self, head: h11.Request) -> None:
+        try:
+            route(head.method.decode("ascii", "replace"), head.target.decode("ascii", "replace"))
+        except CAError as exc:
+            raise _Refused(exc, drain=True) from exc
+        for name, value in head.headers:
+            if name == b"content-length" and int(value) > self.max_body:
+                raise _Refused(self._too_large(), drain=True)
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"request body is larger than the {self.max_body}-byte limit")
+
+
+def _with_peer(request: ApiRequest, stream: trio.SSLStream) -> ApiRequest:
+    """Attach the client certificate's identity, if the client presented one."""
+    if not stream.getpeercert(binary_form=True):
+        return request
+    peer = ssl_peer_identity(stream)
+    return ApiRequest(request.method, request.path, request.authorization, request.body, peer)
+
+
+async def _send(conn: h11.Connection, stream, response: ApiResponse) -> None:
+    headers = [
+        *response.headers,
+        ("content-length", str(len(response.body))),
+        ("connection", "close"),
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers))
+    data += conn.send(h11.Data(data=response.body))
+    data += conn.send(h11.EndOfMessage())
+    await stream.send_all(data)
+
+
+async def _drain(conn: h11.Connection, stream) -> None:
+    """Read and discard the rest of a refused request, briefly and up to a cap, so the client's
+    pending writes do not turn our close into a reset that destroys the answer unread."""
+    received = 0
+    with trio.move_on_after(_DRAIN_TIMEOUT):
+        while received < _DRAIN_LIMIT:
+            try:
+                event = conn.next_event()
+            except h11.ProtocolError:
+                return
+            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(MAX_HEADER_BYTES)
+                conn.receive_data(data)
+                received += len(data)
+
+
+def listener_url(listener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+async def run_ca_server(server: CAServer, host: str, port: int, on_ready=None) -> None:
+    """Run ``server`` until cancelled; ``on_ready(urls)`` once it is listening.
+
+    The listeners are opened outside any nursery so that "address in use" arrives as a plain
+    ``OSError`` the CLI can turn into one line, not an exception group.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if on_ready is not None:
+        on_ready([listener_url(ln) for ln in listeners])
+    await server.serve_listeners(listeners)
