@@ -182,10 +182,37 @@ async def relay_exchange(
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left."""
     await up.send(request)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_copy_request_body, down, up, body, result)
-        await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
-        # The answer is complete. If the request body is still flowing, the server did not
-        # want it: stop copying; neither connection can be reused then.
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_copy_request_body, down, up, body, result)
+            await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
+            # The answer is complete. If the request body is still flowing, the server did not
+            # want it: stop copying; neither connection can be reused then.
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     result.upstream_reusable = up.reusable
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The one error to report from the relay's two tasks.
+
+    Either task failing ends the exchange, and the other is cancelled with it, so the group
+    holds one real error (plus, at most, the other task's failure caused by the first). Callers
+    handle plain :class:`SidecarError` values; anything that is not an ``Exception`` (a
+    cancellation from outside, KeyboardInterrupt) keeps its group so trio sees it intact.
+    """
+    leaves = _leaves(group)
+    if any(not isinstance(leaf, Exception) for leaf in leaves):
+        return group
+    for leaf in leaves:
+        if isinstance(leaf, SidecarError):
+            return leaf
+    return leaves[0]
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -161,6 +161,9 @@ class HttpServer:
                 except IdentityError as exc:
                     info.peer_identity_error = str(exc)
             await self._serve_requests(stream, info)
+        except Exception:
+            # A bug reached by one connection must not take the listener down with it.
+            log.exception("connection handler failed", listener=self.name)
         finally:
             self.active_connections -= 1
             with trio.move_on_after(1) as scope:

@@ -4,7 +4,9 @@ A parked keep-alive connection can be closed by its server at any moment; using 
 fail a request that never reached anyone. So every parked connection gets a watcher task that
 waits to read from it: if the server closes it (or, against the protocol, sends anything) while
 it is parked, the watcher drops it. Taking a connection out of the pool cancels its watcher —
-both happen between the same two checkpoints, so a connection is never both used and dropped.
+and ``acquire`` waits until the watcher has actually left its read (trio delivers a cancellation
+only when the task next runs) before it hands the connection out, and skips it if the watcher
+saw it close in the meantime.
 Cancelling a read on an established ``SSLStream`` is safe (renegotiation is disabled).
 
 Connections also remember the TLS material generation they were made with, so that after an
@@ -28,6 +30,8 @@ class _Parked:
     conn: HttpConnection
     generation: int
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    dead: bool = False
 
 
 class ConnectionPool:
@@ -55,6 +59,9 @@ class ConnectionPool:
         while parked_list:
             parked = parked_list.pop()
             parked.scope.cancel()
+            await parked.done.wait()
+            if parked.dead:
+                continue  # the watcher saw it close and is closing it
             if parked.generation == current:
                 self._generation_of[id(parked.conn)] = parked.generation
                 return parked.conn
@@ -85,12 +92,16 @@ class ConnectionPool:
         self._nursery.start_soon(conn.aclose)
 
     async def _watch(self, key: Hashable, parked: _Parked) -> None:
-        with parked.scope:
-            with trio.move_on_after(self._idle_timeout):
-                # Any outcome of this read (EOF, bytes, an error) means: drop the connection.
-                with contextlib.suppress(Exception):
-                    await parked.conn.stream.receive_some(1)
-            # Closed by the peer, spoke out of turn, or idle too long: drop it.
+        try:
+            with parked.scope:
+                with trio.move_on_after(self._idle_timeout):
+                    # Any outcome of this read (EOF, bytes, an error) means: drop it.
+                    with contextlib.suppress(Exception):
+                        await parked.conn.stream.receive_some(1)
+                parked.dead = True  # closed by the peer, spoke out of turn, or idle too long
+        finally:
+            parked.done.set()
+        if parked.dead:
             parked_list = self._idle.get(key)
             if parked_list is not None and parked in parked_list:
                 parked_list.remove(parked)
