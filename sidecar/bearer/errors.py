@@ -14,6 +14,7 @@ from sidecar.errors import PolicyError, ResourceInvalid
 # reason_code → description. RFC 6750 §3 limits error_description to %x20-21 / %x23-5B / %x5D-7E,
 # so these strings hold no quote, no backslash and no non-ASCII character (a test checks it).
 REASONS: dict[str, str] = {
+    "authorization_not_bearer": "The Authorization header does not hold one Bearer token",
     "malformed_token": "The access token is not a well-formed JWS compact JWT",
     "algorithm_not_allowed": "The token alg is not in the allowed asymmetric algorithm list",
     "kid_missing": "The token header has no kid",
