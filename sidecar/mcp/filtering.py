@@ -1,0 +1,134 @@
+"""Filter list results down to what the caller is granted — and fail closed.
+
+One decision function serves list and call (``policy.is_granted``), so a caller sees exactly the
+items it may use (notes §7). Items are matched on the member the call path uses: ``name`` for
+tools and prompts, ``uri`` for resources. Resource *templates* are matched on their
+``uriTemplate`` string, literally: a template is listed iff the caller's resources grant is
+``*`` or names that exact template string. Granting a template does not grant reading the URIs it
+expands to (reads compare URIs exactly); it only makes the template discoverable and usable as a
+``completion/complete`` ``ref/resource``.
+
+Everything else in the result — ``nextCursor``, ``_meta``, unknown members — is kept. A filtered
+result is per-caller, so on 2026-07-28 (or whenever the upstream sent caching hints) it is marked
+``cacheScope: "private"`` with ``ttlMs: 0``, as agentgateway does, so no shared cache reuses it.
+
+Fail closed: a response that does not parse strictly, is not a JSON-RPC response for the pending
+id, or whose result lacks the list raises ``ResponseFilterFailed``; the sidecar answers 502 and
+the unfiltered body goes nowhere (ToolHive #5257). Entries without a string key are dropped.
+Error responses pass unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import jsonrpc, methods
+from .errors import JsonRejected, ResponseFilterFailed
+from .jsonstrict import loads_strict
+from .pending import PendingFilter, PendingLists
+from .policy import MCPServerAccessPolicy, is_granted
+
+DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024
+
+
+def filter_list_result(
+    message: Mapping[str, Any],
+    method: str,
+    caller: str,
+    policy: MCPServerAccessPolicy,
+    *,
+    protocol_version: str | None = None,
+) -> dict[str, Any]:
+    """A copy of the JSON-RPC response ``message`` to ``method`` with ungranted items removed."""
+    spec = methods.lookup(method)
+    if spec is None or spec.list_member is None or spec.capability is None:
+        raise ValueError(f"{method!r} is not a list method")
+    if not isinstance(message, Mapping):
+        raise ResponseFilterFailed(f"{method} response is not a JSON object")
+    if "error" in message and "result" not in message:
+        return dict(message)
+    result = message.get("result")
+    if not isinstance(result, Mapping):
+        raise ResponseFilterFailed(f"{method} response has no result object")
+    items = result.get(spec.list_member)
+    if not isinstance(items, list):
+        raise ResponseFilterFailed(f"{method} result has no {spec.list_member!r} list")
+    key = spec.list_item_key
+    kept = [
+        item
+        for item in items
+        if isinstance(item, Mapping)
+        and isinstance(item.get(key), str)
+        and is_granted(policy, caller, spec.capability, item[key])
+    ]
+    new_result = dict(result)
+    new_result[spec.list_member] = kept
+    if (
+        (protocol_version or "") >= methods.HEADERS_REQUIRED_FROM
+        or "ttlMs" in result
+        or "cacheScope" in result
+    ):
+        new_result["cacheScope"] = "private"
+        new_result["ttlMs"] = 0
+    out = dict(message)
+    out["result"] = new_result
+    return out
+
+
+def filter_pending_message(message: Any, pending: PendingFilter) -> Any:
+    """Filter one parsed JSON-RPC message known to answer ``pending``."""
+    return filter_list_result(
+        message,
+        pending.method,
+        pending.caller_app_id,
+        pending.policy,
+        protocol_version=pending.protocol_version,
+    )
+
+
+def _lookup(pending: PendingLists | Iterable[PendingFilter]) -> PendingLists:
+    return pending if isinstance(pending, PendingLists) else PendingLists(pending)
+
+
+def filter_response_body(
+    body: bytes,
+    pending: PendingLists | Iterable[PendingFilter],
+    *,
+    max_bytes: int = DEFAULT_MAX_RESPONSE,
+) -> bytes:
+    """Filter an ``application/json`` response body, or raise ``ResponseFilterFailed``.
+
+    A single response must answer one of the pending ids; in a batch response (2025-03-26)
+    elements answering pending ids are filtered and the rest pass. Does not mutate ``pending``;
+    the caller discards the ids it has answered.
+    """
+    table = _lookup(pending)
+    try:
+        document = loads_strict(body, max_bytes=max_bytes, fold_check=False)
+    except JsonRejected as exc:
+        raise ResponseFilterFailed(f"upstream response could not be read: {exc}") from exc
+    if isinstance(document, list):
+        return jsonrpc.dumps([_filter_element(m, table) for m in document])
+    if not isinstance(document, dict):
+        raise ResponseFilterFailed("upstream response is not a JSON-RPC object")
+    entry = table.get(document.get("id"))
+    if entry is None:
+        raise ResponseFilterFailed(
+            f"upstream response id {document.get('id')!r} answers no pending list request"
+        )
+    return jsonrpc.dumps(filter_pending_message(document, entry))
+
+
+def _filter_element(message: Any, table: PendingLists) -> Any:
+    if not isinstance(message, dict):
+        raise ResponseFilterFailed("upstream batch response holds a non-object element")
+    entry = table.get(message.get("id")) if "method" not in message else None
+    return message if entry is None else filter_pending_message(message, entry)
+
+
+def failure_body(request_id: jsonrpc.RequestId | None, reason: str) -> bytes:
+    """The JSON-RPC error the sidecar sends (with 502) when a response could not be filtered."""
+    return jsonrpc.error_body(
+        request_id, jsonrpc.INTERNAL_ERROR, f"upstream response withheld: {reason}"
+    )
