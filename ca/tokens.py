@@ -136,6 +136,10 @@ class TokenStore:
     def __init__(self, layout: CALayout) -> None:
         self.layout = layout
 
+    def _locked(self):
+        self.layout.ensure()  # the lock file lives in the CA directory
+        return locked(self.layout.lock)
+
     def _load(self) -> dict[str, TokenRecord]:
         try:
             data = self.layout.tokens.read_bytes()
@@ -153,20 +157,19 @@ class TokenStore:
 
     def issue(self, identity: AppIdentity, *, now: dt.datetime, ttl: dt.timedelta) -> str:
         """Mint a token for ``identity``; the returned string is shown once and never stored."""
-        self.layout.ensure()
-        with locked(self.layout.lock):
+        with self._locked():
             token, records = mint(self._load(), identity, now=now, ttl=ttl)
             self._save(records)
         return token
 
     def check(self, token: str, *, now: dt.datetime) -> AppIdentity:
         """The identity ``token`` would grant, without using it up."""
-        with locked(self.layout.lock):
+        with self._locked():
             return check(self._load(), token, now=now).identity
 
     def consume(self, token: str, *, now: dt.datetime) -> AppIdentity:
         """Use ``token`` up and return its identity; a second call for it raises TokenUsed."""
-        with locked(self.layout.lock):
+        with self._locked():
             identity, records = consume(self._load(), token, now=now)
             self._save(records)
         return identity
