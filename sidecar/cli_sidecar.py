@@ -101,6 +101,11 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
     "'dapr-api-token' on the outbound port (default: $DAPR_API_TOKEN if set).",
 )
 @click.option(
+    "--config",
+    help="Configuration to enforce: a name in the mesh store or a YAML file "
+    "(default: the one attached with 'trustmesh appid update').",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -130,6 +135,7 @@ def sidecar_command(**kw) -> None:
         svid_dir=Path(kw["svid_dir"]) if kw["svid_dir"] else None,
         peers=Path(kw["peers"]) if kw["peers"] else None,
         api_token=api_token.encode() if api_token else None,
+        config=kw["config"],
     )
 
     async def main() -> None:

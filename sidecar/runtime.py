@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,12 @@ from .errors import SidecarError
 from .http.server import HttpServer, ServerLimits
 from .identity_source import IdentityHolder, run_ca_identity, watch_svid_dir
 from .metrics import SidecarMetrics
-from .pipeline import ALLOW_ALL, InboundPolicy
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
 from .registry import Registry, SidecarRecord, StaticPeers
+from .state.policy_builder import deny_all_policy
+from .state.store import MeshStore
+from .state.watcher import PolicyHolder, parse_config_option, watch_policy
 
 log = structlog.get_logger("trustmesh.sidecar")
 
@@ -59,6 +60,7 @@ class SidecarOptions:
     svid_dir: Path | None = None
     peers: Path | None = None
     api_token: bytes | None = None
+    config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
     handle_signals: bool = True
 
@@ -91,12 +93,7 @@ async def _open(host: str, port: int) -> list[trio.SocketListener]:
         raise SidecarConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-async def run_sidecar(
-    opts: SidecarOptions,
-    *,
-    policy: Callable[[], InboundPolicy] = lambda: ALLOW_ALL,
-    task_status=trio.TASK_STATUS_IGNORED,
-) -> None:
+async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     me = AppIdentity(opts.trust_domain, opts.namespace, opts.app_id)
     holder = IdentityHolder(me)
     registry = Registry(opts.home)
@@ -112,6 +109,11 @@ async def run_sidecar(
     try:
         async with trio.open_nursery() as nursery:
             await _start_identity(opts, holder, nursery)
+            store = MeshStore(opts.home)
+            policy = PolicyHolder(deny_all_policy("not loaded yet"))
+            await nursery.start(
+                watch_policy, policy, store, me, parse_config_option(opts.config, store)
+            )
 
             def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
                 if peers is not None:
@@ -146,7 +148,6 @@ async def run_sidecar(
 
             def status() -> dict[str, Any]:
                 material = holder.current
-                current = policy()
                 return {
                     "app_id": me.app_id,
                     "namespace": me.namespace,
@@ -166,7 +167,7 @@ async def run_sidecar(
                         "inbound": _fmt(inbound_address) if inbound_address else None,
                         "admin": _fmt(admin_address),
                     },
-                    "policy": {"version": current.version, "sources": dict(current.sources)},
+                    "policy": policy.status(),
                 }
 
             async with trio.open_nursery() as serving:

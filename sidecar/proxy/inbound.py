@@ -38,6 +38,16 @@ class AppUnavailable(SidecarError):
     http_status = 503
 
 
+class MethodNotAllowed(SidecarError):
+    code = "ERR_METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
+STANDARD_METHODS = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH"}
+)
+
+
 class NoAppPort(SidecarError):
     code = "ERR_DIRECT_INVOKE"
     http_status = 404
@@ -103,6 +113,12 @@ class InboundProxy:
                 )
                 await self._answer(conn, decision, result)
                 return
+            if request.method not in STANDARD_METHODS:
+                # The ACL judges unknown methods as POST (Dapr's calling sidecar sends them so);
+                # the app must never see a method other than the one that was judged.
+                raise MethodNotAllowed(
+                    f"HTTP method {request.method.decode('ascii', 'replace')!r} is not supported"
+                )
             target = normalize_target(request.target)
             method = target.method
             inbound = InboundRequest(

@@ -1,0 +1,84 @@
+"""From a store snapshot to the one :class:`InboundPolicy` a sidecar enforces. Pure.
+
+Which configuration applies: the sidecar's ``--config`` (a name in the store, or a file) if
+given, else the one bound to the App ID (``trustmesh appid update ID --app-config NAME``), else
+none — and no configuration means every authenticated caller in the mesh is allowed, as in Dapr.
+A reference to a configuration or component that does not exist is an error, never "no policy":
+the watcher then keeps the last good policy, or, with none yet, denies everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from identity import AppIdentity
+
+from ..errors import PolicyError, ResourceInvalid
+from ..pipeline import InboundPolicy, InboundRequest
+from ..policy import Decision
+from ..policy.acl import AccessControl, evaluate_acl
+from ..policy.configuration import parse_configuration
+from .store import Snapshot
+
+
+class PolicyUnavailable(PolicyError):
+    code = "ERR_POLICY_UNAVAILABLE"
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class ConfigOverride:
+    """``--config``: a configuration name in the store, or a loaded document from a file."""
+
+    name: str | None = None
+    document: Mapping[str, Any] | None = None
+    source: str | None = None
+
+
+def _acl_check(acl: AccessControl | None, request: InboundRequest) -> Decision:
+    return evaluate_acl(acl, request.caller, request.method, request.verb)
+
+
+def build_inbound_policy(
+    snapshot: Snapshot, me: AppIdentity, override: ConfigOverride | None = None
+) -> InboundPolicy:
+    sources: dict[str, str] = {}
+    head_checks = []
+    document, label = _configuration_document(snapshot, me, override)
+    if document is not None:
+        try:
+            configuration = parse_configuration(document)
+        except ResourceInvalid as exc:
+            raise PolicyUnavailable(f"configuration {label} is invalid: {exc}") from exc
+        sources["configuration"] = label
+        head_checks.append(partial(_acl_check, configuration.access_control))
+    return InboundPolicy(
+        version=str(snapshot.generation),
+        head_checks=tuple(head_checks),
+        sources=sources,
+    )
+
+
+def _configuration_document(
+    snapshot: Snapshot, me: AppIdentity, override: ConfigOverride | None
+) -> tuple[Mapping[str, Any] | None, str]:
+    if override is not None and override.document is not None:
+        return override.document, f"file {override.source}"
+    name = override.name if override is not None else None
+    if name is None and snapshot.binding is not None:
+        name = snapshot.binding.configuration
+    if name is None:
+        return None, ""
+    document = snapshot.get("Configuration", name)
+    if document is None:
+        raise PolicyUnavailable(f"configuration {name!r} attached to {me.app_id} does not exist")
+    return document, repr(name)
+
+
+def deny_all_policy(reason: str) -> InboundPolicy:
+    """Fail closed: what a sidecar enforces before it has ever had a valid policy."""
+    decision = Decision.deny("policy", PolicyUnavailable.code, f"no valid policy: {reason}", 503)
+    return InboundPolicy(version="invalid", head_checks=(lambda _request: decision,))
