@@ -1,0 +1,139 @@
+"""Properties of the MCP layer: filtering, call/authorize agreement, SSE chunking, strict JSON."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.mcp import (
+    MCPServerAccessPolicy,
+    PendingFilter,
+    PendingLists,
+    SseFilter,
+    SseParser,
+    authorize_item,
+    filter_list_result,
+    grant,
+    inspect_request,
+    loads_strict,
+    parse_stream,
+)
+
+GRANTABLE = ["add", "echo", "rm", "Add", "ädd", "*x", "a.b-c_d"]
+NAMES = st.sampled_from([*GRANTABLE, "add ", "add\u0000"])  # requests may carry any name
+CALLERS = st.sampled_from(["a", "b", "*"])
+
+
+@st.composite
+def policies(draw):
+    policy = MCPServerAccessPolicy.deny_all("srv")
+    for _ in range(draw(st.integers(0, 4))):
+        names = draw(st.lists(st.sampled_from([*GRANTABLE, "*"]), min_size=1, max_size=3))
+        policy = grant(policy, draw(CALLERS), "tools", names)
+    return policy
+
+
+@given(policies(), st.sampled_from(["a", "b", "c"]), st.lists(NAMES, max_size=8))
+def test_filtered_list_is_a_granted_subset(policy, caller, names):
+    message = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": n} for n in names]}}
+    out = filter_list_result(message, "tools/list", caller, policy)["result"]["tools"]
+    assert all(item in message["result"]["tools"] for item in out)
+    assert all(authorize_item(policy, caller, "tools", i["name"]).allowed for i in out)
+    assert len(out) == sum(authorize_item(policy, caller, "tools", n).allowed for n in names)
+
+
+@given(policies(), st.sampled_from(["a", "b", "c"]), NAMES)
+def test_tools_call_allowed_iff_authorize_item(policy, caller, name):
+    data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
+    verdict = inspect_request(
+        data.encode(), caller_app_id=caller, policy=policy, headers={}, negotiated_version=None
+    )
+    assert verdict.allowed is authorize_item(policy, caller, "tools", name).allowed
+
+
+# --- SSE ----------------------------------------------------------------------------------------
+
+LINE_TEXT = st.text(st.characters(blacklist_characters="\r\n", codec="utf-8"), max_size=12)
+EOLS = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@st.composite
+def sse_streams(draw):
+    parts = []
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["data", "event", "id", "retry", "comment", "blank", "other"]))
+        value = draw(LINE_TEXT).encode()
+        line = {
+            "data": b"data:" + value, "event": b"event: " + value, "id": b"id: " + value,
+            "retry": b"retry: 1500", "comment": b":" + value, "blank": b"",
+            "other": b"x-y: " + value,
+        }[kind]  # fmt: skip
+        parts.append(line + draw(EOLS))
+    return b"".join(parts)
+
+
+def split_everywhere(stream: bytes):
+    yield [stream]
+    for i in range(len(stream) + 1):
+        yield [stream[:i], stream[i:]]
+    yield [stream[i : i + 1] for i in range(len(stream))]
+
+
+@settings(max_examples=60)
+@given(sse_streams())
+def test_sse_parsing_is_independent_of_chunking(stream):
+    expected = parse_stream(stream)
+    for chunks in split_everywhere(stream):
+        parser = SseParser()
+        events = [b.event for c in chunks for b in parser.feed(c) if b.event is not None]
+        assert events == expected
+
+
+LIST = {"jsonrpc": "2.0", "id": 7, "result": {"tools": [{"name": "add"}, {"name": "secret"}]}}
+
+
+@settings(max_examples=60)
+@given(sse_streams(), sse_streams(), st.booleans(), EOLS)
+def test_sse_filter_never_emits_the_pending_list_unfiltered(before, after, malformed, eol):
+    policy = grant(MCPServerAccessPolicy.deny_all("srv"), "a", "tools", ["add"])
+    middle = b"data: " + json.dumps(LIST).encode() + eol + eol
+    if malformed:
+        middle = b"data: {" + eol + eol + middle
+    stream = before + eol + eol + middle + after
+    outputs = set()
+    for chunks in split_everywhere(stream):
+        table = PendingLists([PendingFilter(7, "tools/list", "a", policy, "2025-06-18")])
+        f = SseFilter(table, own_ids=(7,))
+        out = b"".join(f.feed(c) for c in chunks) + f.close()
+        assert b"secret" not in out
+        outputs.add(out)
+    assert len(outputs) == 1  # and the output does not depend on the chunking
+
+
+# --- strict JSON agrees with json.loads on ordinary documents -----------------------------------
+
+KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=6)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10),
+)  # fmt: skip
+DOCS = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(DOCS, st.booleans())
+def test_jsonstrict_accepts_what_json_loads_accepts(document, ascii_only):
+    text = json.dumps(document, ensure_ascii=ascii_only)
+    data = text.encode("utf-8", errors="surrogatepass")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # hypothesis text can hold lone surrogates; not an ordinary document
+    if "\\ud8" in text.lower() or any("\ud800" <= c <= "\udfff" for c in text):
+        return
+    assert loads_strict(data, max_bytes=1 << 20) == json.loads(text)
