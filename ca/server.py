@@ -146,7 +146,13 @@ class CAServer:
         except IdentityError as exc:
             await _send(conn, stream, error_response(exc))
             return
-        response = await trio.to_thread.run_sync(self.service.handle, request)
+        try:
+            response = await trio.to_thread.run_sync(self.service.handle, request)
+        except Exception:
+            # A bug must cost one request, not the listener: serve_listeners would otherwise
+            # propagate it and stop the whole service.
+            log.exception("internal error while handling a request", path=request.path)
+            response = error_response(CAError("internal error; see the CA's log"))
         await _send(conn, stream, response)
 
     async def _read_request(self, conn: h11.Connection, stream) -> ApiRequest | None:

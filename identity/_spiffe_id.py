@@ -95,7 +95,9 @@ class SpiffeId:
         if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
             raise InvalidSpiffeId(f"SPIFFE ID is longer than {MAX_ID_BYTES} bytes")
         if not text.startswith(SCHEME_PREFIX):
-            raise InvalidSpiffeId("scheme is missing or invalid: a SPIFFE ID starts with 'spiffe://'")
+            raise InvalidSpiffeId(
+                "scheme is missing or invalid: a SPIFFE ID starts with 'spiffe://'"
+            )
         rest = text[len(SCHEME_PREFIX) :]
         if "#" in rest:
             raise InvalidSpiffeId("SPIFFE ID cannot contain a fragment")
