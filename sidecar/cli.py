@@ -13,6 +13,7 @@ import click
 
 from ca.cli import ca_group
 
+from .cli_control import appid_group, apply_command, configuration_group
 from .cli_sidecar import sidecar_command
 
 
@@ -24,6 +25,9 @@ def cli() -> None:
 
 cli.add_command(ca_group)
 cli.add_command(sidecar_command)
+cli.add_command(configuration_group)
+cli.add_command(apply_command)
+cli.add_command(appid_group)
 
 
 def main(argv: list[str] | None = None) -> None:

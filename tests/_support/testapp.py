@@ -90,6 +90,18 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/release":
             RELEASE.set()
             self._send_json({"released": True})
+        elif url.path == "/forward":
+            # Call another app through a sidecar: ?via=host:port&to=app-id&path=method
+            import urllib.error
+            import urllib.request
+
+            via, to, path = query["via"][0], query["to"][0], query.get("path", ["echo"])[0]
+            target = f"http://{via}/v1.0/invoke/{to}/method/{path}"
+            try:
+                with urllib.request.urlopen(target, data=b"{}", timeout=10) as reply:
+                    self._send_json({"status": reply.status, "body": reply.read().decode()})
+            except urllib.error.HTTPError as exc:
+                self._send_json({"status": exc.code, "body": exc.read().decode()})
         elif url.path == "/big":
             mib = int(query.get("mb", ["1"])[0])
             self.send_response(200)

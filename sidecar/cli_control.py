@@ -1,0 +1,313 @@
+"""``trustmesh configuration|apply|appid``: the control plane, as the hosted CLI spells it.
+
+Every writing command validates first and then writes the whole change at once (one store
+version), so a refused command changes nothing. ``--wait`` returns when every running sidecar
+reports that version.
+"""
+
+from __future__ import annotations
+
+import click
+import yaml
+
+from identity import IdentityError, validate_app_id, validate_namespace
+
+from .cli_support import (
+    admin_status,
+    expiry_text,
+    fail,
+    home_option,
+    open_store,
+    report_change,
+    wait_options,
+)
+from .errors import ResourceInvalid
+from .policy.configuration import (
+    build_configuration,
+    configuration_to_document,
+    parse_configuration,
+)
+from .registry import Registry
+from .state.documents import DocumentError, load_documents
+from .state.store import KIND_DIRS, AppBinding
+
+
+def _validators():
+    from .bearer.config import parse_bearer_component
+    from .mcp.policy import parse_policy
+
+    return {
+        "Configuration": parse_configuration,
+        "Component": parse_bearer_component,
+        "MCPServerAccessPolicy": parse_policy,
+    }
+
+
+# -- configuration -------------------------------------------------------------------------------
+@click.group("configuration")
+def configuration_group() -> None:
+    """Access-control configurations (Dapr Configuration resources)."""
+
+
+def _parse_policy_option(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    policies = []
+    for value in values:
+        app_id, sep, action = value.rpartition(":")
+        if not sep or not app_id or action.lower() not in ("allow", "deny"):
+            raise click.BadParameter(
+                f"{value!r}: use APPID:allow or APPID:deny", param_hint="--policy"
+            )
+        policies.append((app_id, action.lower()))
+    return policies
+
+
+@configuration_group.command("create")
+@click.argument("name")
+@click.option("--default-action", type=click.Choice(["allow", "deny"]), required=True)
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    metavar="APPID:allow|deny",
+    help="A per-caller default; repeatable.",
+)
+@click.option("--trust-domain", default="public", show_default=True)
+@click.option(
+    "--namespace",
+    default="default",
+    show_default=True,
+    help="Namespace of the callers named by --policy.",
+)
+@home_option
+@wait_options
+def configuration_create(
+    name, default_action, policies, trust_domain, namespace, home, wait, wait_timeout
+) -> None:
+    """Create (or replace) configuration NAME."""
+    try:
+        config = build_configuration(
+            name, default_action, _parse_policy_option(policies), trust_domain, namespace
+        )
+    except ResourceInvalid as exc:
+        raise fail(exc) from None
+    path, store = open_store(home)
+    with store.change() as change:
+        change.put("Configuration", name, configuration_to_document(config))
+    report_change(path, change.generation, wait, wait_timeout)
+
+
+@configuration_group.command("get")
+@click.argument("name")
+@home_option
+def configuration_get(name, home) -> None:
+    """Print configuration NAME as YAML."""
+    _, store = open_store(home)
+    doc = store.get("Configuration", name)
+    if doc is None:
+        raise click.ClickException(f"configuration {name!r} not found")
+    click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+
+
+@configuration_group.command("list")
+@home_option
+def configuration_list(home) -> None:
+    """List configurations and the App IDs they are attached to."""
+    _, store = open_store(home)
+    bound: dict[str, list[str]] = {}
+    for binding in store.bindings():
+        if binding.configuration:
+            bound.setdefault(binding.configuration, []).append(binding.app_id)
+    rows = [("NAME", "DEFAULT ACTION", "POLICIES", "APP IDS")]
+    for name in store.names("Configuration"):
+        spec = (store.get("Configuration", name) or {}).get("spec") or {}
+        acl = spec.get("accessControl") or {}
+        rows.append(
+            (
+                name,
+                str(acl.get("defaultAction", "-")),
+                str(len(acl.get("policies") or [])),
+                ",".join(bound.get(name, [])) or "-",
+            )
+        )
+    _table(rows)
+
+
+@configuration_group.command("delete")
+@click.argument("name")
+@home_option
+@wait_options
+def configuration_delete(name, home, wait, wait_timeout) -> None:
+    """Delete configuration NAME (refused while an App ID uses it)."""
+    path, store = open_store(home)
+    users = [b.app_id for b in store.bindings() if b.configuration == name]
+    if users:
+        raise click.ClickException(
+            f"configuration {name!r} is attached to {', '.join(users)}; "
+            "attach another one with 'trustmesh appid update' first"
+        )
+    with store.change() as change:
+        if not change.delete("Configuration", name):
+            raise click.ClickException(f"configuration {name!r} not found")
+    report_change(path, change.generation, wait, wait_timeout)
+
+
+# -- apply ---------------------------------------------------------------------------------------
+@click.command("apply")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file; repeatable.",
+)
+@home_option
+@wait_options
+def apply_command(files, home, wait, wait_timeout) -> None:
+    """Apply Configuration, Component and MCPServerAccessPolicy documents.
+
+    All documents are validated before any is written; re-applying a name replaces it.
+    """
+    validators = _validators()
+    accepted = []
+    for filename in files:
+        with open(filename, encoding="utf-8") as handle:
+            text = handle.read()
+        try:
+            documents = load_documents(text, filename)
+        except DocumentError as exc:
+            raise fail(exc) from None
+        for document in documents:
+            validate = validators.get(document.kind)
+            if validate is None:
+                raise click.ClickException(
+                    f"{filename}:{document.line}: unsupported kind {document.kind!r} "
+                    f"(supported: {', '.join(KIND_DIRS)})"
+                )
+            try:
+                validate(document.body)
+            except ResourceInvalid as exc:
+                raise fail(document.error(exc)) from None
+            accepted.append(document)
+    if not accepted:
+        raise click.ClickException("no documents to apply")
+    path, store = open_store(home)
+    with store.change() as change:
+        for document in accepted:
+            change.put(document.kind, document.name, document.body)
+    for document in accepted:
+        click.echo(f"{document.kind.lower()}/{document.name} applied")
+    report_change(path, change.generation, wait, wait_timeout)
+
+
+# -- appid ---------------------------------------------------------------------------------------
+@click.group("appid")
+def appid_group() -> None:
+    """App IDs: attach configurations, inspect running sidecars."""
+
+
+def _check_app(app_id: str, namespace: str) -> None:
+    try:
+        validate_app_id(app_id)
+        validate_namespace(namespace)
+    except IdentityError as exc:
+        raise fail(exc) from None
+
+
+@appid_group.command("update")
+@click.argument("app_id")
+@click.option("--app-config", required=True, help="Configuration to attach ('' to detach).")
+@click.option("--namespace", default="default", show_default=True)
+@home_option
+@wait_options
+def appid_update(app_id, app_config, namespace, home, wait, wait_timeout) -> None:
+    """Attach configuration --app-config to APP_ID."""
+    _check_app(app_id, namespace)
+    path, store = open_store(home)
+    if app_config and store.get("Configuration", app_config) is None:
+        raise click.ClickException(
+            f"configuration {app_config!r} not found; create it with "
+            "'trustmesh configuration create' or 'trustmesh apply -f'"
+        )
+    with store.change() as change:
+        binding = store.binding(app_id, namespace) or AppBinding(app_id, namespace)
+        binding.configuration = app_config or None
+        change.put_binding(binding)
+    report_change(path, change.generation, wait, wait_timeout)
+
+
+def _app_rows(home, store, only: str | None, namespace: str | None):
+    registry = Registry(home)
+    running = {(r.namespace, r.app_id): r for r in registry.records()}
+    bindings = {(b.namespace, b.app_id): b for b in store.bindings()}
+    keys = sorted(set(running) | set(bindings))
+    if only is not None:
+        keys = [k for k in keys if k == (namespace, only)] or [(namespace, only)]
+    rows = []
+    for key in keys:
+        record, binding = running.get(key), bindings.get(key)
+        status = admin_status(record) if record is not None else None
+        svid = (status or {}).get("svid") or {}
+        rows.append(
+            {
+                "app_id": key[1],
+                "namespace": key[0],
+                "configuration": (binding.configuration if binding else None) or "-",
+                "mcp_server": "yes" if binding and binding.mcp_server is not None else "no",
+                "running": f"pid {record.pid}" if record else "no",
+                "http": record.http if record else "-",
+                "inbound": (record.inbound or "-") if record else "-",
+                "svid_expiry": expiry_text(svid.get("not_after")),
+                "policy_version": ((status or {}).get("policy") or {}).get("generation", "-"),
+            }
+        )
+    return rows
+
+
+@appid_group.command("get")
+@click.argument("app_id")
+@click.option("--namespace", default="default", show_default=True)
+@home_option
+def appid_get(app_id, namespace, home) -> None:
+    """Show one App ID: configuration, running sidecar, SVID expiry."""
+    _check_app(app_id, namespace)
+    path, store = open_store(home)
+    (row,) = _app_rows(path, store, app_id, namespace)
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+
+
+@appid_group.command("list")
+@home_option
+def appid_list(home) -> None:
+    """List App IDs known to the store or running."""
+    path, store = open_store(home)
+    rows = _app_rows(path, store, None, None)
+    header = ("APP ID", "NAMESPACE", "CONFIGURATION", "MCP", "RUNNING", "HTTP", "SVID EXPIRY")
+    _table(
+        [header]
+        + [
+            (
+                r["app_id"],
+                r["namespace"],
+                r["configuration"],
+                r["mcp_server"],
+                r["running"],
+                r["http"],
+                r["svid_expiry"],
+            )
+            for r in rows
+        ]
+    )
+
+
+def _table(rows) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
