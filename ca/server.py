@@ -34,6 +34,7 @@ log = structlog.get_logger("trustmesh.ca")
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_IO_TIMEOUT = 10.0
+MAX_CONNECTIONS = 256
 SERVER_CERT_TTL = dt.timedelta(hours=24)
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_TIMEOUT = 2.0
@@ -64,8 +65,11 @@ class CAServer:
         *,
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_body: int = MAX_BODY_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.service = service
+        # Deadlines bound how long each connection lasts; this bounds how many there are.
+        self._slots = trio.CapacityLimiter(max_connections)
         self.io_timeout = io_timeout
         self.max_body = max_body
         self._server_svid: X509Svid | None = None
@@ -107,6 +111,18 @@ class CAServer:
             log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))
 
     async def _handle(self, tcp: trio.abc.Stream) -> None:
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            log.warning("connection refused: too many open connections")
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            await self._handle_tls(tcp)
+        finally:
+            self._slots.release()
+
+    async def _handle_tls(self, tcp: trio.abc.Stream) -> None:
         stream = trio.SSLStream(tcp, self._context, server_side=True)
         try:
             with trio.fail_after(self.io_timeout):

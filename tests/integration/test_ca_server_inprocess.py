@@ -7,8 +7,9 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 
-from ca import CAClientError, CARefused
+from ca import CAClientError, CARefused, CAUnreachable
 from ca.client import fetch_bundle, request_svid
 from ca.home import CALayout
 from ca.server import CAServer, listener_url
@@ -56,4 +57,21 @@ async def test_server_presents_exactly_the_ca_identity(tmp_path, mesh_ca) -> Non
         await trio.aclose_forcefully(stream)
         with pytest.raises(CAClientError, match="must be https://host:port"):
             await fetch_bundle(url.replace("https", "http"), mesh_ca.bundle)
+        nursery.cancel_scope.cancel()
+
+
+async def test_connections_over_the_cap_are_closed_at_once(tmp_path, mesh_ca) -> None:
+    server = CAServer(
+        SigningService(mesh_ca, TokenStore(CALayout(tmp_path))), max_connections=1, io_timeout=30
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = listener_url(listeners[0])
+        squatter = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        await trio.testing.wait_all_tasks_blocked()  # the squatter now holds the only slot
+        with pytest.raises(CAUnreachable):
+            await fetch_bundle(url, mesh_ca.bundle)
+        await squatter.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # its handler saw EOF and gave the slot back
+        assert await fetch_bundle(url, mesh_ca.bundle) == mesh_ca.bundle
         nursery.cancel_scope.cancel()
