@@ -13,7 +13,6 @@ import pytest
 import trio
 import trio.testing
 
-from ca.client import _anonymous_context
 from identity import (
     AppIdentity,
     PeerIdentityMismatch,
@@ -96,8 +95,11 @@ async def test_server_refuses_an_expired_client_leaf(mesh_ca) -> None:
 
 
 async def test_server_refuses_a_client_without_a_certificate(mesh_ca) -> None:
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.check_hostname = False
+    anonymous.load_verify_locations(cadata=mesh_ca.bundle.to_pem().decode())
     _, _, errors = await _handshake(
-        server_context(issue(mesh_ca, "api"), mesh_ca.bundle), _anonymous_context(mesh_ca.bundle)
+        server_context(issue(mesh_ca, "api"), mesh_ca.bundle), anonymous
     )
     assert isinstance(errors["server"], trio.BrokenResourceError)
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in repr(errors["server"].__cause__)
