@@ -14,6 +14,7 @@ import click
 from ca.cli import ca_group
 
 from .cli_control import appid_group, apply_command, configuration_group
+from .cli_mcp import mcpserver_group
 from .cli_sidecar import sidecar_command
 
 
@@ -28,6 +29,7 @@ cli.add_command(sidecar_command)
 cli.add_command(configuration_group)
 cli.add_command(apply_command)
 cli.add_command(appid_group)
+cli.add_command(mcpserver_group)
 
 
 def main(argv: list[str] | None = None) -> None:

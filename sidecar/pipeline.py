@@ -5,8 +5,8 @@ deny wins and the sidecar answers with it, so a denied request never reaches the
 in force is one immutable :class:`InboundPolicy`, swapped whole on reload and read once per
 request, so a request is judged by exactly one policy version from head to body.
 
-Head checks see the request line and headers; body checks (the MCP policy) run only on routes
-that need the body, after it has been read up to a limit.
+Head checks see the request line and headers; the MCP policy, which needs the body, runs only on
+the MCP endpoint of an app registered as an MCP server, after the body was read up to a limit.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ class InboundRequest:
     headers: Mapping[str, str]  # lower-case names, repeated values joined with ", "
 
 
-@dataclass(frozen=True, slots=True)
-class BodyVerdict:
-    decision: Decision
-    response_plan: Any = None  # what the response path must filter (MCP lists), if anything
-    forward_body: bytes | None = None  # the body to forward (the checked one, unchanged)
+@dataclass(frozen=True)
+class McpRoute:
+    """For an App ID registered as an MCP server: its endpoint and the tool policy in force."""
+
+    method: str  # the endpoint's normalised path, e.g. "mcp"
+    policy: Any  # sidecar.mcp.MCPServerAccessPolicy
+    server: str  # the MCP server's name
 
 
 HeadCheck = Callable[[InboundRequest], Decision]
@@ -43,8 +45,7 @@ HeadCheck = Callable[[InboundRequest], Decision]
 class InboundPolicy:
     version: str = "none"
     head_checks: tuple[HeadCheck, ...] = ()
-    body_route: Callable[[InboundRequest], bool] | None = None
-    body_check: Callable[[InboundRequest, bytes], BodyVerdict] | None = None
+    mcp: McpRoute | None = None
     strip_headers: frozenset[bytes] = frozenset()  # client headers never forwarded (Authorization…)
     extra_app_headers: Callable[[InboundRequest], list[tuple[bytes, bytes]]] | None = None
     sources: Mapping[str, str] = field(default_factory=dict)  # what each layer was built from
@@ -56,8 +57,10 @@ class InboundPolicy:
                 return decision
         return Decision.allow("pipeline", "allowed", rule=f"policy version {self.version}")
 
-    def wants_body(self, request: InboundRequest) -> bool:
-        return self.body_route is not None and self.body_route(request)
+    def mcp_route_for(self, request: InboundRequest) -> McpRoute | None:
+        """The MCP route if this request addresses the MCP endpoint (exact normalised path)."""
+        mcp = self.mcp
+        return mcp if mcp is not None and request.method == mcp.method else None
 
 
 ALLOW_ALL = InboundPolicy()

@@ -105,7 +105,9 @@ def response_headers(response: h11.Response, transform: BodyTransform | None) ->
         # Keep the framing the app chose: h11 needs Content-Length to frame (and for HEAD).
         headers += [(n, v) for n, v in response.headers if n == b"content-length"]
         return headers
-    return [(n, v) for n, v in headers if n != b"content-length"]
+    extra = list(getattr(transform, "extra_headers", ()))
+    replaced = {name for name, _ in extra} | {b"content-length"}
+    return [(n, v) for n, v in headers if n not in replaced] + extra
 
 
 async def _relay_response(

@@ -28,6 +28,7 @@ from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy, InboundRequest
 from ..policy import Decision
+from . import mcp_route
 from .pool import ConnectionPool
 
 log = structlog.get_logger("trustmesh.inbound")
@@ -85,6 +86,7 @@ class InboundProxy:
         self.audit = audit
         self.metrics = metrics
         self.app_pool = ConnectionPool(nursery, self._dial_app, idle_timeout=20.0)
+        self.mcp_sessions = mcp_route.McpSessions()
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -134,15 +136,19 @@ class InboundProxy:
                 return
             body: bytes | None = None
             plan = None
-            if policy.wants_body(inbound) and policy.body_check is not None:
-                body = await read_whole_body(conn, self.config.max_inspected_body)
-                verdict = policy.body_check(inbound, body)
-                decision = verdict.decision
+            drop = frozenset()
+            route = policy.mcp_route_for(inbound)
+            if route is not None:
+                decision, body, plan = await self._judge_mcp(conn, route, inbound)
                 if not decision.allowed:
                     await self._answer(conn, decision, result)
                     return
-                plan = verdict.response_plan
-            await self._forward(conn, request, inbound, target, policy, body, plan, info, result)
+                drop = mcp_route.NEVER_FORWARDED
+            await self._forward(
+                conn, request, inbound, target, policy, body, plan, drop, info, result
+            )
+            if route is not None and inbound.verb == "DELETE" and result.status == 200:
+                self.mcp_sessions.end(caller.app_id, mcp_route.session_id(inbound))
         except SidecarError as exc:
             if result.head_sent:
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
@@ -150,9 +156,34 @@ class InboundProxy:
                 layer = "request" if decision is None else "app"
                 decision = Decision.deny(layer, exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
-            await send_error(conn, exc.http_status, exc.code, str(exc))
+            body = getattr(exc, "response_body", None)
+            if body is not None:
+                await send_simple_response(conn, exc.http_status, body)
+            else:
+                await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
             self._record(caller, request, method, decision, result, policy, started)
+
+    async def _judge_mcp(self, conn: HttpConnection, route, inbound: InboundRequest):
+        """The MCP policy: (decision, body to forward, response plan)."""
+        if inbound.verb != "POST":
+            decision = mcp_route.check_without_body(route, inbound)
+            return decision, None, self._planner(inbound, (), ())
+        refusal = mcp_route.refuse_encoding(inbound)
+        if refusal is not None:
+            return refusal, None, None
+        body = await read_whole_body(conn, self.config.max_inspected_body)
+        verdict = mcp_route.judge_body(route, inbound, body, self.config.max_inspected_body)
+        if not verdict.allowed:
+            return verdict.decision, None, None
+        list_ids = tuple(p.request_id for p in verdict.pending)
+        planner = self._planner(inbound, list_ids, verdict.request_ids, verdict.pending)
+        return verdict.decision, body, planner
+
+    def _planner(self, inbound: InboundRequest, list_ids: tuple, own_ids: tuple, new=()):
+        pending = self.mcp_sessions.get(inbound.caller.app_id, mcp_route.session_id(inbound))
+        pending.add_all(new)
+        return mcp_route.response_planner(pending, list_ids, own_ids)
 
     async def _answer(
         self, conn: HttpConnection, decision: Decision, result: ExchangeResult
@@ -175,6 +206,7 @@ class InboundProxy:
         policy: InboundPolicy,
         body: bytes | None,
         plan,
+        drop: frozenset[bytes],
         info: ConnectionInfo,
         result: ExchangeResult,
     ) -> None:
@@ -183,7 +215,9 @@ class InboundProxy:
                 f"app {self.config.me.app_id} has no app port: it serves no inbound requests"
             )
         caller = inbound.caller
-        headers = forwardable(request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers)
+        headers = forwardable(
+            request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers | drop
+        )
         headers += [
             (b"host", f"{self.config.app_host}:{self.config.app_port}".encode()),
             (b"dapr-caller-app-id", caller.app_id.encode()),

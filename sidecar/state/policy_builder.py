@@ -16,8 +16,10 @@ from typing import Any
 
 from identity import AppIdentity
 
-from ..errors import PolicyError, ResourceInvalid
-from ..pipeline import InboundPolicy, InboundRequest
+from ..errors import PolicyError, ResourceInvalid, SidecarError
+from ..http.path import normalize_method
+from ..mcp import MCPServerAccessPolicy, parse_policy
+from ..pipeline import InboundPolicy, InboundRequest, McpRoute
 from ..policy import Decision
 from ..policy.acl import AccessControl, evaluate_acl
 from ..policy.configuration import parse_configuration
@@ -55,11 +57,36 @@ def build_inbound_policy(
             raise PolicyUnavailable(f"configuration {label} is invalid: {exc}") from exc
         sources["configuration"] = label
         head_checks.append(partial(_acl_check, configuration.access_control))
+    mcp = _mcp_route(snapshot, me)
+    if mcp is not None:
+        sources["mcpServer"] = f"{mcp.server} at /{mcp.method}"
     return InboundPolicy(
         version=str(snapshot.generation),
         head_checks=tuple(head_checks),
+        mcp=mcp,
         sources=sources,
     )
+
+
+def _mcp_route(snapshot: Snapshot, me: AppIdentity) -> McpRoute | None:
+    """The MCP route of an App ID registered as an MCP server; a missing policy is deny-all."""
+    binding = snapshot.binding
+    if binding is None or binding.mcp_server is None:
+        return None
+    raw_path = str(binding.mcp_server.get("path", "/mcp"))
+    try:
+        method = normalize_method(raw_path.lstrip("/"))
+    except SidecarError as exc:
+        raise PolicyUnavailable(f"MCP server path {raw_path!r} is invalid: {exc}") from exc
+    name = me.app_id
+    document = snapshot.get("MCPServerAccessPolicy", name)
+    if document is None:
+        return McpRoute(method, MCPServerAccessPolicy.deny_all(name), name)
+    try:
+        policy = parse_policy(document)
+    except ResourceInvalid as exc:
+        raise PolicyUnavailable(f"MCPServerAccessPolicy {name!r} is invalid: {exc}") from exc
+    return McpRoute(method, policy, name)
 
 
 def _configuration_document(
