@@ -25,22 +25,11 @@ from .errors import ResourceInvalid
 from .policy.configuration import (
     build_configuration,
     configuration_to_document,
-    parse_configuration,
 )
 from .registry import Registry
-from .state.documents import DocumentError, load_documents
-from .state.store import KIND_DIRS, AppBinding
-
-
-def _validators():
-    from .bearer.config import parse_bearer_component
-    from .mcp.policy import parse_policy
-
-    return {
-        "Configuration": parse_configuration,
-        "Component": parse_bearer_component,
-        "MCPServerAccessPolicy": parse_policy,
-    }
+from .state.apply import read_documents, store_documents
+from .state.documents import DocumentError
+from .state.store import AppBinding
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -169,36 +158,17 @@ def apply_command(files, home, wait, wait_timeout) -> None:
 
     All documents are validated before any is written; re-applying a name replaces it.
     """
-    validators = _validators()
-    accepted = []
-    for filename in files:
-        with open(filename, encoding="utf-8") as handle:
-            text = handle.read()
-        try:
-            documents = load_documents(text, filename)
-        except DocumentError as exc:
-            raise fail(exc) from None
-        for document in documents:
-            validate = validators.get(document.kind)
-            if validate is None:
-                raise click.ClickException(
-                    f"{filename}:{document.line}: unsupported kind {document.kind!r} "
-                    f"(supported: {', '.join(KIND_DIRS)})"
-                )
-            try:
-                validate(document.body)
-            except ResourceInvalid as exc:
-                raise fail(document.error(exc)) from None
-            accepted.append(document)
+    try:
+        accepted = read_documents(files)
+    except DocumentError as exc:
+        raise fail(exc) from None
     if not accepted:
         raise click.ClickException("no documents to apply")
     path, store = open_store(home)
-    with store.change() as change:
-        for document in accepted:
-            change.put(document.kind, document.name, document.body)
+    generation = store_documents(store, accepted)
     for document in accepted:
         click.echo(f"{document.kind.lower()}/{document.name} applied")
-    report_change(path, change.generation, wait, wait_timeout)
+    report_change(path, generation, wait, wait_timeout)
 
 
 # -- appid ---------------------------------------------------------------------------------------
