@@ -61,6 +61,7 @@ class HttpConnection:
         # None for upstream reads, where an SSE stream may legitimately idle for long.
         self.read_timeout = read_timeout
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
+        self.max_head_bytes = max_head_bytes
 
     async def next_event(self) -> h11.Event:
         """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
@@ -68,7 +69,13 @@ class HttpConnection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
+                if self.h11.our_role is h11.CLIENT:
+                    # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
+                    # for our caller, not a malformed request from them.
+                    raise ConnectionLost(f"upstream broke the protocol: {exc}") from exc
                 raise ProtocolViolation(str(exc), exc.error_status_hint) from exc
+            if isinstance(event, h11.Request | h11.Response):
+                self._check_head_size(event)
             if event is not h11.NEED_DATA:
                 return event
             if self.h11.they_are_waiting_for_100_continue:
@@ -84,6 +91,18 @@ class HttpConnection:
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
             self.h11.receive_data(data)
+
+    def _check_head_size(self, event: h11.Request | h11.Response) -> None:
+        """h11 bounds only a head still arriving; one that came whole in a read is sized here."""
+        size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if isinstance(event, h11.Request):
+            size += len(event.method) + len(event.target) + 12
+        if size <= self.max_head_bytes:
+            return
+        message = f"request head of {size} bytes exceeds the {self.max_head_bytes}-byte limit"
+        if self.h11.our_role is h11.CLIENT:
+            raise ConnectionLost(f"upstream {message.replace('request', 'response')}")
+        raise ProtocolViolation(message, 431)
 
     async def send(self, event: h11.Event) -> None:
         try:

@@ -55,13 +55,20 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 
 def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
-    """Headers minus hop-by-hop ones, ``Connection``-nominated ones and ``drop``."""
+    """Headers minus hop-by-hop ones, ``Connection``-nominated ones, framing and ``drop``.
+
+    ``Content-Length`` is left out too: the framing of the next hop is decided once, by
+    :func:`framing_for`, so a message never leaves with two lengths or a length beside chunked.
+    """
     headers = list(headers)
     nominated = connection_tokens(headers)
     return [
         (name, value)
         for name, value in headers
-        if name not in HOP_BY_HOP and name not in nominated and name not in drop
+        if name not in HOP_BY_HOP
+        and name not in nominated
+        and name not in drop
+        and name != b"content-length"
     ]
 
 
@@ -83,12 +90,15 @@ def has_body_framing(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 def framing_for(incoming: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The framing header to send onward for a body that arrived with ``incoming`` headers:
-    keep a ``Content-Length``, turn any transfer coding into plain chunked."""
+    """The framing header to send onward for a body that arrived with ``incoming`` headers.
+
+    Chunked wins over a ``Content-Length`` sent beside it (RFC 9112 §6.1: h11 framed the body
+    by the chunks, and a proxy must drop the length); otherwise the length is kept.
+    """
     incoming = list(incoming)
-    length = get_header(incoming, b"content-length")
-    if length is not None:
-        return [(b"content-length", length)]
     if is_chunked(incoming):
         return [(b"transfer-encoding", b"chunked")]
+    length = get_header(incoming, b"content-length")
+    if length is not None:
+        return [(b"content-length", length.split(b",")[0].strip())]
     return []

@@ -1,4 +1,4 @@
-"""One normalisation of the request path, used for policy *and* for forwarding.
+r"""One normalisation of the request path, used for policy *and* for forwarding.
 
 CVE-2026-41491 (GHSA-85gx-3qv6-4463) was Dapr checking a normalised path while the app received
 the raw one: ``admin%2F..%2Fpublic`` was checked as ``public`` and served as ``admin/../public``.
@@ -11,7 +11,11 @@ and to the app:
    and any other control character;
 3. resolve ``.``, ``..`` and ``//`` like Go's ``path.Clean``, then drop leading ``../`` (a method
    cannot climb above the app's root);
-4. re-encode for the wire, so the app decodes exactly the string that was checked.
+4. refuse what is still an encoded separator or dot after that one decode (``%2F``, ``%5C``,
+   ``%2E`` in any case: ``admin%252Fsecret``) and backslashes, as newest Dapr does
+   (``aclencoded.go``): an app that decodes twice, or treats ``\`` as ``/``, would otherwise
+   route a path other than the one that was checked;
+5. re-encode for the wire, so the app decodes exactly the string that was checked.
 
 The result (Dapr calls it the *method*) has no leading slash: ``/v1.0/invoke/x/method/a/b`` and an
 inbound ``/a/b`` both give ``a/b``, which is what the ACL sees and what Dapr prints in its denials.
@@ -28,6 +32,7 @@ from ..errors import SidecarError
 MAX_TARGET_BYTES = 8192
 
 _PERCENT_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_STILL_ENCODED_RE = re.compile(r"%(2[fFeE]|5[cC])")
 # Characters left unescaped when the checked method is put back on the wire: RFC 3986 pchar minus
 # ';' (path parameters in some servers) and '%' (always re-escaped so the app decodes once).
 _WIRE_SAFE = "/!$&'()*+,=:@"
@@ -102,12 +107,22 @@ def normalize_method(method: str) -> str:
                 f"invalid method: method contains control character at position {position}: "
                 f"{method!r}"
             )
+    if "\\" in method:
+        raise InvalidPath(f"invalid method: backslash is not allowed in a method: {method!r}")
+    encoded = _STILL_ENCODED_RE.search(method)
+    if encoded is not None:
+        raise InvalidPath(
+            f"invalid method: {encoded.group(0)!r} is still percent-encoded after decoding "
+            f"(double encoding): {method!r}"
+        )
     cleaned = clean(method)
     while cleaned.startswith("../"):
         cleaned = cleaned[3:]
     if cleaned in ("..", "."):
         return ""
-    return cleaned
+    # A rooted input ("/admin", from ".../method//admin") stays rooted through Clean. The method
+    # never starts with a slash, or the wire path would begin "//", which parsers read as a host.
+    return cleaned.lstrip("/")
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:

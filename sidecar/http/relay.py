@@ -21,7 +21,7 @@ import trio
 
 from ..errors import SidecarError
 from .connection import ConnectionLost, HttpConnection
-from .headers import forwardable
+from .headers import forwardable, framing_for
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -103,10 +103,9 @@ def response_headers(response: h11.Response, transform: BodyTransform | None) ->
     headers = forwardable(response.headers, frozenset())
     if transform is None:
         # Keep the framing the app chose: h11 needs Content-Length to frame (and for HEAD).
-        headers += [(n, v) for n, v in response.headers if n == b"content-length"]
-        return headers
+        return headers + framing_for(response.headers)
     extra = list(getattr(transform, "extra_headers", ()))
-    replaced = {name for name, _ in extra} | {b"content-length"}
+    replaced = {name for name, _ in extra}
     return [(n, v) for n, v in headers if n not in replaced] + extra
 
 

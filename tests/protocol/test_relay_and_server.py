@@ -373,12 +373,6 @@ async def test_upstream_silence_is_upstream_timeout(autojump_clock):
     assert not ex.result.head_sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="upstream EOF inside a Content-Length body surfaces as ProtocolViolation "
-    "(http_status 400, 'peer closed connection without sending complete message body') "
-    "instead of ConnectionLost: h11.RemoteProtocolError is mapped wholesale in next_event",
-)
 async def test_upstream_closing_mid_body_is_connection_lost_after_head():
     ex = Exchange()
     await send_request(ex.caller)
@@ -427,13 +421,6 @@ async def test_upstream_closing_mid_body_fails_after_head_was_sent():
     assert chunk.data == b"abc"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="upstream closing before any response surfaces as ProtocolViolation (status hint "
-    "400: \"can't handle event type ConnectionClosed when role=SERVER and "
-    'state=SEND_RESPONSE") instead of ConnectionLost, so outbound answers the caller 400 '
-    "'malformed request' rather than 502",
-)
 async def test_upstream_closing_before_answering_is_connection_lost():
     ex = Exchange()
     await send_request(ex.caller)
@@ -605,12 +592,6 @@ async def test_oversized_headers_get_431_json_and_the_server_survives(serve, aut
     assert (head.status_code, body) == (200, b"echo:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_head_bytes only bounds an *incomplete* head (h11 max_incomplete_event_size): a "
-    "complete head that arrives in one read is accepted whatever its size, up to the 64 KiB "
-    "READ_SIZE beyond the limit; here a 2 KiB header against a 1 KiB limit is answered 200",
-)
 async def test_oversized_headers_in_one_read_get_431(serve, autojump_clock):
     served = await serve(App(), max_head_bytes=1024)
     assert_json_error(await served.raw(BIG_HEAD), 431)

@@ -196,13 +196,6 @@ def test_hop_by_hop_removal_plus_framing_keeps_one_transfer_encoding():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RFC 9112 §6.1: with both Transfer-Encoding: chunked and Content-Length (h11 accepts "
-    "this and frames by chunked) a proxy must drop Content-Length; framing_for prefers the "
-    "Content-Length and forwardable keeps it, so the next hop gets a length that does not "
-    "describe the body",
-)
 def test_transfer_encoding_overrides_content_length_when_forwarding():
     incoming = [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")]
     onward = forwardable(incoming, NOTHING) + framing_for(incoming)

@@ -66,12 +66,6 @@ def test_url_form(target, app, namespace, method, wire):
     assert invocation.target.wire_path == wire
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a '/' right after /method/ survives normalisation: /v1.0/invoke/orders/method//admin "
-    "gives method '/admin' and wire path b'//admin' (Dapr gives 'admin'; the module promises no "
-    "leading slash)",
-)
 @pytest.mark.parametrize(
     "target",
     [

@@ -89,7 +89,6 @@ DAPR_NORMALIZE_ACCEPTS = [
     ("test%25stream", "test%25stream"),  # percent-encoded sequences stay raw (no decoding)
     ('test"stream', 'test"stream'),
     ("test*stream", "test*stream"),
-    ("test\\stream", "test\\stream"),  # backslash is an ordinary character
     ("admin/../public", "public"),  # resolves traversal
     ("../../etc/passwd", "etc/passwd"),  # resolves leading traversal
     ("mymethod", "mymethod"),
@@ -223,13 +222,7 @@ TARGETS = [
     (b"/admin%25stream", "admin%stream", b"/admin%25stream"),  # the app decodes '%' back
     (b"/admin%22stream", 'admin"stream', b"/admin%22stream"),
     (b"/admin%2Astream", "admin*stream", b"/admin*stream"),
-    (b"/admin%5Cstream", "admin\\stream", b"/admin%5Cstream"),
-    (b"/admin%5C..%5Cpublic", "admin\\..\\public", b"/admin%5C..%5Cpublic"),  # no traversal
-    (b"/admin%2F..%5C..%2Fpublic", "admin/..\\../public", b"/admin/..%5C../public"),
     (b"/public%25%2F..%2Fadmin", "admin", b"/admin"),
-    # double-encoded: decoded once, so the method keeps '%2F' as three characters
-    (b"/admin%252Fsecret", "admin%2Fsecret", b"/admin%252Fsecret"),
-    (b"/%252E%252E/admin", "%2E%2E/admin", b"/%252E%252E/admin"),
     (b"/a;b", "a;b", b"/a%3Bb"),  # ';' re-escaped: no path parameters downstream
     (b"/%C3%A9t%C3%A9", "été", b"/%C3%A9t%C3%A9"),
     (b"/a b", "a b", b"/a%20b"),
@@ -250,6 +243,15 @@ def test_normalize_target(raw, method, wire):
 
 
 TARGET_REFUSALS = [
+    # Still encoded after the one decode, or a backslash: newest Dapr (aclencoded.go) refuses
+    # these, since an app that decodes twice or reads '\\' as '/' would route another path.
+    b"/admin%5Cstream",
+    b"/admin%5C..%5Cpublic",
+    b"/admin%2F..%5C..%2Fpublic",
+    b"/admin%252Fsecret",
+    b"/%252E%252E/admin",
+    b"/admin%252fsecret",
+    b"/test\\stream",
     b"/test%23stream",  # %23 → '#'
     b"/test%3Fstream",  # %3F → '?'
     b"/test%00stream",
@@ -340,11 +342,6 @@ def test_normalize_method_output_has_no_dot_segments_empty_segments_or_controls(
     assert not any(c in out for c in "#?\x00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize_method keeps Go path.Clean's leading '/': normalize_method('/a') == '/a', "
-    "so the URL form /v1.0/invoke/x/method//a yields method '/a' and wire path b'//a'",
-)
 @FAST
 @given(PATHISH)
 @example("/a")
