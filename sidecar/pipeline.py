@@ -45,9 +45,9 @@ HeadCheck = Callable[[InboundRequest], Decision]
 class InboundPolicy:
     version: str = "none"
     head_checks: tuple[HeadCheck, ...] = ()
+    bearer: Any = None  # sidecar.bearer.BearerConfig: the token check after the ACL
     mcp: McpRoute | None = None
     strip_headers: frozenset[bytes] = frozenset()  # client headers never forwarded (Authorization…)
-    extra_app_headers: Callable[[InboundRequest], list[tuple[bytes, bytes]]] | None = None
     sources: Mapping[str, str] = field(default_factory=dict)  # what each layer was built from
 
     def check_head(self, request: InboundRequest) -> Decision:

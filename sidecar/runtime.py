@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,6 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             await _start_identity(opts, holder, nursery)
             store = MeshStore(opts.home)
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
-            await nursery.start(
-                watch_policy, policy, store, me, parse_config_option(opts.config, store)
-            )
 
             def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
                 if peers is not None:
@@ -126,6 +124,16 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             )
             inbound = InboundProxy(
                 InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
+            )
+            await nursery.start(
+                partial(
+                    watch_policy,
+                    policy,
+                    store,
+                    me,
+                    parse_config_option(opts.config, store),
+                    on_policy=inbound.bearer.on_policy,
+                )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
             servers = [HttpServer("outbound", outbound.handle, opts.limits)]

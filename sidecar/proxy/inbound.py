@@ -28,7 +28,7 @@ from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy, InboundRequest
 from ..policy import Decision
-from . import mcp_route
+from . import bearer_gate, mcp_route
 from .pool import ConnectionPool
 
 log = structlog.get_logger("trustmesh.inbound")
@@ -87,6 +87,7 @@ class InboundProxy:
         self.metrics = metrics
         self.app_pool = ConnectionPool(nursery, self._dial_app, idle_timeout=20.0)
         self.mcp_sessions = mcp_route.McpSessions()
+        self.bearer = bearer_gate.BearerKeySources(nursery)
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -134,18 +135,43 @@ class InboundProxy:
             if not decision.allowed:
                 await self._answer(conn, decision, result)
                 return
+            verified = None
+            if policy.bearer is not None:
+                metadata = bearer_gate.metadata_response(policy, inbound)
+                if metadata is not None:
+                    result.status = 200
+                    await send_simple_response(conn, 200, metadata)
+                    return
+                decision, verified = bearer_gate.check_token(self.bearer, policy, inbound)
+                if not decision.allowed:
+                    await self._answer(conn, decision, result)
+                    return
             body: bytes | None = None
             plan = None
             drop = frozenset()
             route = policy.mcp_route_for(inbound)
             if route is not None:
                 decision, body, plan = await self._judge_mcp(conn, route, inbound)
+                if decision.allowed and body is not None:
+                    decision = (
+                        bearer_gate.check_scopes(policy, route, inbound, body, verified) or decision
+                    )
                 if not decision.allowed:
                     await self._answer(conn, decision, result)
                     return
                 drop = mcp_route.NEVER_FORWARDED
             await self._forward(
-                conn, request, inbound, target, policy, body, plan, drop, info, result
+                conn,
+                request,
+                inbound,
+                target,
+                policy,
+                body,
+                plan,
+                drop,
+                bearer_gate.app_headers(verified),
+                info,
+                result,
             )
             if route is not None and inbound.verb == "DELETE" and result.status == 200:
                 self.mcp_sessions.end(caller.app_id, mcp_route.session_id(inbound))
@@ -207,6 +233,7 @@ class InboundProxy:
         body: bytes | None,
         plan,
         drop: frozenset[bytes],
+        identity_headers: list[tuple[bytes, bytes]],
         info: ConnectionInfo,
         result: ExchangeResult,
     ) -> None:
@@ -215,9 +242,13 @@ class InboundProxy:
                 f"app {self.config.me.app_id} has no app port: it serves no inbound requests"
             )
         caller = inbound.caller
-        headers = forwardable(
-            request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers | drop
-        )
+        headers = [
+            (name, value)
+            for name, value in forwardable(
+                request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers | drop
+            )
+            if not name.startswith(b"x-trustmesh-")  # only the sidecar speaks for the token
+        ]
         headers += [
             (b"host", f"{self.config.app_host}:{self.config.app_port}".encode()),
             (b"dapr-caller-app-id", caller.app_id.encode()),
@@ -226,8 +257,7 @@ class InboundProxy:
             (b"x-forwarded-for", info.peer_host.encode()),
             (b"forwarded", f'for="{info.peer_host}";proto=https'.encode()),
         ]
-        if policy.extra_app_headers is not None:
-            headers += policy.extra_app_headers(inbound)
+        headers += identity_headers
         if body is not None:
             headers.append((b"content-length", str(len(body)).encode()))
         else:

@@ -16,6 +16,7 @@ from typing import Any
 
 from identity import AppIdentity
 
+from ..bearer import BearerConfig, parse_bearer_component
 from ..errors import PolicyError, ResourceInvalid, SidecarError
 from ..http.path import normalize_method
 from ..mcp import MCPServerAccessPolicy, parse_policy
@@ -24,6 +25,8 @@ from ..policy import Decision
 from ..policy.acl import AccessControl, evaluate_acl
 from ..policy.configuration import parse_configuration
 from .store import Snapshot
+
+BEARER_TYPE = "middleware.http.bearer"
 
 
 class PolicyUnavailable(PolicyError):
@@ -49,6 +52,7 @@ def build_inbound_policy(
 ) -> InboundPolicy:
     sources: dict[str, str] = {}
     head_checks = []
+    bearer = None
     document, label = _configuration_document(snapshot, me, override)
     if document is not None:
         try:
@@ -57,15 +61,60 @@ def build_inbound_policy(
             raise PolicyUnavailable(f"configuration {label} is invalid: {exc}") from exc
         sources["configuration"] = label
         head_checks.append(partial(_acl_check, configuration.access_control))
+        bearer = _bearer(snapshot, me, configuration)
+        if bearer is not None:
+            sources["bearer"] = f"{bearer.name} (issuer {bearer.issuer})"
     mcp = _mcp_route(snapshot, me)
     if mcp is not None:
         sources["mcpServer"] = f"{mcp.server} at /{mcp.method}"
     return InboundPolicy(
         version=str(snapshot.generation),
         head_checks=tuple(head_checks),
+        bearer=bearer,
         mcp=mcp,
+        strip_headers=frozenset({b"authorization"}) if bearer is not None else frozenset(),
         sources=sources,
     )
+
+
+def _bearer(snapshot: Snapshot, me: AppIdentity, configuration) -> BearerConfig | None:
+    """The bearer component named by the configuration's pipelines, if any.
+
+    Dapr puts ``middleware.http.bearer`` in ``spec.httpPipeline`` (requests into the sidecar);
+    here every request into the app crosses the inbound sidecar, so either pipeline attaches it
+    there. A middleware type we do not implement is refused: silently skipping a configured
+    security layer would fail open.
+    """
+    handlers = (*configuration.http_pipeline, *configuration.app_http_pipeline)
+    found: list[BearerConfig] = []
+    for handler in handlers:
+        if handler.type != BEARER_TYPE:
+            raise PolicyUnavailable(
+                f"configuration {configuration.name!r} names middleware {handler.name!r} of type "
+                f"{handler.type!r}, which trustmesh does not implement (only {BEARER_TYPE})"
+            )
+        document = snapshot.get("Component", handler.name)
+        if document is None:
+            raise PolicyUnavailable(
+                f"component {handler.name!r} named by configuration {configuration.name!r} "
+                "does not exist"
+            )
+        try:
+            config = parse_bearer_component(document)
+        except ResourceInvalid as exc:
+            raise PolicyUnavailable(f"component {handler.name!r} is invalid: {exc}") from exc
+        if config.app_scopes and me.app_id not in config.app_scopes:
+            raise PolicyUnavailable(
+                f"component {handler.name!r} is scoped to {list(config.app_scopes)}, "
+                f"not to {me.app_id}"
+            )
+        if config not in found:
+            found.append(config)
+    if len(found) > 1:
+        raise PolicyUnavailable(
+            f"configuration {configuration.name!r} attaches {len(found)} bearer components; use one"
+        )
+    return found[0] if found else None
 
 
 def _mcp_route(snapshot: Snapshot, me: AppIdentity) -> McpRoute | None:

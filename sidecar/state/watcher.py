@@ -92,6 +92,7 @@ async def watch_policy(
     override: ConfigOverride | None,
     *,
     poll_interval: float = 0.25,
+    on_policy=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     signature = None
@@ -112,6 +113,8 @@ async def watch_policy(
                 log.error("policy refused; keeping the last good one", error=str(exc))
             else:
                 signature = current
+                if on_policy is not None:
+                    on_policy(policy)  # e.g. warm the bearer keys before the first request
                 holder.current, holder.generation, holder.error = policy, generation, None
                 holder.loads += 1
                 log.info("policy applied", version=policy.version, sources=dict(policy.sources))

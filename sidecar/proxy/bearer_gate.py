@@ -1,0 +1,173 @@
+"""The bearer layer in the inbound sidecar: keys, checks, scope step-up and RFC 9728 metadata.
+
+Check order is mTLS identity → ACL → **bearer** → MCP policy: an App ID the ACL allows must also
+present a live JWT from a trusted issuer. Keys come from one long-lived :class:`JwksSource` per
+bearer component, kept across policy reloads (a reload must not drop a warm key cache), started
+when a policy first needs it and refreshed early when a token names an unknown ``kid``.
+
+The token is never passed to the app (MCP forbids token passthrough): ``Authorization`` is
+removed and the app gets the verified subject and scopes in ``x-trustmesh-*`` headers, which
+the sidecar always strips from what the client sent.
+
+A tool grant may require scopes (``requiredScopes``); a call whose token lacks them gets 403
+``insufficient_scope`` so the client can step up. A grant that requires scopes on an app with no
+bearer layer denies: a requirement that cannot be checked is not met.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+import structlog
+import trio
+
+from ..bearer import (
+    BearerConfig,
+    VerifiedToken,
+    app_identity_headers,
+    check_bearer,
+    protected_resource_metadata,
+    protected_resource_metadata_paths,
+    refresh_may_help,
+    resource_metadata_url_for,
+    scope_decision,
+    unverified_kid,
+)
+from ..bearer.decision import bearer_token
+from ..bearer.fetcher import JwksSource
+from ..mcp import lookup, required_scopes
+from ..pipeline import InboundPolicy, InboundRequest, McpRoute
+from ..policy import Decision
+
+log = structlog.get_logger("trustmesh.bearer")
+
+WELL_KNOWN = ".well-known/oauth-protected-resource"
+
+
+class BearerKeySources:
+    """One JWKS source per bearer configuration, started on first use, kept for the process."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._sources: dict[BearerConfig, JwksSource] = {}
+
+    def ensure(self, config: BearerConfig) -> JwksSource:
+        source = self._sources.get(config)
+        if source is None:
+            source = self._sources[config] = JwksSource(config)
+            self._nursery.start_soon(source.run)
+            log.info("jwks source started", component=config.name, issuer=config.issuer)
+        return source
+
+    def on_policy(self, policy: InboundPolicy) -> None:
+        if policy.bearer is not None:
+            self.ensure(policy.bearer)
+
+
+def _realm(policy: InboundPolicy, request: InboundRequest) -> str:
+    return request.callee.app_id
+
+
+def policy_scopes(route: McpRoute | None) -> list[str]:
+    if route is None:
+        return []
+    scopes: list[str] = []
+    for rule in route.policy.rules:
+        for grant in rule.grants:
+            scopes += grant.required_scopes
+    return list(dict.fromkeys(scopes))
+
+
+def metadata_response(policy: InboundPolicy, request: InboundRequest) -> bytes | None:
+    """The RFC 9728 document if this is a GET for one of its well-known paths, else None."""
+    config = policy.bearer
+    if config is None or request.verb != "GET" or not request.method.startswith(WELL_KNOWN):
+        return None
+    resource = config.resource or (config.audience if "://" in config.audience else None)
+    if resource is None:
+        return None
+    paths = {p.split("?", 1)[0].lstrip("/") for p in protected_resource_metadata_paths(resource)}
+    if policy.mcp is not None:
+        paths.add(f"{WELL_KNOWN}/{policy.mcp.method}")
+    paths.add(WELL_KNOWN)
+    if request.method not in paths:
+        return None
+    return protected_resource_metadata(resource, config.issuer, policy_scopes(policy.mcp))
+
+
+def check_token(
+    sources: BearerKeySources, policy: InboundPolicy, request: InboundRequest
+) -> tuple[Decision, VerifiedToken | None]:
+    config = policy.bearer
+    assert config is not None
+    source = sources.ensure(config)
+    decision, verified = check_bearer(
+        request.headers,
+        config=config,
+        keys=source.keys(),
+        now=time.time(),
+        resource_metadata_url=resource_metadata_url_for(config),
+        realm=_realm(policy, request),
+        scope_hint=policy_scopes(policy.mcp),
+    )
+    if refresh_may_help(decision):
+        token = bearer_token(request.headers.get("authorization", "")) or ""
+        kid = unverified_kid(token)
+        if kid is not None:
+            source.request_refresh(kid)
+    return decision, verified
+
+
+def _items(body: bytes) -> Iterable[tuple[str, str]]:
+    """(capability, name) of every gated item in an already strictly-validated body."""
+    document = json.loads(body)
+    for message in document if isinstance(document, list) else [document]:
+        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+            continue
+        spec = lookup(message["method"])
+        params = message.get("params")
+        if spec is None or spec.capability is None or spec.item_field is None:
+            continue
+        if not isinstance(params, dict):
+            continue
+        name = params.get(spec.item_field)
+        if isinstance(name, str):
+            yield spec.capability, name
+
+
+def check_scopes(
+    policy: InboundPolicy,
+    route: McpRoute,
+    request: InboundRequest,
+    body: bytes,
+    verified: VerifiedToken | None,
+) -> Decision | None:
+    """A denial if some item in the body needs scopes the token lacks (or cannot be checked)."""
+    config = policy.bearer
+    for capability, name in _items(body):
+        needed = required_scopes(route.policy, request.caller.app_id, capability, name)
+        if not needed:
+            continue
+        if verified is None:
+            message = (
+                f"{capability} item {name!r} requires OAuth scopes {list(needed)} but no bearer "
+                f"component is attached to {request.callee.app_id}"
+            )
+            return Decision.deny("bearer", "scopes_uncheckable", message, 403)
+        decision = scope_decision(
+            verified,
+            needed,
+            resource_metadata_url=resource_metadata_url_for(config) if config else None,
+            realm=request.callee.app_id,
+        )
+        if not decision.allowed:
+            return decision
+    return None
+
+
+def app_headers(verified: VerifiedToken | None) -> list[tuple[bytes, bytes]]:
+    if verified is None:
+        return []
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in app_identity_headers(verified)]
