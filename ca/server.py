@@ -105,7 +105,8 @@ class CAServer:
 
     async def _rotate_server_certificate(self) -> None:
         while True:
-            delay = (self.server_svid.renewal_time() - self.service.clock()).total_seconds()
+            issued_at = self.service.clock()
+            delay = (self.server_svid.renewal_time(issued_at) - issued_at).total_seconds()
             await trio.sleep(max(delay, 1.0))
             self._context = self._new_context()
             log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))

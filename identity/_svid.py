@@ -125,9 +125,16 @@ class X509Svid:
     def not_after(self) -> dt.datetime:
         return self.leaf.not_valid_after_utc
 
-    def renewal_time(self) -> dt.datetime:
-        """Half-way through the leaf's lifetime: Dapr's and SPIRE's renewal point."""
-        return self.not_before + (self.not_after - self.not_before) / 2
+    def renewal_time(self, received_at: dt.datetime | None = None) -> dt.datetime:
+        """Half-way through the leaf's lifetime: Dapr's and SPIRE's renewal point.
+
+        Pass ``received_at`` (when this SVID arrived) to measure from there instead of from
+        ``notBefore``: leaves are back-dated for clock skew (15 minutes here and in Dapr), which
+        is noise for a 24-hour certificate but puts the half-way point of a short-lived one in
+        the past, and a holder would renew in a loop.
+        """
+        start = self.not_before if received_at is None else max(self.not_before, received_at)
+        return start + (self.not_after - start) / 2
 
     def chain_pem(self) -> bytes:
         return certificates_to_pem(self.chain)

@@ -40,6 +40,7 @@ from .errors import SidecarError
 log = structlog.get_logger("trustmesh.identity")
 
 MAX_BACKOFF = 30.0
+MIN_RENEWAL_DELAY = 1.0  # never renew in a tight loop, whatever the certificate says
 
 
 class IdentityUnavailable(SidecarError):
@@ -65,6 +66,7 @@ class IdentityHolder:
         self.ready = trio.Event()
         self.renewals = 0
         self.last_error: str | None = None
+        self.installed_at: dt.datetime | None = None
 
     @property
     def generation(self) -> int:
@@ -85,6 +87,7 @@ class IdentityHolder:
         )
         if generation > 1:
             self.renewals += 1
+        self.installed_at = _utcnow()
         self.last_error = None
         self.ready.set()
         log.info(
@@ -182,8 +185,9 @@ async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
 
     while True:
         material = holder.material()
-        delay = (material.svid.renewal_time() - _utcnow()).total_seconds()
-        await trio.sleep(max(delay, 0))
+        renew_at = material.svid.renewal_time(holder.installed_at)
+        delay = (renew_at - _utcnow()).total_seconds()
+        await trio.sleep(max(delay, MIN_RENEWAL_DELAY))
         backoff = 1.0
         while True:
             material = holder.material()
