@@ -17,6 +17,7 @@ import sys
 
 import httpx
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 APP_PORT = int(os.environ.get("APP_PORT", "8000"))
 SIDECAR = f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3500')}"
@@ -38,7 +39,8 @@ async def get_weather_alert(city: str) -> str:
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.get(url, params={"city": city})
     if response.status_code != 200:
-        raise RuntimeError(
+        # ToolError's text reaches the client; other exceptions are masked by the SDK.
+        raise ToolError(
             f"Error fetching weather alert: {response.status_code} "
             f"{response.reason_phrase}: {response.text}"
         )
