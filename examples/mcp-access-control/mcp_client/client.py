@@ -23,8 +23,10 @@ SERVER_APP_ID = os.environ.get("MCP_SERVER_APP_ID", "mcp-server")
 MCP_URL = f"{SIDECAR}/v1.0/invoke/{SERVER_APP_ID}/method/mcp"
 
 
-class AccessDenied(Exception):
-    pass
+class UpstreamRefused(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"MCP server returned HTTP {status}")
+        self.status = status
 
 
 def _text(result) -> str:
@@ -60,7 +62,7 @@ async def run_once() -> dict:
                     out[key] = _text(result)
     except Exception as exc:
         if statuses:
-            raise AccessDenied(f"MCP server returned HTTP {statuses[0]}") from exc
+            raise UpstreamRefused(statuses[0]) from exc
         raise
     return out
 
@@ -86,8 +88,10 @@ class Handler(BaseHTTPRequestHandler):
         except BaseException as exc:  # the tutorial's error shape, whatever went wrong
             while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
                 exc = exc.exceptions[0]
-            if isinstance(exc, AccessDenied):
+            if isinstance(exc, UpstreamRefused) and exc.status in (401, 403):
                 self._reply(403, {"detail": {"error": "ACCESS_DENIED", "message": str(exc)}})
+            elif isinstance(exc, UpstreamRefused):
+                self._reply(502, {"detail": {"error": "UPSTREAM_ERROR", "message": str(exc)}})
             else:
                 self._reply(502, {"detail": {"error": "MCP_ERROR", "message": _message(exc)}})
 
