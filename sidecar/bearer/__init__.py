@@ -4,8 +4,8 @@
 ``parse_discovery_document`` find the JWKS; ``JwksCache`` decides when to fetch it and holds the
 ``JwksSnapshot``; ``check_bearer`` turns request headers into a ``Decision`` (401/503 with an
 RFC 6750 challenge) and ``scope_decision`` adds the 403 step-up; ``app_identity_headers`` and
-``strip_client_credentials`` keep the token away from the app. The trio JWKS fetcher wraps
-``JwksCache`` and lives elsewhere.
+``strip_client_credentials`` keep the token away from the app. ``JwksSource`` (``fetcher.py``,
+the one module here with sockets and a clock) wraps ``JwksCache``: discovery, fetches, refreshes.
 """
 
 from .cache import FetchState, JwksCache, KeysUnavailable
@@ -37,6 +37,7 @@ from .errors import (
     JwksInvalid,
     TokenRejected,
 )
+from .fetcher import FetchError, FetchResult, HttpsGetter, JwksSource, cache_control_max_age
 from .identity_headers import (
     ISSUER_HEADER,
     SCOPES_HEADER,
@@ -69,18 +70,23 @@ __all__ = [
     "BearerConfig",
     "BearerConfigInvalid",
     "DiscoveryInvalid",
+    "FetchError",
+    "FetchResult",
     "FetchState",
+    "HttpsGetter",
     "JwkEntry",
     "JwksCache",
     "JwksCacheMisuse",
     "JwksInvalid",
     "JwksSnapshot",
+    "JwksSource",
     "KeysUnavailable",
     "TokenRejected",
     "VerifiedToken",
     "app_identity_headers",
     "bearer_challenge",
     "bearer_token",
+    "cache_control_max_age",
     "check_audience",
     "check_bearer",
     "check_expiry",
