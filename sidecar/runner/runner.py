@@ -1,0 +1,432 @@
+"""One run: the CA, then per app a sidecar and the app, in one trio nursery; then stop in order.
+
+Theory of operation.
+
+* Start-up is sequential and fail-fast: ``ca serve`` (awaited by its ``listening on`` line), then
+  for each app its sidecar (awaited by its JSON ready line) and its command (awaited until its
+  ``appPort`` accepts TCP, or answers its health path with 2xx). Any child that exits, or is not
+  ready within the start-up timeout, stops everything; the run fails with one line naming the
+  app, the reason and the child's last output lines.
+* Running: an app and its sidecar are a *unit*. When either half exits on its own, the runner
+  reports it, stops the other half, and keeps the other units running (as Dapr keeps the other
+  apps). When no unit is left, the run ends (non-zero if any app failed). If the CA exits, the
+  run stops: sidecars could not renew their certificates.
+* Stopping (SIGINT, SIGTERM, SIGHUP, ``trustmesh stop -f``): apps first, then sidecars, then the
+  CA, each group concurrently; SIGTERM, then SIGKILL after the grace period, or at once on a
+  second signal. Children lead their own process groups, so a terminal's Ctrl+C reaches only the
+  runner, which stops them in that order; nothing is orphaned while the runner lives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import trio
+
+from .errors import RunnerError, StartupFailed
+from .output import Console, LineSink, open_log_file, prefix_for, tail_text
+from .prepare import apply_run_file, ensure_ca, mint_join_token
+from .runfile import AppSpec, RunFile
+from .runstate import RunState, own_record, remove_state, state_path, this_runner, write_state
+from .supervisor import (
+    Child,
+    listening_line_hook,
+    ready_line_hook,
+    start_child,
+    wait_first,
+)
+
+# -P: never import from the child's working directory (a state dir holds a "ca" folder).
+TRUSTMESH = (sys.executable, "-P", "-m", "sidecar")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PROBE_INTERVAL = 0.1
+HEALTH_PROBE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    home: Path
+    startup_timeout: float = 30.0
+    grace: float = 10.0
+
+
+@dataclass
+class Unit:
+    spec: AppSpec
+    sidecar: Child | None = None
+    app: Child | None = None
+    http: str = ""
+    app_port: int | None = None
+    lost: bool = False
+    logs: list[IO[str]] = field(default_factory=list)
+
+    @property
+    def children(self) -> list[Child]:
+        return [c for c in (self.app, self.sidecar) if c is not None]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _http_ok(port: int, path: str) -> bool:
+    """One ``GET path`` to the app; True on a 2xx status line."""
+    with trio.move_on_after(HEALTH_PROBE_TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "User-Agent: trustmesh-run\r\nConnection: close\r\n\r\n"
+            )
+            await stream.send_all(request.encode("ascii"))
+            head = b""
+            while b"\r\n" not in head and len(head) < 4096:
+                data = await stream.receive_some(4096)
+                if not data:
+                    break
+                head += data
+            parts = head.split(b" ", 2)
+            return len(parts) >= 2 and parts[1][:1] == b"2" and len(parts[1]) == 3
+        finally:
+            await trio.aclose_forcefully(stream)
+    return False
+
+
+async def wait_app_port(port: int, health_path: str | None) -> None:
+    """Until 127.0.0.1:port accepts TCP (and answers ``health_path`` with 2xx, if given)."""
+    while True:
+        try:
+            if health_path is not None:
+                if await _http_ok(port, health_path):
+                    return
+            else:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                await trio.aclose_forcefully(stream)
+                return
+        except OSError:
+            pass
+        await trio.sleep(PROBE_INTERVAL)
+
+
+class Runner:
+    def __init__(self, run: RunFile, opts: RunOptions, console: Console | None = None) -> None:
+        self.run_file = run
+        self.opts = opts
+        self.console = console or Console()
+        self.units = [Unit(spec) for spec in run.apps]
+        self.ca: Child | None = None
+        self.ca_url = ""
+        self.trust_domain = "public"
+        self.phase = "starting"
+        self.error: str | None = None
+        self.signalled = False
+        self.hurry = trio.Event()
+        self.all_lost = trio.Event()
+        self.main_scope = trio.CancelScope()
+        self.state_file = state_path(opts.home, run.path)
+        self.state: RunState = this_runner(run.path, run.name)
+        self._nursery: trio.Nursery | None = None
+        self._awaiting: Child | None = None  # the child start-up is waiting for
+
+    # -- entry point ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped; return the exit code. Raises :class:`RunnerError` on failure."""
+        existing = _live_run(self.state_file)
+        if existing is not None:
+            raise RunnerError(
+                f"{self.run_file.path} is already running (runner pid {existing.runner_pid}); "
+                "stop it with 'trustmesh stop -f'"
+            )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._watch_signals)
+            try:
+                with self.main_scope:
+                    await self._start_all()
+                    self.phase = "running"
+                    self.console.info(
+                        "You're up and running! Both trustmesh and your app logs will appear "
+                        "here. Press Ctrl+C to stop."
+                    )
+                    await self.all_lost.wait()
+            except RunnerError as exc:
+                self.error = str(exc)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._shutdown()
+                nursery.cancel_scope.cancel()
+        if self.error is not None:
+            raise RunnerError(self.error)
+        if self.signalled:
+            return 0
+        # An app stopped by a signal ('trustmesh stop --app-id') did not fail; one that exited
+        # with an error code, or crashed, did.
+        stopped = (0, None, -signal.SIGTERM, -signal.SIGINT)
+        failed = [u for u in self.units if u.app is not None and u.app.returncode not in stopped]
+        return 1 if failed else 0
+
+    # -- signals -------------------------------------------------------------------------------
+    async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            task_status.started()
+            async for signum in signals:
+                if not self.signalled:
+                    self.signalled = True
+                    name = signal.Signals(signum).name
+                    self.console.info(f"Received {name}: stopping apps, sidecars and the CA")
+                    self.main_scope.cancel()
+                else:
+                    self.console.info("Stopping now (SIGKILL)")
+                    self.hurry.set()
+
+    # -- start-up ------------------------------------------------------------------------------
+    async def _start_all(self) -> None:
+        home = self.opts.home
+        for note in self.run_file.ignored:
+            self.console.note(f"{note}: a Dapr key trustmesh accepts and ignores")
+        self.trust_domain, created = ensure_ca(home)
+        if created:
+            self.console.info(f"Created a CA for trust domain {self.trust_domain!r} in {home}/ca")
+        generation = apply_run_file(home, self.run_file)
+        if generation is not None:
+            self.console.info(f"Applied the run file's policies as version {generation}")
+        write_state(self.state_file, self.state)
+        await self._start_ca()
+        for unit in self.units:
+            await self._start_unit(unit)
+
+    async def _spawn(
+        self, unit: Unit | None, role: str, argv, *, cwd, env, hook=None, to_console=True, log=None
+    ) -> Child:
+        app_id = unit.spec.app_id if unit is not None else None
+        out = LineSink(self.console, role, app_id, to_console=to_console, log=log)
+        err = LineSink(self.console, role, app_id, to_console=to_console, log=log)
+        assert self._nursery is not None
+        child = await start_child(
+            self._nursery,
+            argv,
+            role=role,
+            app_id=app_id,
+            cwd=cwd,
+            env=env,
+            stdout_sink=out,
+            stderr_sink=err,
+            stdout_hook=hook,
+        )
+        child.on_exit.append(lambda c: self._on_exit(unit, c))
+        self.state.children.append(own_record(role, app_id, child.pid))
+        write_state(self.state_file, self.state)
+        return child
+
+    async def _start_ca(self) -> None:
+        argv = [*TRUSTMESH, "ca", "serve", "--listen", "127.0.0.1:0", "--home", str(self.opts.home)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.ca = await self._spawn(
+            None, "ca", argv, cwd=self.opts.home, env=env, hook=listening_line_hook
+        )
+        payload = await self._await_ready(self.ca, "the CA failed to start")
+        self.ca_url = payload["url"]
+        self.console.info(f"Started the CA at {self.ca_url}")
+
+    def _logs_for(self, unit: Unit, destination: str, kind: str) -> tuple[bool, IO[str] | None]:
+        log = None
+        if destination in ("file", "fileAndConsole"):
+            log = open_log_file(unit.spec.log_dir, unit.spec.app_id, kind)
+            unit.logs.append(log)
+            self.console.info(f"Writing log files to directory : {unit.spec.log_dir}")
+        return destination in ("console", "fileAndConsole"), log
+
+    async def _start_unit(self, unit: Unit) -> None:
+        spec = unit.spec
+        failed = f"app {spec.app_id!r} failed to start"
+        self.console.info(f'Validating config and starting app "{spec.app_id}"')
+        unit.app_port = free_port() if spec.app_port == 0 else spec.app_port
+        token = mint_join_token(self.opts.home, self.trust_domain, spec.app_id)
+        argv = [
+            *TRUSTMESH,
+            "sidecar",
+            "--app-id", spec.app_id,
+            "--trust-domain", self.trust_domain,
+            "--home", str(self.opts.home),
+            "--ca-url", self.ca_url,
+            "--http-port", str(spec.http_port or 0),
+            "--admin-port", "0",
+            "--log-level", spec.log_level,
+        ]  # fmt: skip
+        if unit.app_port is not None:
+            argv += ["--app-port", str(unit.app_port)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRUSTMESH_JOIN_TOKEN": token}
+        to_console, log = self._logs_for(unit, spec.sidecar_log_destination, "sidecar")
+        unit.sidecar = await self._spawn(
+            unit, "sidecar", argv, cwd=spec.app_dir, env=env, hook=ready_line_hook,
+            to_console=to_console, log=log,
+        )  # fmt: skip
+        ready = await self._await_ready(unit.sidecar, f"{failed}: its sidecar did not start")
+        unit.http = str(ready.get("http") or "")
+        self.console.info(
+            f'Started sidecar with app id "{spec.app_id}". HTTP Port: {_port_of(unit.http)}. '
+            f"Inbound: {ready.get('inbound') or '-'}. Admin: {ready.get('admin')}"
+        )
+        if not spec.command:
+            self.console.warn(
+                f'no command given for app "{spec.app_id}": only its sidecar is started'
+            )
+            return
+        to_console, log = self._logs_for(unit, spec.app_log_destination, "app")
+        try:
+            unit.app = await self._spawn(
+                unit, "app", spec.command, cwd=spec.app_dir, env=self._app_env(unit),
+                to_console=to_console, log=log,
+            )  # fmt: skip
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupFailed(f"{failed}: cannot run {spec.command[0]!r}: {reason}") from None
+        if unit.app_port is None:
+            self.console.info(f'Started app "{spec.app_id}" (pid {unit.app.pid}; no appPort)')
+            return
+        await self._await_port(unit, failed)
+        self.console.emit(
+            prefix_for("app", spec.app_id), "app", f"ready on 127.0.0.1:{unit.app_port}"
+        )
+
+    def _app_env(self, unit: Unit) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "TRUSTMESH_JOIN_TOKEN"}
+        env.setdefault("PYTHONUNBUFFERED", "1")  # so a Python app's prints show as they happen
+        http_port = _port_of(unit.http)
+        env.update(
+            APP_ID=unit.spec.app_id,
+            APP_CHANNEL_ADDRESS="127.0.0.1",
+            DAPR_HTTP_PORT=http_port,
+            TRUSTMESH_HTTP_PORT=http_port,
+            APP_PROTOCOL="http",
+        )
+        if unit.app_port is not None:
+            env["APP_PORT"] = str(unit.app_port)
+        env.update(unit.spec.env)
+        return env
+
+    async def _await_ready(self, child: Child, failed: str) -> dict:
+        timeout = self.opts.startup_timeout
+        self._awaiting = child
+        with trio.move_on_after(timeout):
+            await wait_first(child.ready.wait, child.exited.wait)
+        if child.ready.is_set() and child.ready_payload is not None:
+            return child.ready_payload
+        if child.exited.is_set():
+            raise StartupFailed(f"{failed}: {child.name} {child.exit_text()}{await _tail(child)}")
+        raise StartupFailed(
+            f"{failed}: {child.name} not ready after {timeout:g}s{await _tail(child)}"
+        )
+
+    async def _await_port(self, unit: Unit, failed: str) -> None:
+        app, port, spec = unit.app, unit.app_port, unit.spec
+        assert app is not None and port is not None
+        health = spec.health_check_path if spec.health_check else None
+        timeout = self.opts.startup_timeout
+        reached = False
+
+        async def probe() -> None:
+            nonlocal reached
+            await wait_app_port(port, health)
+            reached = True
+
+        self._awaiting = app
+        with trio.move_on_after(timeout):
+            await wait_first(probe, app.exited.wait)
+        if reached:
+            return
+        if app.exited.is_set():
+            raise StartupFailed(f"{failed}: the app {app.exit_text()}{await _tail(app)}")
+        what = f"answer {health} with 2xx" if health else "accept connections"
+        raise StartupFailed(
+            f"{failed}: it did not {what} on 127.0.0.1:{port} within {timeout:g}s{await _tail(app)}"
+        )
+
+    # -- exits while running -------------------------------------------------------------------
+    def _on_exit(self, unit: Unit | None, child: Child) -> None:
+        self.state.children = [c for c in self.state.children if c.pid != child.pid]
+        if self.phase != "stopping":
+            write_state(self.state_file, self.state)
+        if child.stopping or self.phase == "stopping":
+            return
+        if self.phase == "starting":
+            if child is not self._awaiting:  # the waiter reports its own child's exit
+                who = f"app {unit.spec.app_id!r}" if unit is not None else "the CA"
+                last = tail_text(child.stderr_sink.tail) if child.stderr_sink else ""
+                self.error = (
+                    f"{who} failed while the others were starting: {child.name} "
+                    f"{child.exit_text()}" + (f"; last output: {last}" if last else "")
+                )
+                self.main_scope.cancel()
+            return
+        if unit is None:
+            self.error = f"the CA {child.exit_text()}; stopping the run"
+            self.main_scope.cancel()
+            return
+        if unit.lost:
+            return
+        unit.lost = True
+        other = "sidecar" if child.role == "app" else "app"
+        self.console.info(
+            f'{child.role.capitalize()} "{unit.spec.app_id}" {child.exit_text()}; '
+            f"stopping its {other}, the other apps keep running"
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._stop_unit, unit)
+
+    async def _stop_unit(self, unit: Unit) -> None:
+        for child in unit.children:
+            await child.stop(self.opts.grace, self.hurry)
+        if all(u.lost for u in self.units):
+            self.all_lost.set()
+
+    # -- shutdown ------------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        self.phase = "stopping"
+        apps = [u.app for u in self.units if u.app is not None]
+        sidecars = [u.sidecar for u in self.units if u.sidecar is not None]
+        for label, group in (("apps", apps), ("sidecars", sidecars), ("the CA", [self.ca])):
+            group = [c for c in group if c is not None and not c.gone()]
+            if not group:
+                continue
+            self.console.info(f"Stopping {label}")
+            async with trio.open_nursery() as nursery:
+                for child in group:
+                    nursery.start_soon(child.stop, self.opts.grace, self.hurry)
+            for child in group:
+                state = child.exit_text() if child.gone() else "did not stop"
+                self.console.info(f"  {child.name} {state}")
+        for unit in self.units:
+            for log in unit.logs:
+                log.close()
+        remove_state(self.state_file, self.state.runner_pid)
+
+
+def _port_of(address: str) -> str:
+    return address.rpartition(":")[2]
+
+
+async def _tail(child: Child) -> str:
+    """The child's last output lines, once its pipes are drained (briefly)."""
+    with trio.move_on_after(1.0):
+        await child.output_done.wait()
+    sink = child.stderr_sink
+    text = tail_text(sink.tail) if sink is not None else ""
+    return f"; last output: {text}" if text else ""
+
+
+def _live_run(path: Path) -> RunState | None:
+    from .runstate import read_state
+
+    state = read_state(path)
+    if state is None or state.runner_pid == os.getpid() or not state.runner_alive():
+        return None
+    return state

@@ -1,0 +1,340 @@
+"""``trustmesh run -f`` end to end: real CA, sidecars and apps; nothing outlives the run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sidecar.registry import pid_alive
+from sidecar.runner.runstate import read_state, state_path
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 60.0
+
+
+def command(name: str) -> list[str]:
+    return [sys.executable, "-c", f"from sidecar.cli_run import {name}; {name}()"]
+
+
+APP = textwrap.dedent(
+    """
+    import json, os, urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            print("served", self.path, flush=True)
+
+        def do_GET(self):
+            if self.path.startswith("/call/"):
+                port = os.environ["DAPR_HTTP_PORT"]
+                target = self.path.removeprefix("/call/")
+                url = f"http://127.0.0.1:{port}/v1.0/invoke/{target}/method/hello"
+                with urllib.request.urlopen(url, timeout=10) as reply:
+                    body = reply.read()
+            else:
+                body = json.dumps({
+                    "app": os.environ["APP_ID"],
+                    "greeting": os.environ.get("GREETING"),
+                    "caller": self.headers.get("dapr-caller-app-id"),
+                }).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    print("listening on", os.environ["APP_PORT"], flush=True)
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["APP_PORT"])), Handler).serve_forever()
+    """
+)
+
+CONFIG = """\
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: server-config
+spec:
+  accessControl:
+    defaultAction: allow
+    trustDomain: public
+"""
+
+
+class Run:
+    """A ``trustmesh run`` process, its output file, and the pids it reported."""
+
+    def __init__(self, root: Path, run_file: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.run_file = run_file
+        self.out_path = root / f"{run_file.stem}.out"
+        self.err_path = root / f"{run_file.stem}.err"
+        self.popen = subprocess.Popen(
+            [*command("run_command"), "-f", str(run_file), "--home", str(self.home)],
+            stdout=subprocess.PIPE,
+            stderr=self.err_path.open("wb"),
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"},
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, marker: str, timeout: float = READY_TIMEOUT) -> bool:
+        """Read stdout lines until one contains ``marker``; False if the run ended first."""
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.popen.stdout], [], [], 0.2)
+            if not readable:
+                continue
+            data = os.read(self.popen.stdout.fileno(), 65536)
+            if not data:
+                return False
+            buffer += data
+            *done, buffer = buffer.split(b"\n")
+            for raw in done:
+                line = raw.decode("utf-8", "replace")
+                self.lines.append(line)
+                if marker in line:
+                    return True
+        raise AssertionError(f"no {marker!r} within {timeout}s:\n" + "\n".join(self.lines))
+
+    def drain(self) -> str:
+        assert self.popen.stdout is not None
+        rest = self.popen.stdout.read().decode("utf-8", "replace")
+        self.lines += rest.splitlines()
+        return "\n".join(self.lines)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def tm(home: Path, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*command(name), *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=90,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (a test's unique temp dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def assert_all_gone(pids: list[int], root: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not [p for p in pids if pid_alive(p)], "processes outlived the run"
+    assert processes_mentioning(str(root)) == []
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    root = tmp_path
+    (root / "app.py").write_text(APP)
+    for name in ("server", "client", "tools"):
+        (root / name).mkdir()
+    (root / "server" / "config.yaml").write_text(CONFIG)
+    runs: list[Run] = []
+    yield root, runs
+    for run in runs:
+        run.kill()
+    for pid in processes_mentioning(str(root)):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def two_apps(root: Path) -> Path:
+    path = root / "dapr.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            version: 1
+            name: e2e
+            common:
+              env:
+                GREETING: hello
+            apps:
+              - appID: server
+                appDirPath: ./server
+                appPort: 0
+                configFilePath: config.yaml
+                command: ["{sys.executable}", "../app.py"]
+              - appID: client
+                appDirPath: ./client
+                appPort: 0
+                appLogDestination: console
+                command: ["{sys.executable}", "../app.py"]
+              - appID: tools
+                appDirPath: ./tools
+                mcpServer: true
+            """
+        )
+    )
+    return path
+
+
+def start(root: Path, runs: list[Run], run_file: Path) -> Run:
+    run = Run(root, run_file)
+    runs.append(run)
+    assert run.read_until("You're up and running"), run.drain() + run.stderr()
+    return run
+
+
+def pids_of(run: Run) -> list[int]:
+    state = read_state(state_path(run.home, run.run_file))
+    assert state is not None
+    return [state.runner_pid, *(c.pid for c in state.children)]
+
+
+def test_run_invoke_list_and_sigterm_leaves_nothing(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    output = "\n".join(run.lines)
+    for prefix in ("== CA == listening on", "== SIDECAR - server == ", "== APP - client == "):
+        assert prefix in output
+    assert "== APP - server == ready on 127.0.0.1:" in output
+    assert 'no command given for app "tools"' in run.stderr()
+
+    rows = {r["app_id"]: r for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)}
+    assert set(rows) == {"server", "client", "tools"}
+    assert rows["server"]["configuration"] == "server-config"
+    assert rows["tools"]["mcp_server"] == "/mcp" and rows["tools"]["app_pid"] is None
+    assert all(r["svid_expiry"] != "-" for r in rows.values())
+    table = tm(run.home, "list_command").stdout
+    assert table.startswith("APP ID") and "server-config" in table
+
+    # Service invocation through the mesh: client app → its sidecar → mTLS → server sidecar → app.
+    client_port = rows["client"]["app_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/call/server", timeout=15) as r:
+        answer = json.loads(r.read())
+    assert answer == {"app": "server", "greeting": "hello", "caller": "client"}
+
+    # mcpServer: registered with a deny-all policy, which a restart must not overwrite.
+    policy = run.home / "resources" / "mcpserverpolicies" / "tools.yaml"
+    assert policy.exists()
+
+    pids = pids_of(run)
+    assert len(pids) == 1 + 1 + 3 + 2  # runner, CA, three sidecars, two apps
+    run.popen.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.stderr()
+    output = run.drain()
+    assert output.index("Stopping apps") < output.index("Stopping sidecars")
+    assert output.index("Stopping sidecars") < output.index("Stopping the CA")
+    assert_all_gone(pids, root)
+    assert not state_path(run.home, run.run_file).exists()
+
+
+def test_ctrl_c_to_the_foreground_group_stops_in_order(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    pids = pids_of(run)
+    os.kill(run.popen.pid, signal.SIGINT)  # what a terminal's Ctrl+C delivers to the runner
+    assert run.wait() == 0, run.stderr()
+    assert "Received SIGINT" in run.drain()
+    assert_all_gone(pids, root)
+
+
+def test_a_failing_app_fails_the_run_naming_it(workspace):
+    root, runs = workspace
+    path = root / "failing.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            version: 1
+            apps:
+              - appID: server
+                appDirPath: ./server
+                appPort: 0
+                command: ["{sys.executable}", "../app.py"]
+              - appID: broken
+                appDirPath: ./client
+                appPort: 0
+                command: ["{sys.executable}", "-c", "import sys; sys.exit('cannot bind: boom')"]
+            """
+        )
+    )
+    run = Run(root, path)
+    runs.append(run)
+    assert run.wait() != 0
+    run.drain()
+    lines = [line for line in run.stderr().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr()
+    assert "app 'broken' failed to start" in lines[0]
+    assert "exited with code 1" in lines[0] and "boom" in lines[0]
+    assert_all_gone([], root)
+
+
+def test_stop_f_stops_a_run_and_stop_app_id_stops_one_app(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    pids = pids_of(run)
+    rows = {r["app_id"]: r for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)}
+
+    result = tm(run.home, "stop_command", "--app-id", "client")
+    assert "app 'client'" in result.stdout and "sidecar 'client'" in result.stdout
+    assert not pid_alive(rows["client"]["sidecar_pid"]) and not pid_alive(rows["client"]["app_pid"])
+    assert run.read_until("the other apps keep running")  # the runner noticed, kept the rest
+    remaining = {r["app_id"] for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)}
+    assert remaining == {"server", "tools"}
+
+    result = tm(run.home, "stop_command", "-f", str(root))
+    assert "stopped the run" in result.stdout
+    assert run.wait(5) == 0
+    assert_all_gone(pids, root)
+
+    again = tm(run.home, "stop_command", "-f", str(root), check=False)
+    assert again.returncode != 0 and "no run of" in again.stderr
+
+
+def test_stop_f_cleans_up_after_a_runner_killed_with_sigkill(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    pids = pids_of(run)
+    run.popen.kill()  # no chance to stop its children: they lead their own process groups
+    run.wait()
+    assert any(pid_alive(p) for p in pids[1:])
+    result = tm(run.home, "stop_command", "-f", str(root / "dapr.yaml"))
+    assert "was gone" in result.stdout
+    assert_all_gone(pids, root)
+    assert not state_path(run.home, run.run_file).exists()
