@@ -16,6 +16,7 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import h11
 import structlog
@@ -78,10 +79,17 @@ async def send_simple_response(
     if conn.h11.their_state is not h11.DONE:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
-    await conn.send(h11.Response(status_code=status, headers=headers))
+    await conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
     if body:
         await conn.send(h11.Data(data=body))
     await conn.send(h11.EndOfMessage())
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 async def send_error(conn: HttpConnection, status: int, code: str, message: str) -> None:

@@ -25,6 +25,7 @@ import trio
 
 from ..bearer import (
     BearerConfig,
+    JwksSource,
     VerifiedToken,
     app_identity_headers,
     check_bearer,
@@ -36,7 +37,6 @@ from ..bearer import (
     unverified_kid,
 )
 from ..bearer.decision import bearer_token
-from ..bearer.fetcher import JwksSource
 from ..mcp import lookup, required_scopes
 from ..pipeline import InboundPolicy, InboundRequest, McpRoute
 from ..policy import Decision
