@@ -15,6 +15,7 @@ from ca.cli import ca_group
 
 from .cli_control import appid_group, apply_command, configuration_group
 from .cli_mcp import mcpserver_group
+from .cli_run import list_command, run_command, stop_command
 from .cli_sidecar import sidecar_command
 
 
@@ -30,6 +31,9 @@ cli.add_command(configuration_group)
 cli.add_command(apply_command)
 cli.add_command(appid_group)
 cli.add_command(mcpserver_group)
+cli.add_command(run_command)
+cli.add_command(stop_command)
+cli.add_command(list_command)
 
 
 def main(argv: list[str] | None = None) -> None:

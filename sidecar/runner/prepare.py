@@ -95,15 +95,18 @@ def _deny_all_document(app_id: str) -> Document:
     return load_documents(text, f"<deny-all policy for {app_id}>")[0]
 
 
-def apply_run_file(home: Path, run: RunFile) -> int | None:
-    """Store every app's documents and bindings as one change; return its version."""
+def apply_run_file(home: Path, run: RunFile, skipped: list[str] | None = None) -> int | None:
+    """Store every app's documents and bindings as one change; return its version.
+
+    Non-middleware Dapr components in resources folders are left out and named in ``skipped``.
+    """
     store = MeshStore(home)
     collected: dict[tuple[str, str], Document] = {}
     bindings: list[AppBinding] = []
     try:
         for app in run.apps:
             paths = list(app.resources_paths)
-            documents = read_documents(paths) if paths else []
+            documents = read_documents(paths, skipped=skipped) if paths else []
             _add_unique(collected, documents)
             configuration = None
             if app.config_file is not None:

@@ -195,7 +195,10 @@ class Runner:
         self.trust_domain, created = ensure_ca(home)
         if created:
             self.console.info(f"Created a CA for trust domain {self.trust_domain!r} in {home}/ca")
-        generation = apply_run_file(home, self.run_file)
+        skipped: list[str] = []
+        generation = apply_run_file(home, self.run_file, skipped)
+        for where in skipped:
+            self.console.note(f"{where}: not a middleware component; trustmesh ignores it")
         if generation is not None:
             self.console.info(f"Applied the run file's policies as version {generation}")
         write_state(self.state_file, self.state)

@@ -27,8 +27,16 @@ def validators() -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     }
 
 
-def read_documents(paths: Iterable[Path | str]) -> list[Document]:
-    """Load and validate every document in ``paths`` (files, or directories of *.yaml)."""
+def read_documents(
+    paths: Iterable[Path | str], *, skipped: list[str] | None = None
+) -> list[Document]:
+    """Load and validate every document in ``paths`` (files, or directories of *.yaml).
+
+    With a ``skipped`` list, Dapr Components that are not middleware (state stores, pub/sub…:
+    a Dapr resources folder holds them, and they mean nothing to trustmesh) are left out and
+    named there. Middleware of a type we do not implement is always refused: it might be
+    attached to a pipeline, and skipping a security layer would fail open.
+    """
     checks = validators()
     accepted: list[Document] = []
     for path in _expand(paths):
@@ -37,6 +45,9 @@ def read_documents(paths: Iterable[Path | str]) -> list[Document]:
         except OSError as exc:
             raise DocumentError(f"cannot read {path}: {exc.strerror}") from exc
         for document in load_documents(text, str(path)):
+            if skipped is not None and _foreign_component(document):
+                skipped.append(f"{path}:{document.line}: component {document.name!r}")
+                continue
             check = checks.get(document.kind)
             if check is None:
                 raise DocumentError(
@@ -49,6 +60,16 @@ def read_documents(paths: Iterable[Path | str]) -> list[Document]:
                 raise document.error(exc) from None
             accepted.append(document)
     return accepted
+
+
+def _foreign_component(document: Document) -> bool:
+    spec = document.body.get("spec")
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    return (
+        document.kind == "Component"
+        and isinstance(kind, str)
+        and not kind.startswith("middleware.")
+    )
 
 
 def _expand(paths: Iterable[Path | str]) -> list[Path]:
