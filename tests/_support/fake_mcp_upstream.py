@@ -1,0 +1,162 @@
+"""A scripted MCP upstream for response-filtering tests, independent of any SDK.
+
+It answers ``POST /mcp?scenario=NAME`` with exactly the bytes a scenario prescribes, so a test can
+put a notification, a server→client request, a list response and a broken event on one stream
+in a known order and see what the sidecar lets through. Every list it returns holds ``add``,
+``echo`` and ``get_weather_alert``, answering the request's own id unless a scenario says
+otherwise.
+
+Resumption (2025-11-25): scenarios whose name starts with ``resume`` store the events of the POST
+stream per ``Mcp-Session-Id``; ``GET`` with ``Last-Event-ID`` replays the stored events after that
+id, as an SDK event store does (``replay_events_after``). ``GET`` without a known id gets 404.
+
+Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+TOOLS = [
+    {"name": "add", "inputSchema": {"type": "object"}},
+    {"name": "echo", "inputSchema": {"type": "object"}},
+    {"name": "get_weather_alert", "inputSchema": {"type": "object"}},
+]
+NOTIFICATION = {
+    "jsonrpc": "2.0",
+    "method": "notifications/message",
+    "params": {"level": "info", "data": "listing tools"},
+}
+SERVER_REQUEST = {
+    "jsonrpc": "2.0",
+    "id": "srv-1",
+    "method": "sampling/createMessage",
+    "params": {"messages": [], "maxTokens": 1},
+}
+# A list response cut short: a lax reader could still find the hidden tool in it.
+MALFORMED = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_weather_alert"}'
+
+STORE: dict[str, list[tuple[str, bytes]]] = {}
+STORE_LOCK = threading.Lock()
+
+
+def dumps(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def list_response(request_id, **extra) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS, **extra}}
+
+
+def event(data: bytes, event_id: str | None = None) -> bytes:
+    head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
+    return head + b"event: message\ndata: " + data + b"\n\n"
+
+
+def js_number(value):
+    """What a JavaScript server echoes for a numeric id: the nearest double."""
+    return int(float(value)) if isinstance(value, int) else value
+
+
+def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, bytes]:
+    """(content type, body) for one POSTed request."""
+    sse = "text/event-stream"
+    if scenario == "sse-mixed":
+        return sse, b"".join(
+            [
+                event(dumps(NOTIFICATION)),
+                event(dumps(SERVER_REQUEST)),
+                event(dumps(list_response(request_id))),
+                event(MALFORMED),
+            ]
+        )
+    if scenario == "sse-malformed-first":
+        return sse, event(MALFORMED) + event(dumps(list_response(request_id)))
+    if scenario == "sse-page":
+        return sse, event(dumps(list_response(request_id, nextCursor="page-2")))
+    if scenario == "json-page":
+        return "application/json", dumps(list_response(request_id, nextCursor="page-2"))
+    if scenario == "json-invalid":
+        return "application/json", MALFORMED
+    if scenario == "sse-js-id":
+        return sse, event(dumps(list_response(js_number(request_id))))
+    if scenario == "json-js-id":
+        return "application/json", dumps(list_response(js_number(request_id)))
+    if scenario.startswith("resume") and session:
+        if scenario == "resume":  # the POST stream is cut after an id-only event
+            events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
+            pending = [(f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1"))]
+        elif scenario == "resume-priming":  # the spec's priming event: an id and empty data
+            events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\ndata:\n\n")]
+            pending = [(f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1"))]
+            events += pending
+            pending = []
+        else:  # resume-delivered: the list is answered on the POST stream, and stored
+            events = [
+                (f"{session}-0", event(dumps(NOTIFICATION), f"{session}-0")),
+                (f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1")),
+            ]
+            pending = []
+        with STORE_LOCK:
+            STORE[session] = events + pending
+        return sse, b"".join(raw for _, raw in events)
+    return "application/json", dumps(list_response(request_id))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, content_type: str, body: bytes, session=None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        if session:
+            self.send_header("mcp-session-id", session)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        scenario = parse_qs(urlsplit(self.path).query).get("scenario", [""])[0]
+        session = self.headers.get("mcp-session-id")
+        message = json.loads(body)
+        if "id" not in message:
+            self._send(202, "application/json", b"")
+            return
+        content_type, answer = post_answer(scenario, message["id"], session)
+        self._send(200, content_type, answer, session)
+
+    def do_GET(self) -> None:
+        session = self.headers.get("mcp-session-id") or ""
+        last = self.headers.get("last-event-id")
+        with STORE_LOCK:
+            events = list(STORE.get(session, ()))
+        ids = [event_id for event_id, _ in events]
+        if last not in ids:
+            self._send(404, "application/json", b'{"error":"unknown session or event"}')
+            return
+        replay = b"".join(raw for _, raw in events[ids.index(last) + 1 :])
+        self._send(200, "text/event-stream", replay, session)
+
+    def do_DELETE(self) -> None:
+        self._send(405, "application/json", b"")
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(json.dumps({"event": "ready", "port": server.server_address[1]}), flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

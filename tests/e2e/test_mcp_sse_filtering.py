@@ -1,0 +1,232 @@
+"""Response filtering through two real sidecars, against a scripted upstream (no SDK).
+
+``fake_mcp_upstream`` answers each ``tools/list`` with ``add``, ``echo`` and
+``get_weather_alert`` in the shape a scenario asks for; the caller holds ``add`` and ``echo``.
+Whatever the shape — SSE with other traffic around the list, broken events, a broken JSON body,
+pages, a response resumed on a later GET stream — the caller must get the filtered list or an
+error, never the unfiltered one (ToolHive #5257 passed the whole reply on one bad event).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import httpx
+import pytest
+
+from sidecar.mcp import parse_stream
+from tests._support.fake_mcp_upstream import MALFORMED, NOTIFICATION, SERVER_REQUEST, TOOLS
+from tests._support.mcp_mesh import CLIENT_ID, invoke_url
+
+pytestmark = pytest.mark.e2e
+
+SERVER_ID = "fake-upstream"
+HIDDEN = b"get_weather_alert"
+FLOOD = 4096  # sidecar.proxy.mcp_route.MAX_SESSIONS
+FLOOD_HEADERS = {
+    "accept": "text/event-stream",
+    "mcp-protocol-version": "2025-11-25",
+    "last-event-id": "none",
+}
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+class Upstream:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=15)
+
+    def list_tools(self, scenario: str, request_id=1, version="2025-06-18", session=None):
+        headers = {**ACCEPT, "mcp-protocol-version": version}
+        if session:
+            headers["mcp-session-id"] = session
+        body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": {}}
+        return self.http.post(self.url, params={"scenario": scenario}, json=body, headers=headers)
+
+    def resume(self, session: str, last_event_id: str, version="2025-11-25"):
+        headers = {
+            "accept": "text/event-stream",
+            "mcp-protocol-version": version,
+            "mcp-session-id": session,
+            "last-event-id": last_event_id,
+        }
+        return self.http.get(self.url, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def upstream(mcp_mesh):
+    fake = mcp_mesh.fake_upstream("fake-upstream")
+    mcp_mesh.sidecar(SERVER_ID, app_port=fake.ready["port"])
+    client = mcp_mesh.sidecar(CLIENT_ID)
+    mcp_mesh.tm("mcpserver", "create", SERVER_ID)
+    mcp_mesh.grant(SERVER_ID, CLIENT_ID, "add,echo")
+    upstream = Upstream(invoke_url(client, SERVER_ID))
+    yield upstream
+    upstream.http.close()
+
+
+def filtered_list(request_id, **extra) -> dict:
+    tools = [t for t in TOOLS if t["name"] in ("add", "echo")]
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"tools": tools, **extra}}
+
+
+def messages(response: httpx.Response) -> list:
+    return [json.loads(e.data) for e in parse_stream(response.content)]
+
+
+def raw_event(message) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return b"event: message\ndata: " + data + b"\n\n"
+
+
+# --- SSE on the POST stream -------------------------------------------------------------------
+
+
+def test_sse_other_messages_pass_unchanged_and_the_list_is_filtered(upstream):
+    response = upstream.list_tools("sse-mixed")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    # Byte for byte: the notification and the server's request are not the sidecar's business.
+    assert response.content.startswith(raw_event(NOTIFICATION) + raw_event(SERVER_REQUEST))
+    events = parse_stream(response.content)
+    got = [json.loads(e.data) for e in events[:3]]
+    assert got == [NOTIFICATION, SERVER_REQUEST, filtered_list(1)]
+    # What follows the filtered list: see test_sse_malformed_event_after_the_list_never_passes.
+    assert HIDDEN not in b"".join(e.data for e in events[:3])
+
+
+def test_sse_malformed_event_before_the_list_withholds_the_rest(upstream):
+    response = upstream.list_tools("sse-malformed-first", request_id=5)
+    assert response.status_code == 200
+    assert HIDDEN not in response.content, response.content
+    got = messages(response)
+    assert len(got) == 1 and got[0]["id"] == 5
+    assert got[0]["error"]["code"] == -32603
+    assert "upstream response withheld" in got[0]["error"]["message"]
+
+
+def test_sse_list_page_keeps_next_cursor(upstream):
+    response = upstream.list_tools("sse-page", request_id="p1")
+    assert messages(response) == [filtered_list("p1", nextCursor="page-2")]
+
+
+# --- JSON bodies ------------------------------------------------------------------------------
+
+
+def test_json_list_page_keeps_next_cursor(upstream):
+    response = upstream.list_tools("json-page", request_id=2)
+    assert response.status_code == 200
+    assert response.json() == filtered_list(2, nextCursor="page-2")
+    assert response.headers["cache-control"] == "private, no-store"
+
+
+def test_json_list_response_that_is_not_json_is_withheld_as_502(upstream):
+    response = upstream.list_tools("json-invalid", request_id=3)
+    assert response.status_code == 502
+    assert MALFORMED not in response.content and HIDDEN not in response.content
+    error = response.json()
+    assert error["id"] == 3 and error["error"]["code"] == -32603
+    assert error["error"]["message"].startswith("upstream response withheld: ")
+
+
+def test_json_list_response_with_a_rounded_id_is_withheld(upstream):
+    # A JavaScript server echoes 2**53 + 1 as 2**53: the response answers no pending request.
+    response = upstream.list_tools("json-js-id", request_id=2**53 + 1)
+    assert response.status_code == 502
+    assert HIDDEN not in response.content
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an SSE list response whose id matches no pending request passes unfiltered "
+    "(a JavaScript server echoes the request id 2**53+1 as 2**53)",
+)
+def test_sse_list_response_with_a_rounded_id_is_not_passed_unfiltered(upstream):
+    response = upstream.list_tools("sse-js-id", request_id=2**53 + 1)
+    assert HIDDEN not in response.content, response.content
+
+
+# --- the list after it was answered -----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: once the list response was filtered, later events on the stream are no longer "
+    "inspected: a malformed event after it passes raw",
+)
+def test_sse_malformed_event_after_the_list_never_passes(upstream):
+    response = upstream.list_tools("sse-mixed", request_id=6)
+    assert MALFORMED not in response.content, response.content
+
+
+# --- resumption (2025-11-25) ------------------------------------------------------------------
+
+
+def test_list_response_resumed_on_a_get_stream_is_filtered(upstream):
+    session = uuid.uuid4().hex
+    cut = upstream.list_tools("resume", request_id=7, version="2025-11-25", session=session)
+    assert cut.status_code == 200 and messages(cut) == []
+    resumed = upstream.resume(session, f"{session}-0")
+    assert resumed.status_code == 200
+    assert HIDDEN not in resumed.content, resumed.content
+    assert messages(resumed) == [filtered_list(7)]
+    events = parse_stream(resumed.content)
+    assert events[0].id == f"{session}-1"  # the event id survives, so the client can resume
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the spec's SSE priming event (an id and an empty data field, 2025-11-25) "
+    "is read as a broken JSON-RPC message and the list request fails",
+)
+def test_priming_event_does_not_break_the_list(upstream):
+    session = uuid.uuid4().hex
+    response = upstream.list_tools(
+        "resume-priming", request_id=8, version="2025-11-25", session=session
+    )
+    assert HIDDEN not in response.content
+    assert messages(response)[-1] == filtered_list(8)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BYPASS: a list response replayed after it was already filtered once (GET with an "
+    "earlier Last-Event-ID) passes unfiltered",
+)
+def test_replayed_list_response_is_filtered_again(upstream):
+    session = uuid.uuid4().hex
+    first = upstream.list_tools("resume-delivered", request_id=9, version="2025-11-25",
+                                session=session)  # fmt: skip
+    assert messages(first) == [NOTIFICATION, filtered_list(9)]
+    replay = upstream.resume(session, f"{session}-0")
+    assert replay.status_code == 200
+    assert HIDDEN not in replay.content, replay.content
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BYPASS: the per-session table of pending list filters is bounded (4096 sessions) "
+    "and evicts the oldest, so 4096 requests with fresh Mcp-Session-Id values make the sidecar "
+    "forget a pending list; the list then resumes on a GET stream unfiltered",
+)
+def test_pending_list_survives_a_flood_of_new_sessions(upstream):
+    session = uuid.uuid4().hex
+    cut = upstream.list_tools("resume", request_id=11, version="2025-11-25", session=session)
+    assert cut.status_code == 200 and messages(cut) == []
+
+    def flood(worker: int) -> None:
+        with httpx.Client(timeout=15) as http:
+            for n in range(FLOOD // 8):
+                headers = {**FLOOD_HEADERS, "mcp-session-id": f"flood-{worker}-{n}"}
+                assert http.get(upstream.url, headers=headers).status_code == 404
+
+    threads = [threading.Thread(target=flood, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    resumed = upstream.resume(session, f"{session}-0")
+    assert resumed.status_code == 200
+    assert HIDDEN not in resumed.content, resumed.content
