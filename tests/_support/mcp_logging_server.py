@@ -7,7 +7,8 @@ appends each raw request (HTTP method, headers, body) as one JSON line to the fi
 then proves the refusal with the server's own record: the body is not in the file.
 
 ``MCP_RESPONSE_MODE=json|sse`` and ``MCP_STATELESS=1`` as in the example server.
-``MCP_LEGACY_ONLY=1`` makes it answer any request for protocol 2026-07-28 the way an mcp 1.x
+``MCP_EVENT_STORE=1`` turns on the SDK's resumability with an in-memory event store (2025-11-25
+streams then open with a priming event: an id and empty data). ``MCP_LEGACY_ONLY=1`` makes it answer any request for protocol 2026-07-28 the way an mcp 1.x
 server does (400 with a JSON-RPC error), so the ``auto`` client's ``server/discover`` probe sees a
 server that does not speak 2026-07-28.
 
@@ -25,6 +26,7 @@ import threading
 import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import EventMessage, EventStore
 
 LEGACY_REFUSAL = json.dumps(
     {
@@ -62,6 +64,29 @@ def echo(message: str) -> str:
 def fail(reason: str) -> str:
     """Raise inside the server."""
     raise ValueError(f"fail tool raised: {reason}")
+
+
+class MemoryEventStore(EventStore):
+    """Events per stream, ids ``<stream>:<n>``; replay sends the rest of the id's stream."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, object]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id, message):
+        event_id = f"{stream_id}:{len(self.events)}"
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        ids = [e[0] for e in self.events]
+        if last_event_id not in ids:
+            return None
+        index = ids.index(last_event_id)
+        stream_id = self.events[index][1]
+        for event_id, stream, message in self.events[index + 1 :]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
 
 
 class RequestLog:
@@ -133,6 +158,7 @@ def main() -> None:
     app = server.streamable_http_app(
         json_response=json_mode,
         stateless_http=os.environ.get("MCP_STATELESS", "0") == "1",
+        event_store=MemoryEventStore() if os.environ.get("MCP_EVENT_STORE") == "1" else None,
     )
     wrapped = logging_middleware(
         app,

@@ -117,6 +117,7 @@ class McpMesh:
         mode: str = "json",
         stateless: bool = True,
         legacy_only: bool = False,
+        event_store: bool = False,
     ) -> tuple[Proc, RequestLog]:
         log = RequestLog(self.root / f"{name}.requests.jsonl")
         env = {
@@ -124,6 +125,7 @@ class McpMesh:
             "MCP_RESPONSE_MODE": mode,
             "MCP_STATELESS": "1" if stateless else "0",
             "MCP_LEGACY_ONLY": "1" if legacy_only else "0",
+            "MCP_EVENT_STORE": "1" if event_store else "0",
         }
         proc = self.procs.start(
             name, [sys.executable, "-m", "tests._support.mcp_logging_server"], env=env

@@ -250,3 +250,26 @@ async def test_auto_mode_gets_the_servers_400_and_falls_back(legacy_only):
     assert methods[0] == "server/discover"  # the probe reached the server…
     assert any(b'"initialize"' in log.bodies()[before + i] for i in range(len(arrived)))
     assert await sdk(url, "auto", "call", WEATHER) == {"ok": False, "error": WEATHER_DENIED}
+
+
+@pytest.fixture(scope="module")
+def resumable(mcp_mesh, sdk_mesh):
+    """The SDK's resumability on: 2025-11-25 SSE streams start with a priming event."""
+    proc, _ = mcp_mesh.logging_server("resumable", mode="sse", stateless=False, event_store=True)
+    mcp_mesh.sidecar("resumable-mcp", app_port=proc.ready["port"])
+    mcp_mesh.register("resumable-mcp")
+    mcp_mesh.grant("resumable-mcp", CLIENT_ID, "add,echo")
+    direct = f"http://127.0.0.1:{proc.ready['port']}/mcp"
+    return invoke_url(sdk_mesh.client, "resumable-mcp"), direct
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the SDK's priming event (id + empty data, 2025-11-25 resumability) is taken "
+    "for a broken message while tools/list is pending; the sidecar withholds the list",
+)
+async def test_list_works_with_a_resumable_server(resumable):
+    url, direct = resumable
+    every = await sdk(direct, "legacy", "list")
+    assert every == {"ok": True, "tools": ["add", "echo", "fail", "get_weather_alert"]}
+    assert await sdk(url, "legacy", "list") == {"ok": True, "tools": ["add", "echo"]}
