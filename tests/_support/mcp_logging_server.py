@@ -8,9 +8,11 @@ then proves the refusal with the server's own record: the body is not in the fil
 
 ``MCP_RESPONSE_MODE=json|sse`` and ``MCP_STATELESS=1`` as in the example server.
 ``MCP_EVENT_STORE=1`` turns on the SDK's resumability with an in-memory event store (2025-11-25
-streams then open with a priming event: an id and empty data). ``MCP_LEGACY_ONLY=1`` makes it answer any request for protocol 2026-07-28 the way an mcp 1.x
-server does (400 with a JSON-RPC error), so the ``auto`` client's ``server/discover`` probe sees a
-server that does not speak 2026-07-28.
+streams then open with a priming event: an id and empty data).
+
+``MCP_LEGACY_ONLY=1`` makes it answer any request for protocol 2026-07-28 the way an mcp 1.x server
+does (400 with a JSON-RPC error), so the ``auto`` client's ``server/discover`` probe sees a server
+that does not speak 2026-07-28.
 
 It binds 127.0.0.1 port 0 and prints ``{"event": "ready", "port": N}`` once it is listening.
 """
