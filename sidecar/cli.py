@@ -7,33 +7,41 @@ here), and :func:`main` is the only place that decides how it is shown.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from ca.cli import ca_group
+# Each subcommand's module is imported only when that subcommand runs: a sidecar process should
+# not carry the runner, the CA service or the control-plane commands in its memory.
+COMMANDS = {
+    "ca": ("ca.cli", "ca_group"),
+    "sidecar": ("sidecar.cli_sidecar", "sidecar_command"),
+    "configuration": ("sidecar.cli_control", "configuration_group"),
+    "apply": ("sidecar.cli_control", "apply_command"),
+    "appid": ("sidecar.cli_control", "appid_group"),
+    "mcpserver": ("sidecar.cli_mcp", "mcpserver_group"),
+    "run": ("sidecar.cli_run", "run_command"),
+    "stop": ("sidecar.cli_run", "stop_command"),
+    "list": ("sidecar.cli_run", "list_command"),
+}
 
-from .cli_control import appid_group, apply_command, configuration_group
-from .cli_mcp import mcpserver_group
-from .cli_run import list_command, run_command, stop_command
-from .cli_sidecar import sidecar_command
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trustmesh")
 def cli() -> None:
     """trustmesh: zero-trust service invocation and tool-level policy for MCP servers."""
-
-
-cli.add_command(ca_group)
-cli.add_command(sidecar_command)
-cli.add_command(configuration_group)
-cli.add_command(apply_command)
-cli.add_command(appid_group)
-cli.add_command(mcpserver_group)
-cli.add_command(run_command)
-cli.add_command(stop_command)
-cli.add_command(list_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -141,6 +142,8 @@ def sidecar_command(**kw) -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_sidecar, opts)
+            # Everything loaded so far lives as long as the process: keep the collector off it.
+            gc.freeze()
             print_ready_line(running)
 
     try:

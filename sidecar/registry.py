@@ -2,9 +2,10 @@
 
 On one machine the mesh state directory is the name service: each sidecar writes
 ``registry/<namespace>/<app-id>.json`` (atomically) once it is ready and removes it on exit.
-Lookups stat the file on every call and re-read it only when it changed, so a restarted sidecar
-on a new port is found at once. A record whose process is gone is ignored, so a crashed sidecar
-does not send callers to a port some other process may now own.
+Lookups are answered from memory for half a second, then the file is stat-ed again and re-read
+only when it changed, so a restarted sidecar on a new port is found within that half second
+without a stat and a liveness check on every request. A record whose process is gone is
+ignored, so a crashed sidecar does not send callers to a port some other process may now own.
 
 Hosts that share no directory use a static ``--peers`` file (YAML map of ``app-id`` or
 ``app-id.namespace`` → ``host:port``) instead.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ import yaml
 from identity import atomic_write
 
 from .errors import SidecarError
+
+LOOKUP_TTL = 0.5
 
 
 class RegistryError(SidecarError):
@@ -63,9 +67,11 @@ def pid_alive(pid: int) -> bool:
 
 
 class Registry:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, lookup_ttl: float = LOOKUP_TTL) -> None:
         self.root = Path(home) / "registry"
         self._cache: dict[Path, tuple[int, SidecarRecord | None]] = {}
+        self._lookup_ttl = lookup_ttl
+        self._recent: dict[tuple[str, str], tuple[float, SidecarRecord | None]] = {}
 
     def path_for(self, app_id: str, namespace: str) -> Path:
         return self.root / namespace / f"{app_id}.json"
@@ -100,9 +106,15 @@ class Registry:
         return record
 
     def lookup(self, app_id: str, namespace: str) -> SidecarRecord | None:
+        key = (app_id, namespace)
+        now = time.monotonic()
+        recent = self._recent.get(key)
+        if recent is not None and now - recent[0] < self._lookup_ttl:
+            return recent[1]
         record = self._read(self.path_for(app_id, namespace))
-        if record is None or not pid_alive(record.pid):
-            return None
+        if record is not None and not pid_alive(record.pid):
+            record = None
+        self._recent[key] = (now, record)
         return record
 
     def records(self) -> list[SidecarRecord]:

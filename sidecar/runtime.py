@@ -132,7 +132,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     store,
                     me,
                     parse_config_option(opts.config, store),
-                    on_policy=inbound.bearer.on_policy,
+                    on_policy=inbound.on_policy,
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)

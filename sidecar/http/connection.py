@@ -115,6 +115,17 @@ class HttpConnection:
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
 
+    async def send_many(self, events: list[h11.Event]) -> None:
+        """Send several events as one write: one TLS record and one syscall, not one each."""
+        try:
+            data = b"".join(self.h11.send(event) or b"" for event in events)
+        except h11.LocalProtocolError as exc:
+            raise ConnectionLost(f"cannot send: {exc}") from exc
+        try:
+            await self.stream.send_all(data)
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+
     @property
     def reusable(self) -> bool:
         """Both sides finished the exchange cleanly and neither asked to close."""

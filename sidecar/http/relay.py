@@ -12,6 +12,7 @@ rather than a well-formed lie.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,10 @@ from .connection import ConnectionLost, HttpConnection
 from .headers import forwardable, framing_for
 
 Headers = list[tuple[bytes, bytes]]
+
+SMALL_BODY = 64 * 1024  # bodies up to this size (by Content-Length) are moved whole
+DRAIN_LIMIT = 1024 * 1024  # request body left unread by an early answer that we still drain
+DRAIN_TIMEOUT = 5.0
 
 
 class BodyTooLarge(SidecarError):
@@ -133,11 +138,11 @@ async def _relay_response(
         raw = await read_whole_body(up, buffer_limit)
         body = transform.feed(raw) + transform.finish()
         headers.append((b"content-length", str(len(body)).encode()))
-        await _send_head(down, event, headers, result)
-        if body:
-            await down.send(h11.Data(data=body))
-        result.bytes_down += len(body)
-        await down.send(h11.EndOfMessage())
+        await _send_whole(down, event, headers, body, result)
+        return
+    if transform is None and _small(event.headers):
+        # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
+        await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
     await _send_head(down, event, headers, result)
     while True:
@@ -158,14 +163,64 @@ async def _relay_response(
             raise ConnectionLost("upstream closed the connection in the middle of the body")
 
 
+def _small(headers: Headers) -> bool:
+    """A body framed by a Content-Length small enough to hold whole."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value) <= SMALL_BODY
+            except ValueError:
+                return False
+    return False
+
+
+def _response(response: h11.Response, headers: Headers) -> h11.Response:
+    return h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
+
+
 async def _send_head(
     down: HttpConnection, response: h11.Response, headers: Headers, result: ExchangeResult
 ) -> None:
-    await down.send(
-        h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
-    )
+    await down.send(_response(response, headers))
     result.status = response.status_code
     result.head_sent = True
+
+
+async def _send_whole(
+    down: HttpConnection,
+    response: h11.Response,
+    headers: Headers,
+    body: bytes,
+    result: ExchangeResult,
+) -> None:
+    events: list[h11.Event] = [_response(response, headers)]
+    if body:
+        events.append(h11.Data(data=body))
+    events.append(h11.EndOfMessage())
+    result.status = response.status_code
+    result.head_sent = True
+    await down.send_many(events)
+    result.bytes_down += len(body)
+
+
+async def _drain_request_body(down: HttpConnection) -> None:
+    """Read and discard what is left of a request body the upstream answered without.
+
+    A server may answer before reading the whole request (RFC 9112 allows it). Left unread, the
+    body would make the caller's kept-alive connection unusable, and closing it right after a
+    complete answer races the caller's next request on that connection. A reasonable remainder
+    is drained so the connection stays good; a large or slow one costs the connection instead.
+    """
+    drained = 0
+    with trio.move_on_after(DRAIN_TIMEOUT):
+        while down.h11.their_state is h11.SEND_BODY:
+            event = await down.next_event()
+            if isinstance(event, h11.Data):
+                drained += len(event.data)
+                if drained > DRAIN_LIMIT:
+                    return
+            elif not isinstance(event, h11.EndOfMessage):
+                return
 
 
 async def relay_exchange(
@@ -182,16 +237,32 @@ async def relay_exchange(
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left."""
+    if body is None and _small(request.headers):
+        body = await read_whole_body(down, SMALL_BODY)
+    if body is not None:
+        # Whole request in hand: head, body and end in one write, and no second task.
+        events: list[h11.Event] = [request]
+        if body:
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        await up.send_many(events)
+        result.bytes_up += len(body)
+        await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
+        result.upstream_reusable = up.reusable
+        return
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_copy_request_body, down, up, body, result)
+            nursery.start_soon(_copy_request_body, down, up, None, result)
             await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
             # The answer is complete. If the request body is still flowing, the server did not
-            # want it: stop copying; neither connection can be reused then.
+            # want it: stop copying (the upstream connection cannot be reused then).
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    if down.h11.their_state is h11.SEND_BODY:
+        with contextlib.suppress(SidecarError):
+            await _drain_request_body(down)
     result.upstream_reusable = up.reusable
 
 

@@ -16,7 +16,12 @@ from .errors import (
     ResponseFilterFailed,
     SseStreamError,
 )
-from .filtering import failure_body, filter_list_result, filter_response_body
+from .filtering import (
+    failure_body,
+    filter_list_result,
+    filter_response_body,
+    list_backstop,
+)
 from .headers import HeaderMismatch, decode_header_value
 from .inspect import RequestVerdict, effective_version, inspect_request
 from .jsonstrict import check_envelope, loads_strict
@@ -68,6 +73,7 @@ __all__ = [
     "filter_response_body",
     "grant",
     "inspect_request",
+    "list_backstop",
     "loads_strict",
     "lookup",
     "parse_policy",

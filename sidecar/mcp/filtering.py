@@ -20,7 +20,7 @@ Error responses pass unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import jsonrpc, methods
@@ -74,6 +74,44 @@ def filter_list_result(
     out = dict(message)
     out["result"] = new_result
     return out
+
+
+# Where each list lives in a result, and the list method it answers.
+LIST_MEMBERS = (
+    ("tools", "tools/list"),
+    ("prompts", "prompts/list"),
+    ("resources", "resources/list"),
+    ("resourceTemplates", "resources/templates/list"),
+)
+
+
+def list_backstop(
+    caller: str, policy: MCPServerAccessPolicy, protocol_version: str | None = None
+) -> Callable[[Any], Any | None]:
+    """A filter for list results that answer no *known* request.
+
+    Filtering by request id alone leaks whenever the id is forgotten or does not match: a
+    response replayed on a resumed stream after it was filtered once, a pending entry evicted,
+    an id a server rounds (2**53+1 → 2**53). The backstop looks at the content instead: any
+    JSON-RPC result carrying a tools, prompts, resources or resource-template list is cut down
+    to what ``caller`` is granted. It returns None for a message that holds no list.
+    """
+
+    def backstop(message: Any) -> Any | None:
+        if not isinstance(message, Mapping) or "method" in message:
+            return None
+        result = message.get("result")
+        if not isinstance(result, Mapping):
+            return None
+        filtered = None
+        for member, method in LIST_MEMBERS:
+            if isinstance(result.get(member), list):
+                filtered = filter_list_result(
+                    filtered or message, method, caller, policy, protocol_version=protocol_version
+                )
+        return filtered
+
+    return backstop
 
 
 def filter_pending_message(message: Any, pending: PendingFilter) -> Any:

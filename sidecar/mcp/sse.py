@@ -12,19 +12,22 @@ Unchanged blocks are passed on byte for byte. A CR ending one chunk may be the f
 CRLF; the LF that follows in the next chunk is then emitted on its own ("stray"), so the output
 is the same however the input is split.
 
-``SseFilter`` passes everything unchanged — notifications, server→client requests, comments —
-except JSON-RPC responses whose id is pending in the shared ``PendingLists``: those are filtered
-and re-serialised. While any list response is pending, an event whose data does not parse
-strictly, or a response that cannot be filtered, is never passed on: the filter emits a JSON-RPC
-error event for its own pending ids (or one with id null), stops, and drops the rest of the
-stream (ToolHive #5257 passed the whole unfiltered reply in this case). Memory is bounded by
-``max_event_bytes``.
+``SseFilter`` passes everything unchanged — notifications, server→client requests, comments,
+priming events (an id with empty data) — except JSON-RPC responses whose id is pending in the
+shared ``PendingLists``, and, with a ``backstop`` (the sidecar always gives one), any response
+carrying a tools/prompts/resources list whatever its id: those are filtered and re-serialised.
+Ids alone are not enough: a list replayed on a resumed stream, an evicted entry or a rounded id
+would otherwise pass unfiltered. While a list response is pending, an event whose data does not
+parse strictly, or a response that cannot be filtered, is never passed on: the filter emits a
+JSON-RPC error event for its own pending ids (or one with id null), stops, and drops the rest of
+the stream (ToolHive #5257 passed the whole unfiltered reply in this case); with nothing pending
+such an event is dropped on its own. Memory is bounded by ``max_event_bytes``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,8 +191,10 @@ class SseFilter:
         *,
         own_ids: Iterable[jsonrpc.RequestId] = (),
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        backstop: Callable[[Any], Any | None] | None = None,
     ) -> None:
         self._pending = pending
+        self._backstop = backstop  # filters list results whatever their id (filtering.py)
         self._own_ids = tuple(own_ids)
         self._max = max_event_bytes
         self._parser = SseParser(max_event_bytes=max_event_bytes)
@@ -222,13 +227,21 @@ class SseFilter:
         if block.kind == "stray":
             return b"" if self._last_rewritten else block.raw
         self._last_rewritten = False
-        if block.event is None or not self._pending:
+        if block.event is None or not (self._pending or self._backstop):
+            return block.raw
+        if not block.event.data.strip():
+            # An id with empty data: the 2025-11-25 priming event (a resumption point).
             return block.raw
         try:
             message = loads_strict(block.event.data, max_bytes=self._max, fold_check=False)
             rewritten = self._filter(message)
         except (JsonRejected, ResponseFilterFailed) as exc:
-            return self._fail(f"event could not be filtered: {exc}")
+            if self._pending:
+                return self._fail(f"event could not be filtered: {exc}")
+            # Nothing of ours is pending, but an event we cannot read is never passed on:
+            # a lenient client might still find a list in it.
+            self._last_rewritten = True
+            return b""
         if rewritten is None:
             return block.raw
         self._last_rewritten = True
@@ -241,14 +254,23 @@ class SseFilter:
         """The filtered message, or None when the event answers no pending list request."""
         if isinstance(message, list):
             answered = [self._answered(m) for m in message]
-            if not any(answered):
+            backstopped = [
+                None if p or self._backstop is None else self._backstop(m)
+                for m, p in zip(message, answered, strict=True)
+            ]
+            if not any(answered) and not any(b is not None for b in backstopped):
                 return None
-            return [self._apply(m, p) if p else m for m, p in zip(message, answered, strict=True)]
+            return [
+                self._apply(m, p) if p else (b if b is not None else m)
+                for m, p, b in zip(message, answered, backstopped, strict=True)
+            ]
         entry = self._answered(message)
         if entry is not None and "error" in message:  # error responses pass unchanged
             self._pending.discard(entry.request_id)
             return None
-        return None if entry is None else self._apply(message, entry)
+        if entry is not None:
+            return self._apply(message, entry)
+        return self._backstop(message) if self._backstop is not None else None
 
     def _answered(self, message: Any):
         if not isinstance(message, dict) or "method" in message:

@@ -40,6 +40,7 @@ from ..bearer.decision import bearer_token
 from ..mcp import lookup, required_scopes
 from ..pipeline import InboundPolicy, InboundRequest, McpRoute
 from ..policy import Decision
+from .mcp_route import policy_scopes
 
 log = structlog.get_logger("trustmesh.bearer")
 
@@ -68,16 +69,6 @@ class BearerKeySources:
 
 def _realm(policy: InboundPolicy, request: InboundRequest) -> str:
     return request.callee.app_id
-
-
-def policy_scopes(route: McpRoute | None) -> list[str]:
-    if route is None:
-        return []
-    scopes: list[str] = []
-    for rule in route.policy.rules:
-        for grant in rule.grants:
-            scopes += grant.required_scopes
-    return list(dict.fromkeys(scopes))
 
 
 def metadata_response(policy: InboundPolicy, request: InboundRequest) -> bytes | None:

@@ -28,7 +28,7 @@ from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy, InboundRequest
 from ..policy import Decision
-from . import bearer_gate, mcp_route
+from . import mcp_route
 from .pool import ConnectionPool
 
 log = structlog.get_logger("trustmesh.inbound")
@@ -37,6 +37,18 @@ log = structlog.get_logger("trustmesh.inbound")
 class AppUnavailable(SidecarError):
     code = "ERR_APP_UNAVAILABLE"
     http_status = 503
+
+
+def _bearer_gate():
+    """The bearer layer's module, imported on first use: only apps with a bearer component
+    pay for pyjwt and its key handling in memory."""
+    from . import bearer_gate
+
+    return bearer_gate
+
+
+def _identity_headers(verified) -> list[tuple[bytes, bytes]]:
+    return [] if verified is None else _bearer_gate().app_headers(verified)
 
 
 class MethodNotAllowed(SidecarError):
@@ -87,7 +99,8 @@ class InboundProxy:
         self.metrics = metrics
         self.app_pool = ConnectionPool(nursery, self._dial_app, idle_timeout=20.0)
         self.mcp_sessions = mcp_route.McpSessions()
-        self.bearer = bearer_gate.BearerKeySources(nursery)
+        self._nursery = nursery
+        self._bearer_sources = None
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -137,12 +150,13 @@ class InboundProxy:
                 return
             verified = None
             if policy.bearer is not None:
+                bearer_gate = _bearer_gate()
                 metadata = bearer_gate.metadata_response(policy, inbound)
                 if metadata is not None:
                     result.status = 200
                     await send_simple_response(conn, 200, metadata)
                     return
-                decision, verified = bearer_gate.check_token(self.bearer, policy, inbound)
+                decision, verified = bearer_gate.check_token(self.bearer_sources(), policy, inbound)
                 if not decision.allowed:
                     await self._answer(conn, decision, result)
                     return
@@ -152,9 +166,11 @@ class InboundProxy:
             route = policy.mcp_route_for(inbound)
             if route is not None:
                 decision, body, plan = await self._judge_mcp(conn, route, inbound)
-                if decision.allowed and body is not None:
+                if decision.allowed and body is not None and mcp_route.policy_scopes(route):
+                    # Grants that require OAuth scopes: checked against the verified token.
                     decision = (
-                        bearer_gate.check_scopes(policy, route, inbound, body, verified) or decision
+                        _bearer_gate().check_scopes(policy, route, inbound, body, verified)
+                        or decision
                     )
                 if not decision.allowed:
                     await self._answer(conn, decision, result)
@@ -169,7 +185,7 @@ class InboundProxy:
                 body,
                 plan,
                 drop,
-                bearer_gate.app_headers(verified),
+                _identity_headers(verified),
                 info,
                 result,
             )
@@ -190,11 +206,24 @@ class InboundProxy:
         finally:
             self._record(caller, request, method, decision, result, policy, started)
 
+    def bearer_sources(self):
+        """The JWKS sources, created the first time a policy attaches a bearer component."""
+        if self._bearer_sources is None:
+            from .bearer_gate import BearerKeySources
+
+            self._bearer_sources = BearerKeySources(self._nursery)
+        return self._bearer_sources
+
+    def on_policy(self, policy: InboundPolicy) -> None:
+        """Called with each new policy before it takes effect: warm the bearer keys."""
+        if policy.bearer is not None:
+            self.bearer_sources().ensure(policy.bearer)
+
     async def _judge_mcp(self, conn: HttpConnection, route, inbound: InboundRequest):
         """The MCP policy: (decision, body to forward, response plan)."""
         if inbound.verb != "POST":
             decision = mcp_route.check_without_body(route, inbound)
-            return decision, None, self._planner(inbound, (), ())
+            return decision, None, self._planner(route, inbound, (), ())
         refusal = mcp_route.refuse_encoding(inbound)
         if refusal is not None:
             return refusal, None, None
@@ -203,13 +232,13 @@ class InboundProxy:
         if not verdict.allowed:
             return verdict.decision, None, None
         list_ids = tuple(p.request_id for p in verdict.pending)
-        planner = self._planner(inbound, list_ids, verdict.request_ids, verdict.pending)
+        planner = self._planner(route, inbound, list_ids, verdict.request_ids, verdict.pending)
         return verdict.decision, body, planner
 
-    def _planner(self, inbound: InboundRequest, list_ids: tuple, own_ids: tuple, new=()):
+    def _planner(self, route, inbound: InboundRequest, list_ids: tuple, own_ids: tuple, new=()):
         pending = self.mcp_sessions.get(inbound.caller.app_id, mcp_route.session_id(inbound))
         pending.add_all(new)
-        return mcp_route.response_planner(pending, list_ids, own_ids)
+        return mcp_route.response_planner(pending, list_ids, own_ids, route, inbound)
 
     async def _answer(
         self, conn: HttpConnection, decision: Decision, result: ExchangeResult

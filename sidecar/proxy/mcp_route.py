@@ -31,6 +31,7 @@ from ..mcp import (
     filter_response_body,
     inspect_request,
     jsonrpc,
+    list_backstop,
 )
 from ..pipeline import InboundRequest, McpRoute
 from ..policy import Decision
@@ -84,7 +85,20 @@ def session_id(request: InboundRequest) -> str | None:
 
 
 def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
-    """GET, DELETE and other body-less requests to the endpoint: any grant opens the session."""
+    """GET (the server→client stream) and DELETE (session end): any grant opens the session.
+
+    Nothing else is accepted on the endpoint, and these two may not carry a body: a body the
+    policy never read must not reach a server that might read it (Streamable HTTP defines only
+    POST bodies).
+    """
+    if request.verb not in ("GET", "DELETE"):
+        message = f"{request.verb} is not an MCP Streamable HTTP method (use POST, GET or DELETE)"
+        body = jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, message)
+        return Decision.deny("mcp", "method_not_allowed", message, 405, body=body)
+    if _has_body(request):
+        message = f"{request.verb} requests to the MCP endpoint may not carry a body"
+        body = jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, message)
+        return Decision.deny("mcp", "unexpected_body", message, 400, body=body)
     caller = request.caller.app_id
     if caller_has_any_grant(route.policy, caller):
         return Decision.allow("mcp", "session_allowed", rule=f"policy {route.policy.name}")
@@ -100,6 +114,11 @@ def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
         rule=f"policy {route.policy.name}: no rule grants this caller anything",
         body=jsonrpc.error_body(None, jsonrpc.ACCESS_DENIED, message),
     )
+
+
+def _has_body(request: InboundRequest) -> bool:
+    length = request.headers.get("content-length", "0").strip()
+    return "transfer-encoding" in request.headers or length not in ("", "0")
 
 
 def refuse_encoding(request: InboundRequest) -> Decision | None:
@@ -152,8 +171,8 @@ class _SseListFilter:
     buffered = False
     extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, own_ids: tuple) -> None:
-        self._filter = SseFilter(pending, own_ids=own_ids)
+    def __init__(self, pending: PendingLists, own_ids: tuple, backstop) -> None:
+        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop)
 
     def feed(self, chunk: bytes) -> bytes:
         return self._filter.feed(chunk)
@@ -176,8 +195,18 @@ class _Withhold:
         return b""
 
 
-def response_planner(pending: PendingLists, list_ids: tuple, own_ids: tuple):
-    """What to do with the app's answer, decided from its status and headers."""
+def response_planner(
+    pending: PendingLists, list_ids: tuple, own_ids: tuple, route: McpRoute, request: InboundRequest
+):
+    """What to do with the app's answer, decided from its status and headers.
+
+    Every event stream from an MCP server is filtered: by request id for the lists this caller
+    asked for, and by content (:func:`list_backstop`) for any other list result on it, so a
+    replayed, resumed or mis-numbered list cannot slip past an id lookup.
+    """
+    backstop = list_backstop(
+        request.caller.app_id, route.policy, request.headers.get("mcp-protocol-version")
+    )
 
     def plan(response: h11.Response):
         content_type = (get_header(response.headers, b"content-type") or b"").lower()
@@ -186,15 +215,15 @@ def response_planner(pending: PendingLists, list_ids: tuple, own_ids: tuple):
             for request_id in list_ids:
                 pending.discard(request_id)
             return None
-        if not list_ids and not (is_sse and pending):
-            return None  # nothing of ours to filter on this response
+        if not list_ids and not is_sse:
+            return None  # no list of ours, and no stream that could carry one
         encoding = (get_header(response.headers, b"content-encoding") or b"identity").lower()
         if encoding not in (b"identity", b""):
             return _Withhold(
                 f"a list response arrived with Content-Encoding {encoding!r}", list_ids
             )
         if is_sse:
-            return _SseListFilter(pending, own_ids)
+            return _SseListFilter(pending, own_ids, backstop)
         if content_type.startswith(b"application/json"):
             return _JsonListFilter(pending, list_ids)
         return _Withhold(
@@ -204,3 +233,14 @@ def response_planner(pending: PendingLists, list_ids: tuple, own_ids: tuple):
         )
 
     return plan
+
+
+def policy_scopes(route: McpRoute | None) -> list[str]:
+    """Every scope some grant of the route's policy requires (for challenges and RFC 9728)."""
+    if route is None:
+        return []
+    scopes: list[str] = []
+    for rule in route.policy.rules:
+        for grant in rule.grants:
+            scopes += grant.required_scopes
+    return list(dict.fromkeys(scopes))

@@ -16,7 +16,6 @@ from typing import Any
 
 from identity import AppIdentity
 
-from ..bearer import BearerConfig, parse_bearer_component
 from ..errors import PolicyError, ResourceInvalid, SidecarError
 from ..http.path import normalize_method
 from ..mcp import MCPServerAccessPolicy, parse_policy
@@ -77,7 +76,7 @@ def build_inbound_policy(
     )
 
 
-def _bearer(snapshot: Snapshot, me: AppIdentity, configuration) -> BearerConfig | None:
+def _bearer(snapshot: Snapshot, me: AppIdentity, configuration):
     """The bearer component named by the configuration's pipelines, if any.
 
     Dapr puts ``middleware.http.bearer`` in ``spec.httpPipeline`` (requests into the sidecar);
@@ -86,7 +85,11 @@ def _bearer(snapshot: Snapshot, me: AppIdentity, configuration) -> BearerConfig 
     security layer would fail open.
     """
     handlers = (*configuration.http_pipeline, *configuration.app_http_pipeline)
-    found: list[BearerConfig] = []
+    if not handlers:
+        return None
+    from ..bearer import parse_bearer_component  # pyjwt only for apps that need it
+
+    found = []
     for handler in handlers:
         if handler.type != BEARER_TYPE:
             raise PolicyUnavailable(

@@ -323,3 +323,20 @@ def test_tools_call_without_id_is_not_a_notification(wire):
     legit = encode({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {}})
     assert wire.post(legit).status_code == 202
     assert_server_saw(wire, legit=[legit], attacks=[attack])
+
+
+@pytest.mark.parametrize("verb", ["PUT", "PATCH"])
+def test_a_tool_call_under_another_http_method_is_refused(wire, verb):
+    """Only POST bodies are inspected, so no other method may carry one to the endpoint."""
+    attack = encode(call("smuggled-1", "get_weather_alert", {"city": "x"}))
+    response = wire.http.request(verb, wire.url, content=attack, headers=ACCEPT)
+    refused(response, 405, -32600, verb)
+    ran(wire.post(encode(call("legit-put", "add", {"a": 2, "b": 3}))), "5")
+
+
+def test_a_get_with_a_body_is_refused(wire):
+    attack = encode(call("smuggled-2", "get_weather_alert", {"city": "x"}))
+    headers = {**ACCEPT, "mcp-protocol-version": "2025-06-18"}
+    response = wire.http.request("GET", wire.url, content=attack, headers=headers)
+    refused(response, 400, -32600, "may not carry a body")
+    ran(wire.post(encode(call("legit-get", "add", {"a": 1, "b": 1}))), "2")

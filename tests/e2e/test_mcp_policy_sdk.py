@@ -263,11 +263,6 @@ def resumable(mcp_mesh, sdk_mesh):
     return invoke_url(sdk_mesh.client, "resumable-mcp"), direct
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the SDK's priming event (id + empty data, 2025-11-25 resumability) is taken "
-    "for a broken message while tools/list is pending; the sidecar withholds the list",
-)
 async def test_list_works_with_a_resumable_server(resumable):
     url, direct = resumable
     every = await sdk(direct, "legacy", "list")

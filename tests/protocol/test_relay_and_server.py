@@ -18,6 +18,7 @@ import trio.testing
 
 from sidecar.http.connection import ConnectionLost, HttpConnection, ProtocolViolation, ReadTimeout
 from sidecar.http.relay import (
+    SMALL_BODY,
     BodyTooLarge,
     ExchangeResult,
     UpstreamTimeout,
@@ -373,7 +374,33 @@ async def test_upstream_silence_is_upstream_timeout(autojump_clock):
     assert not ex.result.head_sent
 
 
+BIG = str(SMALL_BODY + 1).encode()
+
+
 async def test_upstream_closing_mid_body_is_connection_lost_after_head():
+    ex = Exchange()
+    await send_request(ex.caller)
+    await read_request(ex.down)
+
+    async def app():
+        await read_request(ex.app)
+        await ex.app.next_event()
+        # Larger than the relay's whole-body fast path, so the head streams out first.
+        await ex.app.send(h11.Response(status_code=200, headers=[(b"content-length", BIG)]))
+        await ex.app.send(h11.Data(data=b"abc"))
+        await ex.app.stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app)
+        with pytest.raises(ConnectionLost):
+            await ex.relay(upstream_request())
+    assert ex.result.head_sent
+    assert ex.result.status == 200
+
+
+async def test_a_small_answer_cut_short_is_never_half_delivered():
+    """Small bodies are read whole before the head goes out: a truncated one becomes an error
+    the proxy can still answer (502), not a 200 with half a body."""
     ex = Exchange()
     await send_request(ex.caller)
     await read_request(ex.down)
@@ -389,8 +416,8 @@ async def test_upstream_closing_mid_body_is_connection_lost_after_head():
         nursery.start_soon(app)
         with pytest.raises(ConnectionLost):
             await ex.relay(upstream_request())
-    assert ex.result.head_sent
-    assert ex.result.status == 200
+    assert not ex.result.head_sent
+    assert ex.result.status is None
 
 
 async def test_upstream_closing_mid_body_fails_after_head_was_sent():
@@ -404,7 +431,8 @@ async def test_upstream_closing_mid_body_fails_after_head_was_sent():
     async def app():
         await read_request(ex.app)
         await ex.app.next_event()
-        await ex.app.send(h11.Response(status_code=200, headers=[(b"content-length", b"10")]))
+        # Larger than the relay's whole-body fast path, so the head streams out first.
+        await ex.app.send(h11.Response(status_code=200, headers=[(b"content-length", BIG)]))
         await ex.app.send(h11.Data(data=b"abc"))
         await ex.app.stream.aclose()
 
@@ -856,3 +884,42 @@ async def test_pool_does_not_park_an_unfinished_connection(pool_parts, autojump_
     assert isinstance(await upstream.app_ends[0].next_event(), h11.ConnectionClosed)
     assert await pool.acquire("app") is not conn
     assert pool.opened == 2
+
+
+async def test_an_early_answer_still_leaves_the_callers_connection_reusable():
+    """Regression (found by the bench): an app that answers before reading a streamed request
+    body left the caller's kept-alive connection half-read; the sidecar closed it under a pool
+    that thought it good, and the next request on it failed. The rest is now drained."""
+    ex = Exchange()
+    chunked = [(b"transfer-encoding", b"chunked")]
+    await send_request(ex.caller, b"POST", headers=chunked, body=None)
+    request = await read_request(ex.down)
+    answered = trio.Event()
+
+    async def caller_body():
+        await ex.caller.send(h11.Data(data=b"first part"))
+        await answered.wait()  # the rest only arrives after the app has answered
+        await ex.caller.send(h11.Data(data=b"second part"))
+        await ex.caller.send(h11.EndOfMessage())
+
+    async def app():
+        await read_request(ex.app)  # answers without reading the body
+        await ex.app.send(h11.Response(status_code=413, headers=[(b"content-length", b"0")]))
+        await ex.app.send(h11.EndOfMessage())
+
+    async def caller_reads():
+        response = await ex.caller.next_event()
+        assert response.status_code == 413
+        assert isinstance(await ex.caller.next_event(), h11.EndOfMessage)
+        answered.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app)
+        nursery.start_soon(caller_body)
+        nursery.start_soon(caller_reads)
+        await ex.relay(
+            h11.Request(method=b"POST", target=b"/app", headers=[HOST, *chunked]),
+        )
+    assert request.method == b"POST"
+    assert ex.down.reusable  # both sides DONE: the caller may send its next request here
+    assert not ex.result.upstream_reusable  # the app's connection saw half a body: not reused
