@@ -17,6 +17,7 @@ connection if it does not chain, so the service only ever sees verified identiti
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import ssl
 
 import h11
@@ -276,4 +277,18 @@ async def run_ca_server(server: CAServer, host: str, port: int, on_ready=None) -
     listeners = await trio.open_tcp_listeners(port, host=host)
     if on_ready is not None:
         on_ready([listener_url(ln) for ln in listeners])
-    await server.serve_listeners(listeners)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        await server.serve_listeners(listeners)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """SIGTERM/SIGINT end the service cleanly (exit 0), as a runner or init system expects.
+
+    Requests are short (one CSR, one answer), so there is nothing to drain.
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("ca stopping", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
