@@ -56,6 +56,9 @@ def server_context(svid: X509Svid, bundle: TrustBundle) -> ssl.SSLContext:
     """A server context that refuses any client without a certificate chaining to ``bundle``."""
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, svid, bundle)
     ctx.set_alpn_protocols(["http/1.1"])
+    # No TLS 1.3 session tickets: nothing we dial resumes sessions, and bytes arriving after the
+    # handshake would make an idle pooled connection look as if its server had spoken.
+    ctx.num_tickets = 0
     return ctx
 
 

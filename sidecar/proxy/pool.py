@@ -1,13 +1,17 @@
-"""Keep-alive connections per upstream, parked with a watcher.
+"""Keep-alive connections per upstream, checked before reuse.
 
 A parked keep-alive connection can be closed by its server at any moment; using it then would
-fail a request that never reached anyone. So every parked connection gets a watcher task that
-waits to read from it: if the server closes it (or, against the protocol, sends anything) while
-it is parked, the watcher drops it. Taking a connection out of the pool cancels its watcher —
-and ``acquire`` waits until the watcher has actually left its read (trio delivers a cancellation
-only when the task next runs) before it hands the connection out, and skips it if the watcher
-saw it close in the meantime.
-Cancelling a read on an established ``SSLStream`` is safe (renegotiation is disabled).
+fail a request that never reached anyone. A connection on a real socket is checked when it is
+taken: if its socket is readable while parked — the server closed it, or, against the protocol,
+sent something — it is dropped (a zero-timeout ``select``, no task and no wake-up per request);
+one sweeper task per pool closes those idle for too long. Servers must not send TLS 1.3 session
+tickets after the handshake for this to hold, and ours do not (``identity.server_context``).
+
+Streams without a socket (in-memory ones, in tests) get a watcher task instead that waits to read
+from the parked connection and drops it on EOF or data. Taking such a connection cancels its
+watcher, and ``acquire`` waits until the watcher has left its read (trio delivers a cancellation
+only when the task next runs) and skips the connection if the watcher saw it close. Cancelling a
+read on an established ``SSLStream`` is safe (renegotiation is disabled).
 
 Connections also remember the TLS material generation they were made with, so that after an
 SVID rotation new requests go out on connections that present the new certificate.
@@ -16,6 +20,7 @@ SVID rotation new requests go out on connections that present the new certificat
 from __future__ import annotations
 
 import contextlib
+import select
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -32,6 +37,8 @@ class _Parked:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
     dead: bool = False
+    fd: int | None = None  # the socket to check before reuse; None: a watcher task guards it
+    parked_at: float = 0.0
 
 
 class ConnectionPool:
@@ -51,6 +58,7 @@ class ConnectionPool:
         self._idle_timeout = idle_timeout
         self._idle: dict[Hashable, list[_Parked]] = defaultdict(list)
         self._generation_of: dict[int, int] = {}
+        self._sweeping = False
         self.opened = 0  # connections dialled, for metrics and tests
 
     async def acquire(self, key: Hashable) -> HttpConnection:
@@ -58,10 +66,16 @@ class ConnectionPool:
         current = self._generation()
         while parked_list:
             parked = parked_list.pop()
-            parked.scope.cancel()
-            await parked.done.wait()
-            if parked.dead:
-                continue  # the watcher saw it close and is closing it
+            if parked.fd is not None:
+                expired = trio.current_time() - parked.parked_at >= self._idle_timeout
+                if expired or _readable(parked.fd):
+                    self._nursery.start_soon(parked.conn.aclose)
+                    continue
+            else:
+                parked.scope.cancel()
+                await parked.done.wait()
+                if parked.dead:
+                    continue  # the watcher saw it close and is closing it
             if parked.generation == current:
                 self._generation_of[id(parked.conn)] = parked.generation
                 return parked.conn
@@ -83,9 +97,15 @@ class ConnectionPool:
             self._nursery.start_soon(conn.aclose)
             return
         conn.start_next_cycle()
-        parked = _Parked(conn, generation)
+        parked = _Parked(conn, generation, fd=_socket_fd(conn))
         parked_list.append(parked)
-        self._nursery.start_soon(self._watch, key, parked)
+        if parked.fd is None:
+            self._nursery.start_soon(self._watch, key, parked)
+            return
+        parked.parked_at = trio.current_time()
+        if not self._sweeping:
+            self._sweeping = True
+            self._nursery.start_soon(self._sweep)
 
     def discard(self, conn: HttpConnection) -> None:
         self._generation_of.pop(id(conn), None)
@@ -107,9 +127,43 @@ class ConnectionPool:
                 parked_list.remove(parked)
             await parked.conn.aclose()
 
+    async def _sweep(self) -> None:
+        """Close socket-backed connections parked longer than the idle timeout."""
+        while True:
+            await trio.sleep(self._idle_timeout / 2)
+            now = trio.current_time()
+            for parked_list in self._idle.values():
+                stale = [
+                    p
+                    for p in parked_list
+                    if p.fd is not None and now - p.parked_at >= self._idle_timeout
+                ]
+                for parked in stale:
+                    parked_list.remove(parked)
+                    self._nursery.start_soon(parked.conn.aclose)
+
     async def aclose(self) -> None:
         for parked_list in self._idle.values():
             for parked in parked_list:
                 parked.scope.cancel()
                 await parked.conn.aclose()
         self._idle.clear()
+
+
+def _socket_fd(conn: HttpConnection) -> int | None:
+    """The file descriptor under a plain or TLS trio stream, if there is one."""
+    stream = getattr(conn.stream, "transport_stream", conn.stream)
+    sock = getattr(stream, "socket", None)
+    try:
+        return sock.fileno() if sock is not None else None
+    except (AttributeError, OSError):
+        return None
+
+
+def _readable(fd: int) -> bool:
+    """True if the parked connection's socket has anything to read: EOF, an alert, stray bytes."""
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
