@@ -178,6 +178,9 @@ def world(tmp_path_factory, mesh_ca):
     with ExitStack() as stack:
         issuer = stack.enter_context(serve_issuer(site))
         rot_issuer = stack.enter_context(serve_issuer(rot_site))
+        # Whatever happens while the world is built, every process started is stopped (before
+        # the issuers, which the sidecars would otherwise log as unreachable).
+        stack.callback(_stop_all, mcp)
         site.put(
             "/.well-known/openid-configuration",
             {"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"},
@@ -200,8 +203,11 @@ def world(tmp_path_factory, mesh_ca):
         world = World(mcp, issuer, rot_issuer, site, rot_site, keys, apps, sidecars, dark_jwks, log)
         _wait_for_keys(world)
         yield world
-        killed = mcp.procs.stop_all()
-        assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
+def _stop_all(mcp: McpMesh) -> None:
+    killed = mcp.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
 def _wait_for_keys(world: World) -> None:
