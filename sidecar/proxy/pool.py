@@ -48,7 +48,7 @@ class ConnectionPool:
         connect: Callable[[Hashable], Awaitable[HttpConnection]],
         *,
         generation: Callable[[], int] = lambda: 0,
-        max_idle_per_key: int = 16,
+        max_idle_per_key: int = 64,  # above typical agent concurrency: a handshake costs ms
         idle_timeout: float = 30.0,
     ) -> None:
         self._nursery = nursery
