@@ -18,6 +18,7 @@ from typing import Any
 from identity import AppIdentity
 
 from .policy import Decision
+from .policy.acl import match_form
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,20 @@ class InboundPolicy:
         return Decision.allow("pipeline", "allowed", rule=f"policy version {self.version}")
 
     def mcp_route_for(self, request: InboundRequest) -> McpRoute | None:
-        """The MCP route if this request addresses the MCP endpoint (exact normalised path)."""
+        """The MCP route if this request addresses the MCP endpoint or anything below it.
+
+        Compared in the ACL's letter case (Go's simple lower-casing): an app whose router ignores
+        case (Express, ASP.NET) would serve ``/MCP`` as its endpoint, so ``/MCP`` must be judged
+        as one. Paths below the endpoint are MCP territory too; what is not JSON-RPC there is
+        refused rather than forwarded uninspected.
+        """
         mcp = self.mcp
-        return mcp if mcp is not None and request.method == mcp.method else None
+        if mcp is None:
+            return None
+        path, endpoint = match_form(request.method), match_form(mcp.method)
+        if path == endpoint or path.startswith(endpoint + "/"):
+            return mcp
+        return None
 
 
 ALLOW_ALL = InboundPolicy()

@@ -37,7 +37,14 @@ CALLER_HEADERS = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-host",
         b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
         b"forwarded",
+        # The ACL judged the request line's method; an app honouring these would run another.
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
     }
 )
 
@@ -62,14 +69,14 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
     """
     headers = list(headers)
     nominated = connection_tokens(headers)
-    return [
-        (name, value)
-        for name, value in headers
-        if name not in HOP_BY_HOP
-        and name not in nominated
-        and name not in drop
-        and name != b"content-length"
-    ]
+    kept = []
+    for name, value in headers:
+        # CGI-style servers fold '_' and '-' into one variable: judge both spellings alike.
+        canon = name.replace(b"_", b"-")
+        if canon in HOP_BY_HOP or canon in nominated or canon in drop or canon == b"content-length":
+            continue
+        kept.append((name, value))
+    return kept
 
 
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

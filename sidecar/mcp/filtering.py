@@ -134,12 +134,16 @@ def filter_response_body(
     pending: PendingLists | Iterable[PendingFilter],
     *,
     max_bytes: int = DEFAULT_MAX_RESPONSE,
+    backstop: Callable[[Any], Any | None] | None = None,
 ) -> bytes:
     """Filter an ``application/json`` response body, or raise ``ResponseFilterFailed``.
 
     A single response must answer one of the pending ids; in a batch response (2025-03-26)
-    elements answering pending ids are filtered and the rest pass. Does not mutate ``pending``;
-    the caller discards the ids it has answered.
+    elements answering pending ids are filtered and, with a ``backstop``, every other element
+    holding a list is filtered by content (a server may change an id: 2**53+1 → 2**53). The
+    backstop also runs over what the pending filter kept, so a grant revoked since the request
+    was judged is honoured too. Does not mutate ``pending``; the caller discards the ids it has
+    answered.
     """
     table = _lookup(pending)
     try:
@@ -147,7 +151,7 @@ def filter_response_body(
     except JsonRejected as exc:
         raise ResponseFilterFailed(f"upstream response could not be read: {exc}") from exc
     if isinstance(document, list):
-        return jsonrpc.dumps([_filter_element(m, table) for m in document])
+        return jsonrpc.dumps([_filter_element(m, table, backstop) for m in document])
     if not isinstance(document, dict):
         raise ResponseFilterFailed("upstream response is not a JSON-RPC object")
     entry = table.get(document.get("id"))
@@ -155,14 +159,26 @@ def filter_response_body(
         raise ResponseFilterFailed(
             f"upstream response id {document.get('id')!r} answers no pending list request"
         )
-    return jsonrpc.dumps(filter_pending_message(document, entry))
+    return jsonrpc.dumps(_both(filter_pending_message(document, entry), backstop))
 
 
-def _filter_element(message: Any, table: PendingLists) -> Any:
+def _both(message: Any, backstop: Callable[[Any], Any | None] | None) -> Any:
+    """Apply the content backstop on top of an id-based filtering (an intersection of grants)."""
+    if backstop is None:
+        return message
+    again = backstop(message)
+    return message if again is None else again
+
+
+def _filter_element(
+    message: Any, table: PendingLists, backstop: Callable[[Any], Any | None] | None
+) -> Any:
     if not isinstance(message, dict):
         raise ResponseFilterFailed("upstream batch response holds a non-object element")
     entry = table.get(message.get("id")) if "method" not in message else None
-    return message if entry is None else filter_pending_message(message, entry)
+    if entry is not None:
+        return _both(filter_pending_message(message, entry), backstop)
+    return _both(message, backstop)
 
 
 def failure_body(request_id: jsonrpc.RequestId | None, reason: str) -> bytes:

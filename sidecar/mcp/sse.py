@@ -282,6 +282,9 @@ class SseFilter:
     def _apply(self, message: dict, entry) -> Any:
         filtered = filter_pending_message(message, entry)
         self._pending.discard(entry.request_id)
+        if self._backstop is not None:  # also the policy in force now, not only the one then
+            again = self._backstop(filtered)
+            filtered = filtered if again is None else again
         return filtered
 
     def _fail(self, reason: str) -> bytes:

@@ -119,12 +119,25 @@ def _items(body: bytes) -> Iterable[tuple[str, str]]:
             continue
         spec = lookup(message["method"])
         params = message.get("params")
-        if spec is None or spec.capability is None or spec.item_field is None:
+        if spec is None or spec.item_field is None or not isinstance(params, dict):
             continue
-        if not isinstance(params, dict):
+        if spec.item_field == "ref":  # completion/complete names a prompt or a resource
+            ref = params.get("ref")
+            kind = ref.get("type") if isinstance(ref, dict) else None
+            if kind == "ref/prompt" and isinstance(ref.get("name"), str):
+                yield "prompts", ref["name"]
+            elif kind == "ref/resource" and isinstance(ref.get("uri"), str):
+                yield "resources", ref["uri"]
+            continue
+        if spec.item_field == "resourceSubscriptions":  # subscriptions/listen (2026-07-28)
+            wanted = params.get("notifications")
+            uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+            for uri in uris if isinstance(uris, list) else ():
+                if isinstance(uri, str):
+                    yield "resources", uri
             continue
         name = params.get(spec.item_field)
-        if isinstance(name, str):
+        if spec.capability is not None and isinstance(name, str):
             yield spec.capability, name
 
 

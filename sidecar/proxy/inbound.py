@@ -25,6 +25,7 @@ from ..http.headers import CALLER_HEADERS, LOCAL_ONLY, forwardable, framing_for
 from ..http.path import RequestTarget, normalize_target
 from ..http.relay import ExchangeResult, read_whole_body, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
+from ..mcp import MCPServerAccessPolicy
 from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy, InboundRequest
 from ..policy import Decision
@@ -49,6 +50,9 @@ def _bearer_gate():
 
 def _identity_headers(verified) -> list[tuple[bytes, bytes]]:
     return [] if verified is None else _bearer_gate().app_headers(verified)
+
+
+_NO_GRANTS = MCPServerAccessPolicy.deny_all("no-longer-an-mcp-server")
 
 
 class MethodNotAllowed(SidecarError):
@@ -223,7 +227,7 @@ class InboundProxy:
         """The MCP policy: (decision, body to forward, response plan)."""
         if inbound.verb != "POST":
             decision = mcp_route.check_without_body(route, inbound)
-            return decision, None, self._planner(route, inbound, (), ())
+            return decision, None, self._planner(route, inbound, ())
         refusal = mcp_route.refuse_encoding(inbound)
         if refusal is not None:
             return refusal, None, None
@@ -231,14 +235,17 @@ class InboundProxy:
         verdict = mcp_route.judge_body(route, inbound, body, self.config.max_inspected_body)
         if not verdict.allowed:
             return verdict.decision, None, None
-        list_ids = tuple(p.request_id for p in verdict.pending)
-        planner = self._planner(route, inbound, list_ids, verdict.request_ids, verdict.pending)
+        planner = self._planner(route, inbound, verdict.request_ids, verdict.pending)
         return verdict.decision, body, planner
 
-    def _planner(self, route, inbound: InboundRequest, list_ids: tuple, own_ids: tuple, new=()):
+    def _planner(self, route, inbound: InboundRequest, own_ids: tuple, new=()):
         pending = self.mcp_sessions.get(inbound.caller.app_id, mcp_route.session_id(inbound))
-        pending.add_all(new)
-        return mcp_route.response_planner(pending, list_ids, own_ids, route, inbound)
+        return mcp_route.response_planner(pending, new, own_ids, self._current_tools, inbound)
+
+    def _current_tools(self):
+        """The tool policy in force now (deny-all if the app is no longer an MCP server)."""
+        mcp = self.policy().mcp
+        return mcp.policy if mcp is not None else _NO_GRANTS
 
     async def _answer(
         self, conn: HttpConnection, decision: Decision, result: ExchangeResult
@@ -276,7 +283,8 @@ class InboundProxy:
             for name, value in forwardable(
                 request.headers, CALLER_HEADERS | LOCAL_ONLY | policy.strip_headers | drop
             )
-            if not name.startswith(b"x-trustmesh-")  # only the sidecar speaks for the token
+            # only the sidecar speaks for the token, in either spelling
+            if not name.replace(b"_", b"-").startswith(b"x-trustmesh-")
         ]
         headers += [
             (b"host", f"{self.config.app_host}:{self.config.app_port}".encode()),

@@ -150,12 +150,12 @@ class _JsonListFilter:
     buffered = True
     extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, ids: tuple) -> None:
-        self.pending, self.ids = pending, ids
+    def __init__(self, pending: PendingLists, ids: tuple, backstop) -> None:
+        self.pending, self.ids, self.backstop = pending, ids, backstop
 
     def feed(self, body: bytes) -> bytes:
         try:
-            filtered = filter_response_body(body, self.pending)
+            filtered = filter_response_body(body, self.pending, backstop=self.backstop)
         except ResponseFilterFailed as exc:
             raise WithheldResponse(str(exc), self.ids[0] if len(self.ids) == 1 else None) from exc
         finally:
@@ -185,8 +185,10 @@ class _Withhold:
     buffered = True
     extra_headers = ()
 
-    def __init__(self, reason: str, ids: tuple) -> None:
+    def __init__(self, reason: str, ids: tuple, pending: PendingLists) -> None:
         self.reason, self.ids = reason, ids
+        for request_id in ids:  # nothing will answer them now
+            pending.discard(request_id)
 
     def feed(self, body: bytes) -> bytes:
         raise WithheldResponse(self.reason, self.ids[0] if len(self.ids) == 1 else None)
@@ -196,40 +198,52 @@ class _Withhold:
 
 
 def response_planner(
-    pending: PendingLists, list_ids: tuple, own_ids: tuple, route: McpRoute, request: InboundRequest
+    pending: PendingLists,
+    new: tuple,
+    own_ids: tuple,
+    current_policy,
+    request: InboundRequest,
 ):
     """What to do with the app's answer, decided from its status and headers.
 
     Every event stream from an MCP server is filtered: by request id for the lists this caller
-    asked for, and by content (:func:`list_backstop`) for any other list result on it, so a
-    replayed, resumed or mis-numbered list cannot slip past an id lookup.
+    asked for, and by content (:func:`list_backstop`) for any list result on it, so a replayed,
+    resumed or mis-numbered list cannot slip past an id lookup. The content filter judges each
+    event by the policy in force when it passes (``current_policy()``), so a grant revoked while
+    a stream is open takes effect on the next event. The list requests of this POST (``new``)
+    are registered only once the app answers: a request that never got an answer leaves nothing
+    behind.
     """
-    backstop = list_backstop(
-        request.caller.app_id, route.policy, request.headers.get("mcp-protocol-version")
-    )
+    caller = request.caller.app_id
+    version = request.headers.get("mcp-protocol-version")
+    list_ids = tuple(p.request_id for p in new)
+
+    def backstop(message):
+        return list_backstop(caller, current_policy(), version)(message)
 
     def plan(response: h11.Response):
         content_type = (get_header(response.headers, b"content-type") or b"").lower()
         is_sse = content_type.startswith(b"text/event-stream")
-        if response.status_code >= 300:
-            for request_id in list_ids:
-                pending.discard(request_id)
-            return None
+        is_json = content_type.startswith(b"application/json")
+        if response.status_code >= 300 and not is_sse and not (list_ids and is_json):
+            return None  # an error page: the server's own answer, unchanged (discover's 400)
+        pending.add_all(new)
         if not list_ids and not is_sse:
             return None  # no list of ours, and no stream that could carry one
         encoding = (get_header(response.headers, b"content-encoding") or b"identity").lower()
         if encoding not in (b"identity", b""):
             return _Withhold(
-                f"a list response arrived with Content-Encoding {encoding!r}", list_ids
+                f"a list response arrived with Content-Encoding {encoding!r}", list_ids, pending
             )
         if is_sse:
             return _SseListFilter(pending, own_ids, backstop)
-        if content_type.startswith(b"application/json"):
-            return _JsonListFilter(pending, list_ids)
+        if is_json:
+            return _JsonListFilter(pending, list_ids, backstop)
         return _Withhold(
             f"a list response arrived as {content_type.decode('latin-1')!r}, which cannot be "
             "filtered",
             list_ids,
+            pending,
         )
 
     return plan

@@ -105,7 +105,7 @@ async def watch_policy(
             except StoreBusy:
                 await trio.sleep(0.02)  # a writer is mid-change; read once it is done
                 continue
-            except (SidecarError, OSError, yaml.YAMLError) as exc:
+            except (SidecarError, OSError, ValueError, yaml.YAMLError) as exc:
                 signature = current
                 holder.error = str(exc)
                 if holder.generation is None:

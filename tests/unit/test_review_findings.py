@@ -1,8 +1,7 @@
-"""Security review of the inbound enforcement path: each test shows one way it fails open.
+"""Security review of the inbound enforcement path: one test per way it was found to fail open.
 
-Every test is ``xfail(strict=True)``: it asserts what *should* happen and fails today. When the
-finding is fixed the test starts to pass and strict xfail turns that into a failure, so the
-marker must then be removed.
+Each was written as ``xfail(strict=True)`` against the code as reviewed; every finding is fixed
+and the marks are gone, so these now guard against the same holes reopening.
 
 The in-process harness runs the real :class:`InboundProxy` handler against a scripted app on a
 loopback socket; the caller side is an in-memory HTTP connection with a verified identity.
@@ -14,7 +13,6 @@ import json
 from collections.abc import Callable
 
 import h11
-import pytest
 import trio
 import trio.testing
 
@@ -170,12 +168,6 @@ JSON = [(b"content-type", b"application/json")]
 # --- 1. batch JSON response: an id the server rounded passes unfiltered ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_route._JsonListFilter → filtering._filter_element passes a batch element whose id "
-    "answers no pending entry unfiltered; no list_backstop on the JSON path (JS servers round "
-    "2**53+1 to 2**53)",
-)
 async def test_batch_json_list_with_rounded_id_is_filtered(nursery):
     big = 2**53 + 1
     batch = [
@@ -198,12 +190,6 @@ async def test_batch_json_list_with_rounded_id_is_filtered(nursery):
 # --- 2. the MCP endpoint under another spelling ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.mcp_route_for compares the normalised path case-sensitively while the ACL "
-    "lower-cases it; /MCP skips the whole MCP layer and reaches case-insensitive routers "
-    "(Express default, ASP.NET Core MapMcp)",
-)
 async def test_mcp_endpoint_in_other_letter_case_is_judged(nursery):
     call = {
         "jsonrpc": "2.0",
@@ -230,8 +216,8 @@ async def test_mcp_endpoint_in_other_letter_case_is_judged(nursery):
     assert response.status_code == 403
 
 
-def test_acl_and_mcp_layer_disagree_on_what_the_mcp_endpoint_is():
-    """Not xfail: documents the disagreement the test above exploits."""
+def test_acl_and_mcp_layer_agree_on_what_the_mcp_endpoint_is():
+    """The ACL lower-cases the path; the MCP layer must match the same spellings (and below)."""
     acl = parse_configuration(
         {
             "apiVersion": "dapr.io/v1alpha1",
@@ -257,7 +243,11 @@ def test_acl_and_mcp_layer_disagree_on_what_the_mcp_endpoint_is():
     ).access_control
     request = InboundRequest(CALLER, ME, "POST", "MCP", {})
     assert evaluate_acl(acl, CALLER, "MCP", "POST").allowed  # the ACL sees /mcp
-    assert mcp_policy().mcp_route_for(request) is None  # the MCP layer sees "not the endpoint"
+    assert mcp_policy().mcp_route_for(request) is not None  # and the MCP layer judges it
+    below = InboundRequest(CALLER, ME, "POST", "Mcp/messages", {})
+    assert mcp_policy().mcp_route_for(below) is not None
+    elsewhere = InboundRequest(CALLER, ME, "POST", "mcpx", {})
+    assert mcp_policy().mcp_route_for(elsewhere) is None
 
 
 # --- 3. scope step-up skipped for items not named by params.name / params.uri ---
@@ -281,11 +271,6 @@ def test_scope_requirement_is_enforced_for_prompts_get():
     assert decision is not None and not decision.allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bearer_gate._items only reads params[item_field] as a string: completion/complete "
-    "(params.ref.name) is never scope-checked",
-)
 def test_scope_requirement_is_enforced_for_completion_ref():
     decision = _scope_check(
         {
@@ -301,11 +286,6 @@ def test_scope_requirement_is_enforced_for_completion_ref():
     assert decision is not None and not decision.allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bearer_gate._items reads params['resourceSubscriptions'], but the URIs live in "
-    "params.notifications.resourceSubscriptions: subscriptions/listen is never scope-checked",
-)
 def test_scope_requirement_is_enforced_for_subscriptions_listen():
     decision = _scope_check(
         {
@@ -325,11 +305,6 @@ def _echo_headers(request, body):
     return 200, JSON, json.dumps([[n.decode(), v.decode()] for n, v in request.headers]).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inbound._forward strips dapr-caller-*/x-trustmesh-* by exact name only; underscore "
-    "spellings reach the app, and CGI/WSGI-style servers fold them into the same variable",
-)
 async def test_underscore_spellings_of_identity_headers_never_reach_the_app(nursery):
     spoof = [(b"dapr_caller_app_id", b"admin-agent"), (b"x_trustmesh_subject", b"root")]
     app, response, _ = await exchange(
@@ -340,11 +315,6 @@ async def test_underscore_spellings_of_identity_headers_never_reach_the_app(nurs
     assert not seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="X-HTTP-Method-Override is forwarded: the ACL judged POST, an app behind "
-    "method-override middleware (Rack, Express method-override, Symfony) runs DELETE",
-)
 async def test_method_override_headers_never_reach_the_app(nursery):
     headers = [(b"x-http-method-override", b"DELETE")]
     app, response, _ = await exchange(
@@ -357,12 +327,6 @@ async def test_method_override_headers_never_reach_the_app(nursery):
 # --- 5. error statuses bypass every response filter ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_route.response_planner returns None for status >= 300 before looking at the "
-    "body: a list result in an error-status response passes unfiltered (no id filter, no "
-    "backstop)",
-)
 async def test_list_result_under_an_error_status_is_filtered(nursery):
     batch = [
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
@@ -402,12 +366,6 @@ REVOKED = parse_policy(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inbound.handle reads the policy once per request, and a GET event stream (or a "
-    "2026 subscriptions/listen stream) is a request that never ends: events after a reload "
-    "are filtered by the list_backstop built from the policy the stream was opened under",
-)
 async def test_open_event_stream_follows_a_policy_reload(nursery):
     release = trio.Event()
     holder = [mcp_policy()]
@@ -482,12 +440,6 @@ async def test_open_event_stream_follows_a_policy_reload(nursery):
 # --- 7. pending list entries leak on every path that never reaches the response filter ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inbound._planner adds the pending entries before _forward; AppUnavailable, "
-    "UpstreamTimeout and _Withhold never discard them, so 256 failures poison a session "
-    "(and each entry keeps a request id of up to the 4 MB body limit)",
-)
 async def test_failed_forwards_do_not_leave_pending_list_entries(nursery):
     dead = trio.socket.socket()
     await dead.bind(("127.0.0.1", 0))
