@@ -37,6 +37,13 @@ class McpRoute:
     method: str  # the endpoint's normalised path, e.g. "mcp"
     policy: Any  # sidecar.mcp.MCPServerAccessPolicy
     server: str  # the MCP server's name
+    # Every OAuth scope some grant requires, derived once per policy (challenges, RFC 9728,
+    # and whether a request needs the scope check at all).
+    required_scopes: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        scopes = [s for rule in self.policy.rules for g in rule.grants for s in g.required_scopes]
+        object.__setattr__(self, "required_scopes", tuple(dict.fromkeys(scopes)))
 
 
 HeadCheck = Callable[[InboundRequest], Decision]

@@ -36,7 +36,7 @@ Where the spec is silent (documented decisions):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.policy.decision import Decision
@@ -75,6 +75,9 @@ class RequestVerdict:
     methods: tuple[str, ...] = ()  # per message, in order; "" for a client response
     request_ids: tuple[RequestId, ...] = ()
     is_batch: bool = False
+    # Every (capability, name) the policy was asked about and granted: what later layers (OAuth
+    # scopes) must check too, taken from the one place that reads items out of messages.
+    items: tuple[tuple[str, str], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -116,6 +119,7 @@ class _Context:
     policy: MCPServerAccessPolicy
     version: str
     headers: Mapping[str, str]
+    granted: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _invalid(message: str, code: int = jsonrpc.INVALID_REQUEST) -> _Refused:
@@ -202,6 +206,7 @@ def _gate(ctx: _Context, capability: str, name: str) -> Decision:
     decision = authorize_item(ctx.policy, ctx.caller, capability, name)
     if not decision.allowed:
         raise _denied(decision)
+    ctx.granted.append((capability, name))
     return decision
 
 
@@ -347,6 +352,7 @@ def inspect_request(
         pending=(judged.pending,) if judged.pending else (),
         methods=(judged.method,),
         request_ids=(judged.request_id,) if judged.is_request else (),
+        items=tuple(ctx.granted),
     )
 
 
@@ -419,5 +425,6 @@ def _inspect_batch(ctx: _Context, batch: list) -> RequestVerdict:
         version,
         pending=tuple(j.pending for j in allowed if j.pending),
         request_ids=tuple(j.request_id for j in allowed if j.is_request),
+        items=tuple(ctx.granted),
         **fields,
     )

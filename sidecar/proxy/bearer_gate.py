@@ -16,7 +16,6 @@ bearer layer denies: a requirement that cannot be checked is not met.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
@@ -37,10 +36,9 @@ from ..bearer import (
     unverified_kid,
 )
 from ..bearer.decision import bearer_token
-from ..mcp import lookup, required_scopes
+from ..mcp import required_scopes
 from ..pipeline import InboundPolicy, InboundRequest, McpRoute
 from ..policy import Decision
-from .mcp_route import policy_scopes
 
 log = structlog.get_logger("trustmesh.bearer")
 
@@ -85,7 +83,8 @@ def metadata_response(policy: InboundPolicy, request: InboundRequest) -> bytes |
     paths.add(WELL_KNOWN)
     if request.method not in paths:
         return None
-    return protected_resource_metadata(resource, config.issuer, policy_scopes(policy.mcp))
+    scopes = policy.mcp.required_scopes if policy.mcp is not None else ()
+    return protected_resource_metadata(resource, config.issuer, scopes)
 
 
 def check_token(
@@ -101,7 +100,7 @@ def check_token(
         now=time.time(),
         resource_metadata_url=resource_metadata_url_for(config),
         realm=_realm(policy, request),
-        scope_hint=policy_scopes(policy.mcp),
+        scope_hint=policy.mcp.required_scopes if policy.mcp is not None else (),
     )
     if refresh_may_help(decision):
         token = bearer_token(request.headers.get("authorization", "")) or ""
@@ -111,46 +110,17 @@ def check_token(
     return decision, verified
 
 
-def _items(body: bytes) -> Iterable[tuple[str, str]]:
-    """(capability, name) of every gated item in an already strictly-validated body."""
-    document = json.loads(body)
-    for message in document if isinstance(document, list) else [document]:
-        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
-            continue
-        spec = lookup(message["method"])
-        params = message.get("params")
-        if spec is None or spec.item_field is None or not isinstance(params, dict):
-            continue
-        if spec.item_field == "ref":  # completion/complete names a prompt or a resource
-            ref = params.get("ref")
-            kind = ref.get("type") if isinstance(ref, dict) else None
-            if kind == "ref/prompt" and isinstance(ref.get("name"), str):
-                yield "prompts", ref["name"]
-            elif kind == "ref/resource" and isinstance(ref.get("uri"), str):
-                yield "resources", ref["uri"]
-            continue
-        if spec.item_field == "resourceSubscriptions":  # subscriptions/listen (2026-07-28)
-            wanted = params.get("notifications")
-            uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
-            for uri in uris if isinstance(uris, list) else ():
-                if isinstance(uri, str):
-                    yield "resources", uri
-            continue
-        name = params.get(spec.item_field)
-        if spec.capability is not None and isinstance(name, str):
-            yield spec.capability, name
-
-
 def check_scopes(
     policy: InboundPolicy,
     route: McpRoute,
     request: InboundRequest,
-    body: bytes,
+    items: Iterable[tuple[str, str]],
     verified: VerifiedToken | None,
 ) -> Decision | None:
-    """A denial if some item in the body needs scopes the token lacks (or cannot be checked)."""
+    """A denial if a granted item (from the request's inspection) needs scopes the token lacks,
+    or that cannot be checked because no bearer layer is attached."""
     config = policy.bearer
-    for capability, name in _items(body):
+    for capability, name in items:
         needed = required_scopes(route.policy, request.caller.app_id, capability, name)
         if not needed:
             continue

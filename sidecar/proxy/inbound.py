@@ -169,11 +169,11 @@ class InboundProxy:
             drop = frozenset()
             route = policy.mcp_route_for(inbound)
             if route is not None:
-                decision, body, plan = await self._judge_mcp(conn, route, inbound)
-                if decision.allowed and body is not None and mcp_route.policy_scopes(route):
+                decision, body, plan, items = await self._judge_mcp(conn, route, inbound)
+                if decision.allowed and items and route.required_scopes:
                     # Grants that require OAuth scopes: checked against the verified token.
                     decision = (
-                        _bearer_gate().check_scopes(policy, route, inbound, body, verified)
+                        _bearer_gate().check_scopes(policy, route, inbound, items, verified)
                         or decision
                     )
                 if not decision.allowed:
@@ -224,19 +224,19 @@ class InboundProxy:
             self.bearer_sources().ensure(policy.bearer)
 
     async def _judge_mcp(self, conn: HttpConnection, route, inbound: InboundRequest):
-        """The MCP policy: (decision, body to forward, response plan)."""
+        """The MCP policy: (decision, body to forward, response plan, items it granted)."""
         if inbound.verb != "POST":
             decision = mcp_route.check_without_body(route, inbound)
-            return decision, None, self._planner(route, inbound, ())
+            return decision, None, self._planner(route, inbound, ()), ()
         refusal = mcp_route.refuse_encoding(inbound)
         if refusal is not None:
-            return refusal, None, None
+            return refusal, None, None, ()
         body = await read_whole_body(conn, self.config.max_inspected_body)
         verdict = mcp_route.judge_body(route, inbound, body, self.config.max_inspected_body)
         if not verdict.allowed:
-            return verdict.decision, None, None
+            return verdict.decision, None, None, ()
         planner = self._planner(route, inbound, verdict.request_ids, verdict.pending)
-        return verdict.decision, body, planner
+        return verdict.decision, body, planner, verdict.items
 
     def _planner(self, route, inbound: InboundRequest, own_ids: tuple, new=()):
         pending = self.mcp_sessions.get(inbound.caller.app_id, mcp_route.session_id(inbound))

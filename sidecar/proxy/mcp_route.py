@@ -247,14 +247,3 @@ def response_planner(
         )
 
     return plan
-
-
-def policy_scopes(route: McpRoute | None) -> list[str]:
-    """Every scope some grant of the route's policy requires (for challenges and RFC 9728)."""
-    if route is None:
-        return []
-    scopes: list[str] = []
-    for rule in route.policy.rules:
-        for grant in rule.grants:
-            scopes += grant.required_scopes
-    return list(dict.fromkeys(scopes))

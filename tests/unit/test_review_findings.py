@@ -26,7 +26,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.pipeline import InboundPolicy, InboundRequest, McpRoute
 from sidecar.policy.acl import evaluate_acl
 from sidecar.policy.configuration import parse_configuration
-from sidecar.proxy import bearer_gate
+from sidecar.proxy import bearer_gate, mcp_route
 from sidecar.proxy.inbound import InboundConfig, InboundProxy
 
 ME = AppIdentity("public", "default", "mcp-server")
@@ -254,11 +254,18 @@ def test_acl_and_mcp_layer_agree_on_what_the_mcp_endpoint_is():
 
 
 def _scope_check(message: dict):
+    """Inspect the message as the sidecar does, then check scopes on the items it granted."""
+    version = "2026-07-28" if message["method"] == "subscriptions/listen" else "2025-11-25"
+    headers = {"mcp-protocol-version": version, "mcp-method": message["method"]}
+    request = InboundRequest(CALLER, ME, "POST", "mcp", headers)
+    verdict = mcp_route.judge_body(ROUTE, request, json.dumps(message).encode(), 1 << 20)
+    assert verdict.allowed, verdict.decision  # the tool policy grants it; only scopes are missing
+    assert verdict.items
     return bearer_gate.check_scopes(
         mcp_policy(),
         ROUTE,
-        InboundRequest(CALLER, ME, "POST", "mcp", {}),
-        json.dumps(message).encode(),
+        request,
+        verdict.items,
         None,  # no verified token at all: every scope requirement must deny
     )
 
