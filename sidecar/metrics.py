@@ -104,6 +104,28 @@ class SidecarMetrics:
         )
         self.gauges: list[Gauge] = []
 
+    def observe_request(
+        self,
+        direction: str,
+        *,
+        caller: str,
+        callee: str,
+        decision: str,
+        layer: str,
+        reason: str,
+        mcp_method: str | None,
+        tool: str | None,
+        status: int | None,
+        seconds: float,
+    ) -> None:
+        """Count one request the sidecar decided (the one call both proxies make per request).
+
+        Takes every label an operator filters by, so the proxies never know which of them a
+        given metrics back end keeps."""
+        del layer, reason, mcp_method, tool  # not yet labels of these plain counters
+        self.requests.inc(direction, caller, callee, decision, str(status or 0))
+        self.latency.observe(seconds, direction)
+
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float | None]) -> None:
         self.gauges.append(Gauge(name, help_text, read))
 

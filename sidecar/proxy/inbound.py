@@ -335,11 +335,15 @@ class InboundProxy:
             policy_version=policy.version,
             duration_ms=round(elapsed * 1000, 3),
         )
-        self.metrics.requests.inc(
+        self.metrics.observe_request(
             "inbound",
-            caller.app_id if caller is not None else "-",
-            self.config.me.app_id,
-            "allow" if allowed else "deny",
-            str(result.status or 0),
+            caller=caller.app_id if caller is not None else "-",
+            callee=self.config.me.app_id,
+            decision="allow" if allowed else "deny",
+            layer=decision.layer if decision else "request",
+            reason=decision.reason if decision else "-",
+            mcp_method=None,
+            tool=None,
+            status=result.status,
+            seconds=elapsed,
         )
-        self.metrics.latency.observe(elapsed, "inbound")

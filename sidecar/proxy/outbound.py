@@ -146,10 +146,18 @@ class OutboundProxy:
             result.status = exc.http_status
             await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
-            self.metrics.requests.inc(
-                "outbound", self.config.me.app_id, target_label, "-", str(result.status or 0)
+            self.metrics.observe_request(
+                "outbound",
+                caller=self.config.me.app_id,
+                callee=target_label,
+                decision="-",
+                layer="-",
+                reason="-",
+                mcp_method=None,
+                tool=None,
+                status=result.status,
+                seconds=trio.current_time() - started,
             )
-            self.metrics.latency.observe(trio.current_time() - started, "outbound")
 
     async def _forward(
         self,
