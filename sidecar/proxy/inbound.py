@@ -22,6 +22,7 @@ from ..audit import AuditLog
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.headers import CALLER_HEADERS, LOCAL_ONLY, forwardable, framing_for
+from ..http.message import request_head
 from ..http.path import RequestTarget, normalize_target
 from ..http.relay import ExchangeResult, read_whole_body, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
@@ -299,7 +300,7 @@ class InboundProxy:
             headers.append((b"content-length", str(len(body)).encode()))
         else:
             headers += framing_for(request.headers)
-        head = h11.Request(method=request.method, target=target.wire_path, headers=headers)
+        head = request_head(request.method, target.wire_path, headers)
         upstream = await self.app_pool.acquire("app")
         try:
             await relay_exchange(

@@ -24,6 +24,7 @@ from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.headers import LOCAL_ONLY, forwardable, framing_for
 from ..http.invocation import Invocation, check_outbound_request, parse_invocation
+from ..http.message import request_head
 from ..http.path import InvalidPath
 from ..http.relay import ExchangeResult, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
@@ -183,9 +184,7 @@ class OutboundProxy:
         headers = forwardable(request.headers, LOCAL_ONLY)
         headers.append((b"host", f"{invocation.app_id}.{invocation.namespace}".encode()))
         headers += framing_for(request.headers)
-        head = h11.Request(
-            method=request.method, target=invocation.target.wire_path, headers=headers
-        )
+        head = request_head(request.method, invocation.target.wire_path, headers)
         try:
             await relay_exchange(
                 result, conn, upstream, head, head_timeout=self.config.response_head_timeout
