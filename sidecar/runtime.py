@@ -27,7 +27,13 @@ from .admin import AdminHandler
 from .audit import AuditLog
 from .errors import SidecarError
 from .http.server import HttpServer, ServerLimits
-from .identity_source import IdentityHolder, run_ca_identity, watch_svid_dir
+from .identity_source import (
+    IdentityHolder,
+    identity_map_from_resources,
+    run_ca_identity,
+    watch_identity_map,
+    watch_svid_dir,
+)
 from .metrics import SidecarMetrics
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
@@ -109,8 +115,16 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     registered = False
     try:
         async with trio.open_nursery() as nursery:
-            await _start_identity(opts, holder, nursery)
             store = MeshStore(opts.home)
+            await nursery.start(
+                watch_identity_map,
+                lambda: identity_map_from_resources(
+                    store.snapshot(me.app_id, me.namespace).resources
+                ),
+                store.signature,
+            )
+            await _start_identity(opts, holder, nursery)
+            me = holder.material().svid.identity  # the same App, carrying its SVID's SPIFFE ID
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
 
             def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
