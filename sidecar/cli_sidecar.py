@@ -91,6 +91,18 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
     "bundle.pem (or tls.crt/tls.key/ca.crt) from here and reload on change.",
 )
 @click.option(
+    "--identity",
+    type=click.Choice(["auto", "builtin", "files", "spire"]),
+    default="auto",
+    show_default=True,
+    help="Where the SVID comes from: the bundled CA (--ca-url), files (--svid-dir), or the "
+    "SPIFFE Workload API (spire; socket from $SPIFFE_ENDPOINT_SOCKET). auto: by the flags given.",
+)
+@click.option(
+    "--spiffe-endpoint",
+    help="Workload API socket for --identity spire (default $SPIFFE_ENDPOINT_SOCKET).",
+)
+@click.option(
     "--peers",
     type=click.Path(dir_okay=False),
     help="Static YAML map of app-id to host:port, for hosts that share no mesh directory.",
@@ -134,6 +146,8 @@ def sidecar_command(**kw) -> None:
         token=token,
         ca_bundle=Path(kw["ca_bundle"]) if kw["ca_bundle"] else None,
         svid_dir=Path(kw["svid_dir"]) if kw["svid_dir"] else None,
+        identity=kw["identity"],
+        spiffe_endpoint=kw["spiffe_endpoint"],
         peers=Path(kw["peers"]) if kw["peers"] else None,
         api_token=api_token.encode() if api_token else None,
         config=kw["config"],

@@ -65,6 +65,8 @@ class SidecarOptions:
     token: str | None = None
     ca_bundle: Path | None = None
     svid_dir: Path | None = None
+    identity: str = "auto"  # auto | builtin (--ca-url) | files (--svid-dir) | spire
+    spiffe_endpoint: str | None = None  # Workload API socket (default $SPIFFE_ENDPOINT_SOCKET)
     peers: Path | None = None
     api_token: bytes | None = None
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
@@ -239,6 +241,19 @@ async def _drain_on_signal(running: RunningSidecar) -> None:
 
 
 async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery) -> None:
+    if opts.identity == "spire":
+        if opts.svid_dir is not None or opts.ca_url is not None:
+            raise SidecarConfigError(
+                "--identity spire takes the SVID from the Workload API: drop --svid-dir/--ca-url"
+            )
+        from .identity_spire import run_workload_api_identity
+
+        await nursery.start(run_workload_api_identity, holder, opts.spiffe_endpoint)
+        return
+    if opts.identity == "files" and opts.svid_dir is None:
+        raise SidecarConfigError("--identity files needs --svid-dir DIR")
+    if opts.identity == "builtin" and opts.ca_url is None:
+        raise SidecarConfigError("--identity builtin needs --ca-url URL and --token")
     if opts.svid_dir is not None and opts.ca_url is not None:
         raise SidecarConfigError("give either --svid-dir or --ca-url/--token, not both")
     if opts.svid_dir is not None:
@@ -257,7 +272,9 @@ async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery)
         bundle = TrustBundle.load(bundle_path)
         await nursery.start(run_ca_identity, holder, opts.ca_url, opts.token, bundle)
         return
-    raise SidecarConfigError("no identity source: pass --svid-dir DIR or --ca-url URL --token T")
+    raise SidecarConfigError(
+        "no identity source: pass --svid-dir DIR, --ca-url URL --token T, or --identity spire"
+    )
 
 
 def _fmt(address: tuple[str, int] | None) -> str:
