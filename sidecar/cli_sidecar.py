@@ -108,6 +108,24 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
     help="Static YAML map of app-id to host:port, for hosts that share no mesh directory.",
 )
 @click.option(
+    "--resolve",
+    type=click.Choice(["registry", "peers", "dns"]),
+    help="How App IDs become addresses: the home's registry (default), the --peers file, or "
+    "DNS names from --dns-template.",
+)
+@click.option(
+    "--dns-template",
+    default="{app_id}-dapr.{namespace}.svc.cluster.local:{port}",
+    show_default=True,
+    help="For --resolve dns; {port} is --inbound-port (the same on every sidecar).",
+)
+@click.option(
+    "--policy-dir",
+    type=click.Path(file_okay=False),
+    help="Read configurations, components, MCP policies and App ID bindings from this "
+    "directory (a mounted ConfigMap) instead of the home; reloaded when kubelet swaps it.",
+)
+@click.option(
     "--api-token-file",
     type=click.Path(dir_okay=False),
     help="Require this token in "
@@ -149,6 +167,9 @@ def sidecar_command(**kw) -> None:
         identity=kw["identity"],
         spiffe_endpoint=kw["spiffe_endpoint"],
         peers=Path(kw["peers"]) if kw["peers"] else None,
+        resolve=kw["resolve"],
+        dns_template=kw["dns_template"],
+        policy_dir=Path(kw["policy_dir"]) if kw["policy_dir"] else None,
         api_token=api_token.encode() if api_token else None,
         config=kw["config"],
     )

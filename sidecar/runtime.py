@@ -37,8 +37,9 @@ from .identity_source import (
 from .metrics import SidecarMetrics
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
-from .registry import Registry, SidecarRecord, StaticPeers
+from .registry import DEFAULT_DNS_TEMPLATE, Registry, SidecarRecord, build_resolver
 from .state.policy_builder import deny_all_policy
+from .state.policy_dir import PolicyDirStore
 from .state.store import MeshStore
 from .state.watcher import PolicyHolder, parse_config_option, watch_policy
 
@@ -68,6 +69,11 @@ class SidecarOptions:
     identity: str = "auto"  # auto | builtin (--ca-url) | files (--svid-dir) | spire
     spiffe_endpoint: str | None = None  # Workload API socket (default $SPIFFE_ENDPOINT_SOCKET)
     peers: Path | None = None
+    resolve: str | None = (
+        None  # registry | peers | dns (default: peers with --peers, else registry)
+    )
+    dns_template: str = DEFAULT_DNS_TEMPLATE
+    policy_dir: Path | None = None  # read-only policy (a mounted ConfigMap) instead of the home
     api_token: bytes | None = None
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -106,7 +112,14 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     me = AppIdentity(opts.trust_domain, opts.namespace, opts.app_id)
     holder = IdentityHolder(me)
     registry = Registry(opts.home)
-    peers = StaticPeers(opts.peers, opts.namespace) if opts.peers else None
+    resolve = build_resolver(
+        opts.resolve or ("peers" if opts.peers else "registry"),
+        registry,
+        default_namespace=opts.namespace,
+        peers=opts.peers,
+        dns_template=opts.dns_template,
+        port=opts.inbound_port,
+    )
     metrics = SidecarMetrics()
     metrics.add_gauge(
         "trustmesh_svid_expiry_seconds",
@@ -117,7 +130,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     registered = False
     try:
         async with trio.open_nursery() as nursery:
-            store = MeshStore(opts.home)
+            store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
             await nursery.start(
                 watch_identity_map,
                 lambda: identity_map_from_resources(
@@ -128,12 +141,6 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             await _start_identity(opts, holder, nursery)
             me = holder.material().svid.identity  # the same App, carrying its SVID's SPIFFE ID
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
-
-            def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
-                if peers is not None:
-                    return peers.lookup(app_id, namespace)
-                record = registry.lookup(app_id, namespace)
-                return record.inbound_address if record is not None else None
 
             outbound = OutboundProxy(
                 OutboundConfig(me, api_token=opts.api_token), resolve, holder, metrics, nursery
