@@ -263,11 +263,19 @@ async def watch_identity_map(
 ) -> None:
     """Install the mesh's identity map now (failing if it is broken: with no map yet, a guess
     could hand an App ID to the wrong workload), then swap in each new valid one."""
+    from .state.store import StoreBusy
+
     seen = signature()
-    try:
-        install_identity_map(load())
-    except (SidecarError, IdentityError, OSError) as exc:
-        raise IdentityUnavailable(f"cannot load the identity map: {exc}") from exc
+    for attempt in range(50):
+        try:
+            install_identity_map(load())
+            break
+        except StoreBusy:
+            if attempt == 49:
+                raise IdentityUnavailable("the identity map stayed busy; try again") from None
+            await trio.sleep(0.02)  # a writer (or kubelet) is mid-change: read the next set
+        except (SidecarError, IdentityError, OSError) as exc:
+            raise IdentityUnavailable(f"cannot load the identity map: {exc}") from exc
     task_status.started()
     while True:
         await trio.sleep(poll_interval)

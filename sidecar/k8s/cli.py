@@ -54,9 +54,14 @@ def k8s_group() -> None:
     show_default=True,
     help="builtin: how long the join tokens stay usable (each enrols one pod once).",
 )
+@click.option(
+    "--policy-only",
+    is_flag=True,
+    help="Print only the trustmesh-policy ConfigMap: what to kubectl apply after a policy change.",
+)
 @click.option("--home", help="Mesh state directory (default $TRUSTMESH_HOME or ./.trustmesh).")
 def render_command(**kw) -> None:
-    from .render import render
+    from .render import policy_manifests, render
     from .source import RenderError, build_render_input
 
     try:
@@ -72,8 +77,9 @@ def render_command(**kw) -> None:
             token_ttl=kw["token_ttl"],
             new_token=lambda: secrets.token_urlsafe(32),
             now=dt.datetime.now(dt.UTC),
+            policy_only=kw["policy_only"],
         )
-        manifests = render(spec)
+        manifests = policy_manifests(spec) if kw["policy_only"] else render(spec)
     except (RenderError, SidecarError) as exc:
         raise click.ClickException(str(exc)) from None
     sys.stdout.write(dump_manifests(manifests))

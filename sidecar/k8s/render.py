@@ -419,6 +419,11 @@ def ca_manifests(spec: RenderInput) -> list[dict[str, Any]]:
     ]
 
 
+def policy_manifests(spec: RenderInput) -> list[dict[str, Any]]:
+    """Only the policy ConfigMap: a policy update touches nothing else."""
+    return [_configmap(POLICY_CONFIGMAP, spec.namespace, spec.policy_files)]
+
+
 def render(spec: RenderInput) -> list[dict[str, Any]]:
     """Every manifest, in an order ``kubectl apply`` is happy with (what others refer to first)."""
     if spec.identity not in IDENTITY_MODES:
@@ -427,7 +432,7 @@ def render(spec: RenderInput) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if spec.identity == "builtin":
         out += ca_manifests(spec)
-    out.append(_configmap(POLICY_CONFIGMAP, ns, spec.policy_files))
+    out += policy_manifests(spec)
     for app in spec.apps:
         dapr_token, app_token = spec.api_tokens[app.app_id]
         out.append(service_account(app.app_id, ns))

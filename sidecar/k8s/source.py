@@ -103,6 +103,7 @@ def build_render_input(
     token_ttl: str,
     new_token: Callable[[], str],
     now: dt.datetime,
+    policy_only: bool = False,
 ) -> RenderInput:
     try:
         validate_namespace(namespace)
@@ -141,7 +142,7 @@ def build_render_input(
     except RunnerError as exc:
         raise RenderError(str(exc)) from exc
     ca = None
-    if identity == "builtin":
+    if identity == "builtin" and not policy_only:  # a policy update mints no tokens
         ca, ca_domain = _builtin_ca(home_path, apps, namespace, ttl, now)
         if trust_domain not in (None, ca_domain):
             raise RenderError(

@@ -107,6 +107,18 @@ def test_quickstart_scenarios_pass_with_service_account_identities(tmp_path: Pat
                    "--policy", "mcp-server:deny")  # fmt: skip
         _trustmesh(home, "appid", "update", "weather-service", "--app-config", "weather-deny")
         qs.await_outcome(client, qs.downstream_blocked, "scenario 3: downstream call refused")
+
+        # Tool grants name App IDs too: the bound ServiceAccount gets mcp-client's grant.
+        _trustmesh(home, "appid", "update", "weather-service", "--app-config", "allow")
+        _trustmesh(home, "mcpserver", "create", "mcp-server")
+        _trustmesh(home, "mcpserver", "access", "grant", "mcp-server", "--caller", "mcp-client",
+                   "--allow-tools", "add,get_weather_alert")  # fmt: skip
+
+        def filtered(status: int, body: dict) -> bool:
+            names = [t["name"] for t in body.get("tools", [])]
+            return status == 200 and names == ["add", "get_weather_alert"]
+
+        qs.await_outcome(client, filtered, "tools/list filtered for the bound identity")
     finally:
         procs.stop_all()
 

@@ -245,3 +245,11 @@ def test_probe_command_checks_the_admin_port_from_inside_the_pod(mesh) -> None:
     sidecar.stop()
     result = CliRunner().invoke(cli, ["k8s", "probe", "--admin-port", port, "/healthz"])
     assert result.exit_code != 0 and "Connection refused" in result.output
+
+
+def test_policy_only_prints_just_the_configmap_and_mints_nothing(rendered, home) -> None:
+    tokens_before = (ca_layout(home).tokens).read_text()
+    text = _trustmesh("k8s", "render", "-f", str(RUN_FILE), "--home", str(home), "--policy-only")
+    (configmap,) = [doc for doc in yaml.safe_load_all(text) if doc]
+    assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "trustmesh-policy"
+    assert (ca_layout(home).tokens).read_text() == tokens_before
