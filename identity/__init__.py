@@ -13,13 +13,11 @@ from ._errors import (
 )
 from ._mapping import (
     BINDING_KIND,
-    DEFAULT_IDENTITY_MAP,
     IdentityBinding,
     IdentityMap,
     IdentityMapError,
     app_identity_of,
     current_identity_map,
-    identity_map_from_documents,
     install_identity_map,
     parse_binding,
 )
@@ -49,7 +47,6 @@ from ._tls import client_context, expect_peer_identity, server_context, ssl_peer
 
 __all__ = [
     "BINDING_KIND",
-    "DEFAULT_IDENTITY_MAP",
     "DEFAULT_NAMESPACE",
     "DEFAULT_TRUST_DOMAIN",
     "AppIdentity",
@@ -71,7 +68,6 @@ __all__ = [
     "client_context",
     "current_identity_map",
     "expect_peer_identity",
-    "identity_map_from_documents",
     "install_identity_map",
     "leaf_app_identity",
     "leaf_spiffe_uri",

@@ -190,10 +190,6 @@ def parse_binding(document: Mapping[str, Any]) -> IdentityBinding:
         raise IdentityMapError(f"spec: {exc}") from exc
 
 
-def identity_map_from_documents(documents: Iterable[Mapping[str, Any]]) -> IdentityMap:
-    return IdentityMap(parse_binding(doc) for doc in documents)
-
-
 DEFAULT_IDENTITY_MAP = IdentityMap()
 _current: IdentityMap = DEFAULT_IDENTITY_MAP
 

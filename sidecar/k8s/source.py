@@ -17,7 +17,7 @@ import yaml
 from ca import CAError, parse_duration
 from ca.home import ca_layout, resolve_home
 from ca.tokens import TokenStore
-from identity import BINDING_KIND, AppIdentity, IdentityError, validate_namespace
+from identity import AppIdentity, IdentityError, validate_namespace
 
 from ..errors import SidecarError
 from ..runner import RunnerError, load_run_file
@@ -68,7 +68,6 @@ def policy_files(store: MeshStore, namespace: str) -> dict[str, str]:
     if bindings:
         files["appids.yaml"] = _dump(bindings)
     files[GENERATION_KEY] = f"{snapshot.generation}\n"
-    assert BINDING_KIND in KIND_DIRS  # identity bindings travel with the other kinds
     return files
 
 

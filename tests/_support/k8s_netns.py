@@ -114,17 +114,24 @@ class Hosts:
             _ip("-n", netns, "link", "set", inside, "up")
             self.hosts[label] = Host(label, netns, address)
 
-    def write_hosts_files(self, names: dict[str, str]) -> None:
-        """``names``: DNS name → host label. Every host sees every name (one cluster DNS)."""
+    def write_hosts_files(self, names: dict[str, str], only: str | None = None) -> None:
+        """``names``: DNS name → host label. Every host sees every name (one cluster DNS), or
+        just host ``only`` gets them. Written in place: processes already running on a host
+        (whose /etc/hosts is a bind mount of this file) see the change on their next lookup."""
         if not NETNS_ETC.exists():
             NETNS_ETC.mkdir(mode=0o755)
             self._made_netns_etc = True
         lines = ["127.0.0.1 localhost"]
         lines += [f"{self.hosts[label].address} {name}" for name, label in sorted(names.items())]
         for host in self.hosts.values():
+            if only is not None and host.label != only:
+                continue
             directory = NETNS_ETC / host.netns
             directory.mkdir(exist_ok=True)
-            (directory / "hosts").write_text("\n".join(lines) + "\n")
+            with (directory / "hosts").open("r+" if (directory / "hosts").exists() else "w") as f:
+                f.seek(0)
+                f.truncate()
+                f.write("\n".join(lines) + "\n")
 
     def close(self) -> None:
         for name in reversed(self._namespaces):

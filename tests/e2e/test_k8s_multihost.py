@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import select
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ CA_NAME = "trustmesh-ca.default.svc.cluster.local"
 CA_PORT = 8443
 INBOUND_PORT = 50002
 HOST_OF = {"mcp-client": "client", "mcp-server": "server", "weather-service": "weather"}
+NAMES = {CA_NAME: "ca"} | {f"{app}-dapr.default.svc.cluster.local": h for app, h in HOST_OF.items()}
 APP_PORTS = {"mcp-client": 5001, "mcp-server": 8000, "weather-service": 5002}
 
 
@@ -83,15 +85,19 @@ def _await_listening(proc: Proc, timeout: float = 30.0) -> None:
     raise AssertionError(f"the CA did not start:\n{proc.stderr()[-3000:]}")
 
 
+def _admin_get(prefix: list[str], address: str, path: str) -> str:
+    """GET a sidecar's admin endpoint (127.0.0.1 on its own host) from that host."""
+    script = f"import urllib.request;print(urllib.request.urlopen('http://{address}{path}').read().decode())"
+    return _run([*prefix, sys.executable, "-c", script])
+
+
 @pytest.fixture
 def network():
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"the multi-host test needs network namespaces: {reason}")
     with Hosts(["ca", "client", "server", "weather"]) as hosts:
-        names = {CA_NAME: "ca"}
-        names |= {f"{app}-dapr.default.svc.cluster.local": h for app, h in HOST_OF.items()}
-        hosts.write_hosts_files(names)
+        hosts.write_hosts_files(NAMES)
         yield hosts
 
 
@@ -142,10 +148,26 @@ def test_quickstart_scenarios_pass_across_hosts(network: Hosts, tmp_path: Path) 
                 prefix=network.hosts[label].prefix,
                 env={"TRUSTMESH_JOIN_TOKEN": token},
             )
+        sidecars = {}
         for app_id in ("weather-service", "mcp-server", "mcp-client"):
-            sidecar, _ = qs.start_pair(procs, places[app_id])
-            assert sidecar.ready["inbound"] == f"0.0.0.0:{INBOUND_PORT}"
+            sidecars[app_id], _ = qs.start_pair(procs, places[app_id])
+            assert sidecars[app_id].ready["inbound"] == f"0.0.0.0:{INBOUND_PORT}"
         client = places["mcp-client"]
+
+        # Attack first, while no connection is pooled: the client host's DNS sends mcp-server's
+        # name to the weather host. Its sidecar holds a valid SVID, but not mcp-server's: the
+        # client's sidecar hangs up after the handshake, before a byte of the request, so
+        # weather-service's sidecar never sees a request.
+        poisoned = NAMES | {"mcp-server-dapr.default.svc.cluster.local": "weather"}
+        network.write_hosts_files(poisoned, only="client")
+        status, body = qs.run_client(client)
+        assert status == 502 and body["detail"]["error"] == "UPSTREAM_ERROR", body
+        weather_audit = tmp_path / "weather" / "home" / "audit" / "default.weather-service.jsonl"
+        assert not weather_audit.exists() or "mcp-client" not in weather_audit.read_text()
+        metrics = _admin_get(client.prefix, sidecars["mcp-client"].ready["admin"], "/metrics")
+        assert 'trustmesh_tls_handshakes_total{result="identity_mismatch"}' in metrics
+        # Twin: the real name again.
+        network.write_hosts_files(NAMES, only="client")
 
         qs.await_outcome(client, qs.default_allow, "scenario 1: default allow across hosts")
 
@@ -156,6 +178,7 @@ def test_quickstart_scenarios_pass_across_hosts(network: Hosts, tmp_path: Path) 
         for directory in policy_dirs:
             publish(directory, _policy_set(3, SCENARIO_3))
         qs.await_outcome(client, qs.downstream_blocked, "scenario 3: downstream call refused")
+
     finally:
         procs.stop_all()
     # Each app listens on its own namespace's loopback, so every call above crossed the bridge;
