@@ -9,6 +9,7 @@ bindings are rendered into the target namespace: the home is one namespace, the 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,22 @@ from .render import AppUnit, BuiltinCA, RenderInput
 class RenderError(SidecarError):
     code = "ERR_K8S_RENDER"
     http_status = 400
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SERVICE_SUFFIX = "-dapr"
+
+
+def check_kubernetes_name(name: str, what: str) -> str:
+    """Namespaces and Service names are DNS labels (RFC 1123): App IDs become both, so an App
+    ID Kubernetes cannot name is refused here rather than by the API server at apply time."""
+    if not _DNS_LABEL.fullmatch(name) or len(name) + len(_SERVICE_SUFFIX) > 63:
+        raise RenderError(
+            f"{what} {name!r} cannot name Kubernetes objects: use lower-case letters, digits and "
+            f"'-' (at most {63 - len(_SERVICE_SUFFIX)} characters, starting and ending "
+            "alphanumeric)"
+        )
+    return name
 
 
 def _dump(documents: list[dict]) -> str:
@@ -106,6 +123,7 @@ def build_render_input(
 ) -> RenderInput:
     try:
         validate_namespace(namespace)
+        check_kubernetes_name(namespace, "namespace")
         ttl = parse_duration(token_ttl)
     except (IdentityError, CAError) as exc:
         raise RenderError(str(exc)) from exc
@@ -120,6 +138,7 @@ def build_render_input(
         )
     apps = []
     for app in run.apps:
+        check_kubernetes_name(app.app_id, "App ID")
         if app.app_port == 0:
             raise RenderError(
                 f"app {app.app_id!r} has appPort 0 (pick one at run time): Kubernetes needs a "

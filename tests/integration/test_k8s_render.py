@@ -253,3 +253,13 @@ def test_policy_only_prints_just_the_configmap_and_mints_nothing(rendered, home)
     (configmap,) = [doc for doc in yaml.safe_load_all(text) if doc]
     assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "trustmesh-policy"
     assert (ca_layout(home).tokens).read_text() == tokens_before
+
+
+@pytest.mark.parametrize("namespace", ["Agents", "a.b", "-x", "x" * 60])
+def test_namespaces_kubernetes_cannot_name_are_refused(tmp_path, namespace) -> None:
+    result = CliRunner().invoke(
+        cli, ["k8s", "render", "-f", str(RUN_FILE), "--home", str(tmp_path / "h"),
+              "--namespace", namespace],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "cannot name Kubernetes objects" in result.output or "invalid namespace" in result.output
