@@ -80,10 +80,15 @@ def material_from_context(context, holder: IdentityHolder) -> tuple[X509Svid, Tr
 
 
 def _client(endpoint: str | None):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # py-spiffe's import warns about DSA, which we never use
-        from spiffe import WorkloadApiClient
-        from spiffe.errors import ArgumentError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # py-spiffe's import warns about DSA, never used here
+            from spiffe import WorkloadApiClient
+            from spiffe.errors import ArgumentError
+    except ImportError as exc:
+        raise IdentityUnavailable(
+            "--identity spire needs py-spiffe: pip install 'trustmesh[spire]'"
+        ) from exc
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
     if not endpoint:
         raise IdentityUnavailable(

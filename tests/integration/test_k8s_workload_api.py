@@ -140,3 +140,12 @@ def test_a_sidecar_process_serves_with_the_workload_api_svid(mesh, workload_api)
         time.sleep(0.05)
     assert status["svid"]["serial"] == f"{rotated.leaf.serial_number:x}", status
     assert _serial_seen_by_a_caller(server.ready["inbound"], caller) == rotated.leaf.serial_number
+
+
+async def test_without_py_spiffe_the_error_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spiffe", None)  # what an install without the extra sees
+    holder = IdentityHolder(AppIdentity("public", "default", "server"))
+    with pytest.raises(IdentityUnavailable, match=r"pip install 'trustmesh\[spire\]'"):
+        await run_workload_api_identity(holder, "unix:///x.sock")
