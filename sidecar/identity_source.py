@@ -12,6 +12,11 @@ so a rotation never changes anything under a request in flight.
   renewal over mTLS with a new key at half the certificate's lifetime. If the CA is unreachable
   the current SVID keeps serving and renewal retries with exponential back-off, each failure
   logged, until it works or the SVID expires.
+* ``--identity spire``: the SPIFFE Workload API (``identity_spire.py``).
+
+Which App an SVID (ours or a peer's) is depends on the mesh's identity map: ``AppIdentityBinding``
+resources in the home or the ``--policy-dir``, loaded by :func:`watch_identity_map` *before* the
+SVID (a bound SPIFFE ID may be our own) and swapped whole when the bindings change.
 """
 
 from __future__ import annotations
