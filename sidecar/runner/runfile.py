@@ -24,7 +24,8 @@ trustmesh's own choices: ``appProtocol`` must be ``http`` (the sidecar forwards 
 ``appChannelAddress`` must be loopback; ``appPort`` absent (or negative) means an outbound-only
 app, as in Dapr, and ``appPort: 0`` asks trustmesh to pick a free port and pass it as
 ``APP_PORT``; ``daprHTTPPort`` absent or ``<= 0`` lets the sidecar pick one. The extra key
-``mcpServer: true`` (or ``{path: /mcp}``) registers the app as an MCP server.
+``mcpServer: true`` (or ``{path: /mcp}``) registers the app as an MCP server; ``user:`` (per app
+or in ``common``) names the unprivileged user the app runs as (see :mod:`.users`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class AppSpec:
     mcp_server: dict[str, str] | None = None
     app_log_destination: str = "fileAndConsole"
     sidecar_log_destination: str = "console"
+    user: str | None = None  # None: the runner's default (see runner.users)
 
     @property
     def log_dir(self) -> Path:
@@ -115,6 +117,7 @@ SHARED_USED = (
     "appSSL",
     "appLogDestination",
     "daprdLogDestination",
+    "user",  # trustmesh's: the unprivileged user the app runs as (runner as root)
 )
 # Shared keys Dapr knows and trustmesh accepts without using them.
 SHARED_IGNORED = (
@@ -244,6 +247,7 @@ class _Shared:
     health_check_path: str | None = None
     app_log: str | None = None
     sidecar_log: str | None = None
+    user: str | None = None
 
 
 def _read_shared(
@@ -296,6 +300,11 @@ def _read_shared(
             if not path_text.startswith("/"):
                 raise reader.fail(node, "appHealthCheckPath must start with '/'")
             shared.health_check_path = path_text
+        elif key == "user":
+            name = reader.text(node, key)
+            if not name or any(c in name for c in ":/\x00") or name != name.strip():
+                raise reader.fail(node, f"user {name!r} must be a user name or a numeric uid")
+            shared.user = name
         elif key in ("appLogDestination", "daprdLogDestination"):
             value = reader.text(node, key)
             if value not in LOG_DESTINATIONS:
@@ -458,6 +467,7 @@ def _read_app(
         mcp_server=mcp,
         app_log_destination=pick(own.app_log, common.app_log, "fileAndConsole"),
         sidecar_log_destination=pick(own.sidecar_log, common.sidecar_log, "console"),
+        user=pick(own.user, common.user, None),
     )
 
 

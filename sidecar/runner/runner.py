@@ -41,6 +41,14 @@ from .supervisor import (
     start_child,
     wait_first,
 )
+from .tokens import ApiTokens, scrub_tokens
+from .users import (
+    AppUser,
+    app_user,
+    can_switch_users,
+    single_boundary_warning,
+    unreachable,
+)
 
 # -P: never import from the child's working directory (a state dir holds a "ca" folder).
 TRUSTMESH = (sys.executable, "-P", "-m", "sidecar")
@@ -65,6 +73,8 @@ class Unit:
     app_port: int | None = None
     lost: bool = False
     logs: list[IO[str]] = field(default_factory=list)
+    user: AppUser | None = None  # None: the runner's own user
+    tokens: ApiTokens = field(default_factory=ApiTokens.generate)
 
     @property
     def children(self) -> list[Child]:
@@ -188,10 +198,32 @@ class Runner:
                     self.hurry.set()
 
     # -- start-up ------------------------------------------------------------------------------
+    def _choose_users(self) -> None:
+        """Every app's user, decided before anything starts (a bad ``user:`` starts nothing)."""
+        for unit in self.units:
+            spec = unit.spec
+            unit.user = app_user(spec.user, spec.app_id)
+            if unit.user is not None and spec.command:
+                path = {**os.environ, **spec.env}.get("PATH", os.defpath)
+                reason = unreachable(unit.user, spec.app_dir, spec.command, {"PATH": path})
+                if reason is not None:
+                    raise RunnerError(
+                        f"app {spec.app_id!r} runs as {unit.user.label}, which {reason}: make "
+                        "it reachable by that user, or set 'user:' in the run file"
+                    )
+            if unit.user is not None and unit.user.uid == os.geteuid():
+                self.console.warn(
+                    f'app "{unit.spec.app_id}" runs as {unit.user.label}, the mesh\'s own user: '
+                    "it can read the CA key and rewrite mesh state"
+                )
+        if not can_switch_users() and any(u.spec.command for u in self.units):
+            self.console.warn(single_boundary_warning())
+
     async def _start_all(self) -> None:
         home = self.opts.home
         for note in self.run_file.ignored:
             self.console.note(f"{note}: a Dapr key trustmesh accepts and ignores")
+        self._choose_users()
         self.trust_domain, created = ensure_ca(home)
         if created:
             self.console.info(f"Created a CA for trust domain {self.trust_domain!r} in {home}/ca")
@@ -207,7 +239,17 @@ class Runner:
             await self._start_unit(unit)
 
     async def _spawn(
-        self, unit: Unit | None, role: str, argv, *, cwd, env, hook=None, to_console=True, log=None
+        self,
+        unit: Unit | None,
+        role: str,
+        argv,
+        *,
+        cwd,
+        env,
+        hook=None,
+        to_console=True,
+        log=None,
+        user: AppUser | None = None,
     ) -> Child:
         app_id = unit.spec.app_id if unit is not None else None
         out = LineSink(self.console, role, app_id, to_console=to_console, log=log)
@@ -223,6 +265,7 @@ class Runner:
             stdout_sink=out,
             stderr_sink=err,
             stdout_hook=hook,
+            user=user,
         )
         child.on_exit.append(lambda c: self._on_exit(unit, c))
         self.state.children.append(own_record(role, app_id, child.pid))
@@ -266,7 +309,12 @@ class Runner:
         ]  # fmt: skip
         if unit.app_port is not None:
             argv += ["--app-port", str(unit.app_port)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRUSTMESH_JOIN_TOKEN": token}
+        env = {
+            **scrub_tokens(os.environ),
+            **unit.tokens.sidecar_env(),
+            "PYTHONUNBUFFERED": "1",
+            "TRUSTMESH_JOIN_TOKEN": token,
+        }
         to_console, log = self._logs_for(unit, spec.sidecar_log_destination, "sidecar")
         unit.sidecar = await self._spawn(
             unit, "sidecar", argv, cwd=spec.app_dir, env=env, hook=ready_line_hook,
@@ -287,10 +335,15 @@ class Runner:
         try:
             unit.app = await self._spawn(
                 unit, "app", spec.command, cwd=spec.app_dir, env=self._app_env(unit),
-                to_console=to_console, log=log,
+                to_console=to_console, log=log, user=unit.user,
             )  # fmt: skip
         except OSError as exc:
             reason = exc.strerror or str(exc)
+            if unit.user is not None and isinstance(exc, PermissionError):
+                reason += (
+                    f" (the app runs as {unit.user.label}: it must be able to enter "
+                    f"{spec.app_dir} and run its command; or set 'user:' in the run file)"
+                )
             raise StartupFailed(f"{failed}: cannot run {spec.command[0]!r}: {reason}") from None
         if unit.app_port is None:
             self.console.info(f'Started app "{spec.app_id}" (pid {unit.app.pid}; no appPort)')
@@ -301,8 +354,10 @@ class Runner:
         )
 
     def _app_env(self, unit: Unit) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "TRUSTMESH_JOIN_TOKEN"}
+        env = {k: v for k, v in scrub_tokens(os.environ).items() if k != "TRUSTMESH_JOIN_TOKEN"}
         env.setdefault("PYTHONUNBUFFERED", "1")  # so a Python app's prints show as they happen
+        if unit.user is not None:
+            env.update(unit.user.env())
         http_port = _port_of(unit.http)
         env.update(
             APP_ID=unit.spec.app_id,
@@ -314,6 +369,7 @@ class Runner:
         if unit.app_port is not None:
             env["APP_PORT"] = str(unit.app_port)
         env.update(unit.spec.env)
+        env.update(unit.tokens.app_env())  # after the run file's env: tokens are not settable
         return env
 
     async def _await_ready(self, child: Child, failed: str) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from .output import LineSink, LineSplitter
+from .users import AppUser
 
 GONE_POLL = 0.05  # how often to look for stragglers in a group whose leader has exited
 STRAGGLER_WAIT = 2.0  # after SIGKILL, how long to wait for the kernel to clear the group
@@ -192,8 +193,15 @@ async def start_child(
     stdout_sink: LineSink,
     stderr_sink: LineSink,
     stdout_hook: Callable[[Child], Callable[[str], None]] | None = None,
+    user: AppUser | None = None,
 ) -> Child:
-    """Start ``argv`` as the leader of a new process group; its pipes are read in ``nursery``."""
+    """Start ``argv`` as the leader of a new process group; its pipes are read in ``nursery``.
+
+    With ``user`` the process runs with that uid and gid and no supplementary groups.
+    """
+    credentials = {}
+    if user is not None:
+        credentials = {"user": user.uid, "group": user.gid, "extra_groups": []}
     process = await trio.lowlevel.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -202,6 +210,7 @@ async def start_child(
         cwd=str(cwd),
         env=dict(env),
         process_group=0,
+        **credentials,
     )
     child = Child(role, app_id, process)
     child.stderr_sink = stderr_sink

@@ -18,6 +18,7 @@ import pytest
 
 from sidecar.registry import pid_alive
 from sidecar.runner.runstate import read_state, state_path
+from tests._support.runner_dirs import pin_app_user
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,10 @@ APP = textwrap.dedent(
                 port = os.environ["DAPR_HTTP_PORT"]
                 target = self.path.removeprefix("/call/")
                 url = f"http://127.0.0.1:{port}/v1.0/invoke/{target}/method/hello"
-                with urllib.request.urlopen(url, timeout=10) as reply:
+                token = os.environ.get("DAPR_API_TOKEN")
+                headers = {"dapr-api-token": token} if token else {}
+                request = urllib.request.Request(url, headers=headers)
+                with urllib.request.urlopen(request, timeout=10) as reply:
                     body = reply.read()
             else:
                 body = json.dumps({
@@ -215,7 +219,7 @@ def two_apps(root: Path) -> Path:
 
 
 def start(root: Path, runs: list[Run], run_file: Path) -> Run:
-    run = Run(root, run_file)
+    run = Run(root, pin_app_user(run_file))
     runs.append(run)
     assert run.read_until("You're up and running"), run.drain() + run.stderr()
     return run
@@ -294,11 +298,15 @@ def test_a_failing_app_fails_the_run_naming_it(workspace):
             """
         )
     )
-    run = Run(root, path)
+    run = Run(root, pin_app_user(path))
     runs.append(run)
     assert run.wait() != 0
     run.drain()
-    lines = [line for line in run.stderr().splitlines() if line.strip()]
+    lines = [
+        line
+        for line in run.stderr().splitlines()
+        if line.strip() and not line.startswith("warning: ")  # e.g. pin_app_user's "root"
+    ]
     assert len(lines) == 1 and "Traceback" not in run.stderr()
     assert "app 'broken' failed to start" in lines[0]
     assert "exited with code 1" in lines[0] and "boom" in lines[0]

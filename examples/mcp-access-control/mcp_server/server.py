@@ -36,7 +36,9 @@ def add(a: int, b: int) -> int:
 async def get_weather_alert(city: str) -> str:
     """Get a weather alert for a given city."""
     url = f"{SIDECAR}/v1.0/invoke/{WEATHER_APP_ID}/method/alerts"
-    async with httpx.AsyncClient(timeout=10) as http:
+    token = os.environ.get("DAPR_API_TOKEN")  # our own sidecar's local door (trustmesh run)
+    headers = {"dapr-api-token": token} if token else {}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         response = await http.get(url, params={"city": city})
     if response.status_code != 200:
         # ToolError's text reaches the client; other exceptions are masked by the SDK.

@@ -14,8 +14,10 @@ ddl        mcp-db-ddl     ``create_table``, ``drop_table`` (destructive)
 ========== ============== ===============================================================
 
 Written with the official ``mcp`` SDK (``MCPServer``) and nothing trustmesh-specific; it listens
-on ``127.0.0.1:$APP_PORT``. The database is ``$DB_PATH`` (default ``.data/inventory.db`` in the
-working directory), created and seeded on first start by whichever server starts first.
+on ``127.0.0.1:$APP_PORT``. The database is ``$DB_PATH`` (default
+``trustmesh-per-tool-servers/inventory.db`` in the system's temporary directory: not in the
+source tree, and writable by the unprivileged user ``trustmesh run`` starts apps as under root),
+created and seeded on first start by whichever server starts first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +35,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 ROLE = os.environ.get("DB_ROLE", "")
-DB_PATH = Path(os.environ.get("DB_PATH", ".data/inventory.db")).absolute()
+DEFAULT_DB = Path(tempfile.gettempdir()) / "trustmesh-per-tool-servers" / "inventory.db"
+DB_PATH = Path(os.environ.get("DB_PATH") or DEFAULT_DB).absolute()
 APP_PORT = int(os.environ.get("APP_PORT", "8000"))
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
