@@ -7,17 +7,18 @@ The commands are thin: parse, call :mod:`sidecar.runner`, print. Every failure l
 from __future__ import annotations
 
 import json
+import time
 
 import click
 import trio
 
 from ca.home import resolve_home
 
-from .cli_support import home_option
+from .cli_support import expiry_text, home_option
 from .errors import SidecarError
 from .runner import RunnerError, load_run_file
-from .runner.control import list_rows, stop_app, stop_run
-from .runner.output import Console
+from .runner.control import age_text, list_rows, orphaned_runs, stop_app, stop_run
+from .runner.output import Console, log_path
 from .runner.runfile import resolve_run_file_path
 from .runner.runner import Runner, RunOptions
 
@@ -107,10 +108,21 @@ def _cell(value) -> str:
 @home_option
 def list_command(output: str, home: str | None) -> None:
     """List running sidecars (like 'dapr list')."""
-    rows = list_rows(_home(home))
+    path = _home(home)
+    rows = list_rows(path)
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
+    for orphan in orphaned_runs(path):
+        click.echo(
+            f"warning: the runner of {orphan.run_file} (pid {orphan.runner_pid}) is gone, but "
+            f"{len(orphan.pids)} process(es) it started still run; stop them with "
+            f"'trustmesh stop -f {orphan.run_file}'",
+            err=True,
+        )
+    for row in rows:  # the table shows the data as text; -o json keeps the data
+        row["svid_expiry"] = expiry_text(row["svid_not_after"])
+        row["age"] = age_text(row["age_seconds"])
     if not rows:
         click.echo("No trustmesh instances found.")
         return
@@ -133,3 +145,38 @@ def list_command(output: str, home: str | None) -> None:
         click.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
+
+
+FOLLOW_POLL = 0.2
+
+
+@click.command("logs")
+@click.option("--app-id", required=True, help="The app whose log to print.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are written.")
+@home_option
+def logs_command(app_id: str, follow: bool, home: str | None) -> None:
+    """Print an app's log: its own and its sidecar's lines from 'trustmesh run' (home/logs)."""
+    path = log_path(resolve_home(home), app_id)
+    try:
+        log = path.open("rb")
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"no log for app ID {app_id!r} in {path.parent} (apps started by 'trustmesh run' "
+            "log there unless appLogDestination and daprdLogDestination are 'console')"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    out = click.get_binary_stream("stdout")
+    with log:
+        try:
+            while True:
+                chunk = log.read(65536)
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                elif not follow:
+                    return
+                else:
+                    time.sleep(FOLLOW_POLL)
+        except (KeyboardInterrupt, BrokenPipeError):
+            return

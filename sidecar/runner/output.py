@@ -95,7 +95,7 @@ class LineSink:
             self.console.emit(self.prefix, self.role, text)
         if self._file is not None:
             try:
-                self._file.write(ANSI_RE.sub("", text) + "\n")
+                self._file.write(self.prefix + ANSI_RE.sub("", text) + "\n")
                 self._file.flush()
             except (OSError, ValueError):
                 self._file = None
@@ -120,11 +120,27 @@ class LineSplitter:
         return [rest.decode("utf-8", "replace")] if rest else []
 
 
-def open_log_file(directory: Path, app_id: str, kind: str) -> IO[str]:
-    """Dapr's naming: ``<appID>_<kind>_<YYYYMMDDHHMMSS>.log``, opened for appending."""
-    stamp = dt.datetime.now().strftime("%Y%m%d%H%M%S")
-    directory.mkdir(parents=True, exist_ok=True)
-    return (directory / f"{app_id}_{kind}_{stamp}.log").open("a", encoding="utf-8")
+LOGS_DIR = "logs"
+
+
+def log_path(home: Path, app_id: str) -> Path:
+    """``<home>/logs/<app-id>.log``: an app's and its sidecar's lines, every run appended.
+
+    Under the mesh home, not the app's directory: a run leaves the source tree as it was, and
+    the app (another user, under root) cannot rewrite what it logged.
+    """
+    return Path(home) / LOGS_DIR / f"{app_id}.log"
+
+
+def open_log_file(home: Path, app_id: str) -> IO[str]:
+    path = log_path(home, app_id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, "a", encoding="utf-8")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    log.write(f"== RUN == {stamp} {app_id} started\n")
+    log.flush()
+    return log
 
 
 def tail_text(lines: collections.deque[str] | list[str], limit: int = 240) -> str:

@@ -83,10 +83,8 @@ class AppSpec:
     app_log_destination: str = "fileAndConsole"
     sidecar_log_destination: str = "console"
     user: str | None = None  # None: the runner's default (see runner.users)
-
-    @property
-    def log_dir(self) -> Path:
-        return self.app_dir / ".trustmesh" / "logs"
+    # How errors name the two fixed ports: run-file fields, or the flags of a single-app run.
+    port_labels: tuple[str, str] = ("appPort", "daprHTTPPort")
 
 
 @dataclass(frozen=True)

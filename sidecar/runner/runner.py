@@ -19,9 +19,11 @@ Theory of operation.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +31,16 @@ from typing import IO
 
 import trio
 
+from ..registry import Registry
 from .errors import RunnerError, StartupFailed
-from .output import Console, LineSink, open_log_file, prefix_for, tail_text
+from .output import Console, LineSink, log_path, open_log_file, prefix_for, tail_text
+from .preflight import check_app_ids, check_ports
 from .prepare import apply_run_file, ensure_ca, mint_join_token
 from .runfile import AppSpec, RunFile
 from .runstate import RunState, own_record, remove_state, state_path, this_runner, write_state
 from .supervisor import (
     Child,
+    group_alive,
     listening_line_hook,
     ready_line_hook,
     start_child,
@@ -52,6 +57,8 @@ from .users import (
 
 # -P: never import from the child's working directory (a state dir holds a "ca" folder).
 TRUSTMESH = (sys.executable, "-P", "-m", "sidecar")
+GUARD = (sys.executable, "-P", "-m", "sidecar.runner.guard")
+GUARD_EXIT_WAIT = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROBE_INTERVAL = 0.1
 HEALTH_PROBE_TIMEOUT = 2.0
@@ -145,6 +152,8 @@ class Runner:
         self.state: RunState = this_runner(run.path, run.name)
         self._nursery: trio.Nursery | None = None
         self._awaiting: Child | None = None  # the child start-up is waiting for
+        self._guard: subprocess.Popen | None = None
+        self._guard_pipe: int | None = None  # the only write end of the guard's stdin
 
     # -- entry point ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -224,6 +233,8 @@ class Runner:
         for note in self.run_file.ignored:
             self.console.note(f"{note}: a Dapr key trustmesh accepts and ignores")
         self._choose_users()
+        check_app_ids(Registry(home), self.run_file.apps)
+        check_ports(self.run_file.apps)
         self.trust_domain, created = ensure_ca(home)
         if created:
             self.console.info(f"Created a CA for trust domain {self.trust_domain!r} in {home}/ca")
@@ -234,9 +245,41 @@ class Runner:
         if generation is not None:
             self.console.info(f"Applied the run file's policies as version {generation}")
         write_state(self.state_file, self.state)
+        self._start_guard()
         await self._start_ca()
         for unit in self.units:
             await self._start_unit(unit)
+
+    def _start_guard(self) -> None:
+        """The watchdog that stops every child if this runner dies (see :mod:`.guard`)."""
+        read_end, self._guard_pipe = os.pipe()
+        try:
+            self._guard = subprocess.Popen(
+                [*GUARD, str(os.getpid()), str(self.opts.grace), str(self.state_file)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.opts.home,
+                process_group=0,
+            )
+        finally:
+            os.close(read_end)
+        self.state.children.append(own_record("guard", None, self._guard.pid))
+        write_state(self.state_file, self.state)
+
+    def _tell_guard(self, message: str) -> None:
+        if self._guard_pipe is None:
+            return
+        try:
+            os.write(self._guard_pipe, f"{message}\n".encode("ascii"))
+        except OSError:  # the guard is gone: nothing to tell, the run goes on
+            self._close_guard()
+
+    def _close_guard(self) -> None:
+        if self._guard_pipe is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._guard_pipe)
+            self._guard_pipe = None
 
     async def _spawn(
         self,
@@ -268,7 +311,9 @@ class Runner:
             user=user,
         )
         child.on_exit.append(lambda c: self._on_exit(unit, c))
-        self.state.children.append(own_record(role, app_id, child.pid))
+        record = own_record(role, app_id, child.pid)
+        self._tell_guard(f"+{child.pid} {role} {record.start_ticks or '-'}")
+        self.state.children.append(record)
         write_state(self.state_file, self.state)
         return child
 
@@ -282,12 +327,14 @@ class Runner:
         self.ca_url = payload["url"]
         self.console.info(f"Started the CA at {self.ca_url}")
 
-    def _logs_for(self, unit: Unit, destination: str, kind: str) -> tuple[bool, IO[str] | None]:
+    def _logs_for(self, unit: Unit, destination: str) -> tuple[bool, IO[str] | None]:
+        """(to the console?, the app's log file or None); one file per app, opened once."""
         log = None
         if destination in ("file", "fileAndConsole"):
-            log = open_log_file(unit.spec.log_dir, unit.spec.app_id, kind)
-            unit.logs.append(log)
-            self.console.info(f"Writing log files to directory : {unit.spec.log_dir}")
+            if not unit.logs:
+                unit.logs.append(open_log_file(self.opts.home, unit.spec.app_id))
+                self.console.info(f"Writing logs to {log_path(self.opts.home, unit.spec.app_id)}")
+            log = unit.logs[0]
         return destination in ("console", "fileAndConsole"), log
 
     async def _start_unit(self, unit: Unit) -> None:
@@ -315,7 +362,7 @@ class Runner:
             "PYTHONUNBUFFERED": "1",
             "TRUSTMESH_JOIN_TOKEN": token,
         }
-        to_console, log = self._logs_for(unit, spec.sidecar_log_destination, "sidecar")
+        to_console, log = self._logs_for(unit, spec.sidecar_log_destination)
         unit.sidecar = await self._spawn(
             unit, "sidecar", argv, cwd=spec.app_dir, env=env, hook=ready_line_hook,
             to_console=to_console, log=log,
@@ -331,7 +378,7 @@ class Runner:
                 f'no command given for app "{spec.app_id}": only its sidecar is started'
             )
             return
-        to_console, log = self._logs_for(unit, spec.app_log_destination, "app")
+        to_console, log = self._logs_for(unit, spec.app_log_destination)
         try:
             unit.app = await self._spawn(
                 unit, "app", spec.command, cwd=spec.app_dir, env=self._app_env(unit),
@@ -412,6 +459,8 @@ class Runner:
     # -- exits while running -------------------------------------------------------------------
     def _on_exit(self, unit: Unit | None, child: Child) -> None:
         self.state.children = [c for c in self.state.children if c.pid != child.pid]
+        if not group_alive(child.pid):  # else the guard keeps it, for what is left of the group
+            self._tell_guard(f"-{child.pid}")
         if self.phase != "stopping":
             write_state(self.state_file, self.state)
         if child.stopping or self.phase == "stopping":
@@ -467,6 +516,11 @@ class Runner:
             for log in unit.logs:
                 log.close()
         remove_state(self.state_file, self.state.runner_pid)
+        self._tell_guard("bye")
+        self._close_guard()
+        if self._guard is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._guard.wait(GUARD_EXIT_WAIT)
 
 
 def _port_of(address: str) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from .output import LineSink, LineSplitter
+from .runstate import group_alive
 from .users import AppUser
 
 GONE_POLL = 0.05  # how often to look for stragglers in a group whose leader has exited
@@ -40,16 +41,6 @@ async def wait_first(*waiters: Callable[[], Awaitable[object]]) -> None:
 
         for waiter in waiters:
             nursery.start_soon(one, waiter)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Child:

@@ -7,6 +7,8 @@ import json
 import os
 import select
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.registry import pid_alive
+from sidecar.runner.control import is_zombie
 from sidecar.runner.runstate import read_state, state_path
 from tests._support.runner_dirs import pin_app_user
 
@@ -244,7 +247,8 @@ def test_run_invoke_list_and_sigterm_leaves_nothing(workspace):
     assert set(rows) == {"server", "client", "tools"}
     assert rows["server"]["configuration"] == "server-config"
     assert rows["tools"]["mcp_server"] == "/mcp" and rows["tools"]["app_pid"] is None
-    assert all(r["svid_expiry"] != "-" for r in rows.values())
+    assert all(r["svid_not_after"] for r in rows.values())
+    assert all(isinstance(r["age_seconds"], int) for r in rows.values())
     table = tm(run.home, "list_command").stdout
     assert table.startswith("APP ID") and "server-config" in table
 
@@ -259,7 +263,7 @@ def test_run_invoke_list_and_sigterm_leaves_nothing(workspace):
     assert policy.exists()
 
     pids = pids_of(run)
-    assert len(pids) == 1 + 1 + 3 + 2  # runner, CA, three sidecars, two apps
+    assert len(pids) == 1 + 1 + 1 + 3 + 2  # runner, guard, CA, three sidecars, two apps
     run.popen.send_signal(signal.SIGTERM)
     assert run.wait() == 0, run.stderr()
     output = run.drain()
@@ -335,14 +339,142 @@ def test_stop_f_stops_a_run_and_stop_app_id_stops_one_app(workspace):
     assert again.returncode != 0 and "no run of" in again.stderr
 
 
-def test_stop_f_cleans_up_after_a_runner_killed_with_sigkill(workspace):
+# --- #14: what an operator meets ---------------------------------------------------------------
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a dead runner's children are reaped by whoever adopts them)."""
+    return pid_alive(pid) and not is_zombie(pid)
+
+
+def rows_of(home: Path) -> dict[str, dict]:
+    return {r["app_id"]: r for r in json.loads(tm(home, "list_command", "-o", "json").stdout)}
+
+
+def wait_until(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_a_runner_killed_with_sigkill_takes_its_ca_sidecars_and_apps_with_it(workspace):
     root, runs = workspace
     run = start(root, runs, two_apps(root))
     pids = pids_of(run)
-    run.popen.kill()  # no chance to stop its children: they lead their own process groups
+    run.popen.kill()  # no chance to stop anything itself
     run.wait()
-    assert any(pid_alive(p) for p in pids[1:])
+    assert wait_until(lambda: not any(running(p) for p in pids)), [p for p in pids if running(p)]
+    assert processes_mentioning(str(root)) == []
+    assert wait_until(lambda: not state_path(run.home, run.run_file).exists())
+
+
+def test_list_and_stop_find_what_a_runner_without_its_guard_left_behind(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    state = read_state(state_path(run.home, run.run_file))
+    guard = next(c.pid for c in state.children if c.role == "guard")
+    others = [c.pid for c in state.children if c.role != "guard"]
+    os.kill(guard, signal.SIGKILL)  # as an older runner, which had no guard, leaves them
+    run.popen.kill()
+    run.wait()
+    time.sleep(0.5)
+    assert all(running(p) for p in others)
+
+    listing = tm(run.home, "list_command")
+    assert f"the runner of {run.run_file} (pid {run.popen.pid}) is gone" in listing.stderr
+    assert f"'trustmesh stop -f {run.run_file}'" in listing.stderr
+    rows = {r["app_id"]: r for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)}
+    assert all(r["orphaned"] for r in rows.values()) and rows["client"]["app_pid"]
+
+    stopped = tm(run.home, "stop_command", "--app-id", "client").stdout
+    assert "app 'client'" in stopped and "sidecar 'client'" in stopped
+    assert not running(rows["client"]["app_pid"]) and not running(rows["client"]["sidecar_pid"])
     result = tm(run.home, "stop_command", "-f", str(root / "dapr.yaml"))
     assert "was gone" in result.stdout
-    assert_all_gone(pids, root)
-    assert not state_path(run.home, run.run_file).exists()
+    assert_all_gone([p for p in others if p != rows["client"]["app_pid"]], root)
+    assert "is gone" not in tm(run.home, "list_command").stderr
+
+
+def one_app(root: Path, name: str, **fields: int) -> Path:
+    path = root / name
+    extra = "".join(f"\n    {key}: {value}" for key, value in fields.items())
+    path.write_text(
+        "version: 1\napps:\n  - appID: server\n    appDirPath: ./server\n"
+        f'    command: ["{sys.executable}", "../app.py"]{extra or chr(10) + "    appPort: 0"}\n'
+    )
+    return pin_app_user(path)
+
+
+@pytest.mark.parametrize("field", ["appPort", "daprHTTPPort"])
+def test_a_taken_port_is_refused_before_anything_starts_naming_app_field_and_port(workspace, field):
+    root, runs = workspace
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = Run(root, one_app(root, "taken.yaml", **{field: port}))
+        runs.append(run)
+        assert run.wait() != 0
+    output = run.drain()
+    errors = [line for line in run.stderr().splitlines() if not line.startswith("warning: ")]
+    assert errors == [
+        f"Error: app 'server': {field} {port} is already in use by another "
+        "process; free it or choose another port"
+    ]
+    assert "Started the CA" not in output and "Created a CA" not in output  # nothing started
+
+
+def test_run_refuses_an_app_id_that_a_live_sidecar_holds(workspace):
+    root, runs = workspace
+    first = start(root, runs, two_apps(root))
+    rows = rows_of(first.home)
+    second = Run(root, one_app(root, "again.yaml"))
+    runs.append(second)
+    assert second.wait() != 0
+    second.drain()
+    holder = rows["server"]["sidecar_pid"]
+    assert f"app ID 'server' is already held by a running sidecar (pid {holder})" in second.stderr()
+    assert "trustmesh stop --app-id server" in second.stderr()
+    after = {
+        r["app_id"]: r for r in json.loads(tm(first.home, "list_command", "-o", "json").stdout)
+    }
+    assert after["server"]["sidecar_pid"] == rows["server"]["sidecar_pid"]  # untouched
+
+
+def test_logs_go_under_the_home_and_trustmesh_logs_prints_and_follows_them(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    log = run.home / "logs" / "server.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert not list(root.glob("*/.trustmesh"))  # nothing written into the apps' directories
+    printed = tm(run.home, "logs_command", "--app-id", "server").stdout
+    assert "== APP - server == listening on" in printed
+    assert "== SIDECAR - server ==" not in printed  # daprdLogDestination defaults to console
+
+    follower = subprocess.Popen(
+        [*command("logs_command"), "--app-id", "server", "-f", "--home", str(run.home)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        rows = {
+            r["app_id"]: r for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)
+        }
+        url = f"http://127.0.0.1:{rows['client']['app_port']}/call/server"
+        urllib.request.urlopen(url, timeout=15).close()
+        seen = b""
+        deadline = time.monotonic() + 15
+        while b"served /hello" not in seen and time.monotonic() < deadline:
+            if select.select([follower.stdout], [], [], 0.2)[0]:
+                seen += os.read(follower.stdout.fileno(), 65536)
+        assert b"== APP - server == served /hello" in seen
+    finally:
+        follower.terminate()
+        follower.wait(5)
+
+    missing = tm(run.home, "logs_command", "--app-id", "nope", check=False)
+    assert missing.returncode != 0
+    assert f"no log for app ID 'nope' in {run.home / 'logs'}" in missing.stderr
