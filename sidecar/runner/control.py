@@ -164,6 +164,7 @@ class OrphanedRun:
     run_file: str
     runner_pid: int
     pids: tuple[int, ...]
+    app_ids: tuple[str, ...]
 
 
 def orphaned_runs(home: Path) -> list[OrphanedRun]:
@@ -171,9 +172,12 @@ def orphaned_runs(home: Path) -> list[OrphanedRun]:
     for _, state in all_states(home):
         if state.runner_alive():
             continue
-        pids = tuple(c.pid for c in state.children if c.is_same_process())
-        if pids:
-            out.append(OrphanedRun(state.run_file, state.runner_pid, pids))
+        live = [c for c in state.children if c.is_same_process()]
+        if live:
+            app_ids = tuple(dict.fromkeys(c.app_id for c in live if c.app_id is not None))
+            out.append(
+                OrphanedRun(state.run_file, state.runner_pid, tuple(c.pid for c in live), app_ids)
+            )
     return out
 
 

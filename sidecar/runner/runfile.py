@@ -573,3 +573,44 @@ def load_run_file(raw: str | os.PathLike[str]) -> RunFile:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise RunFileError(f"{path}: cannot read: {reason}") from None
     return parse_run_file(text, path)
+
+
+def single_app_run(
+    app_id: str,
+    command: tuple[str, ...],
+    *,
+    app_dir: Path,
+    app_port: int | None = None,
+    http_port: int | None = None,
+    mcp_path: str | None = None,
+    user: str | None = None,
+    log_level: str = "info",
+) -> RunFile:
+    """``trustmesh run --app-id ID [--app-port P] [--mcp-server] -- CMD…`` (Dapr's ``dapr run``).
+
+    One app in ``app_dir`` (the current directory), as a one-app template would describe it;
+    errors name the flags. The run is recorded under ``<app_dir>/<app-id>`` (no such file is
+    written), so two single-app runs of one App ID from one directory are one run.
+    """
+    from identity import IdentityError, validate_app_id
+
+    try:
+        validate_app_id(app_id)
+    except IdentityError as exc:
+        raise RunFileError(f"--app-id: {exc}") from None
+    if mcp_path is not None and (not mcp_path.startswith("/") or "//" in mcp_path):
+        raise RunFileError(f"--mcp-path {mcp_path!r} must be an absolute URL path")
+    app_dir = Path(os.path.normpath(Path(app_dir).absolute()))
+    spec = AppSpec(
+        app_id=app_id,
+        app_dir=app_dir,
+        line=0,
+        command=tuple(command),
+        app_port=app_port,
+        http_port=http_port or None,
+        mcp_server={"path": mcp_path} if mcp_path is not None else None,
+        user=user,
+        log_level=LOG_LEVELS[log_level],
+        port_labels=("--app-port", "--dapr-http-port"),
+    )
+    return RunFile(app_dir / app_id, 1, app_id, (spec,))

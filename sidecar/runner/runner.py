@@ -160,9 +160,14 @@ class Runner:
         """Run until stopped; return the exit code. Raises :class:`RunnerError` on failure."""
         existing = _live_run(self.state_file)
         if existing is not None:
+            if self.run_file.path.is_file():
+                what, how = str(self.run_file.path), f"trustmesh stop -f {self.run_file.path}"
+            else:  # a single-app run: no file to name
+                app_id = self.run_file.apps[0].app_id
+                what, how = f"app {app_id!r}", f"trustmesh stop --app-id {app_id}"
             raise RunnerError(
-                f"{self.run_file.path} is already running (runner pid {existing.runner_pid}); "
-                "stop it with 'trustmesh stop -f'"
+                f"{what} is already running (runner pid {existing.runner_pid}); stop it with "
+                f"'{how}'"
             )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

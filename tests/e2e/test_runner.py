@@ -21,7 +21,7 @@ import pytest
 from sidecar.registry import pid_alive
 from sidecar.runner.control import is_zombie
 from sidecar.runner.runstate import read_state, state_path
-from tests._support.runner_dirs import pin_app_user
+from tests._support.runner_dirs import pin_app_user, user_for_python_apps
 
 pytestmark = pytest.mark.e2e
 
@@ -83,18 +83,22 @@ spec:
 class Run:
     """A ``trustmesh run`` process, its output file, and the pids it reported."""
 
-    def __init__(self, root: Path, run_file: Path) -> None:
+    def __init__(
+        self, root: Path, run_file: Path, args: list[str] | None = None, cwd: Path = REPO
+    ) -> None:
+        """``run -f run_file``; or ``run *args`` in ``cwd``, recorded as ``run_file``."""
         self.root = root
         self.home = root / "home"
         self.run_file = run_file
         self.out_path = root / f"{run_file.stem}.out"
         self.err_path = root / f"{run_file.stem}.err"
+        args = args if args is not None else ["-f", str(run_file)]
         self.popen = subprocess.Popen(
-            [*command("run_command"), "-f", str(run_file), "--home", str(self.home)],
+            [*command("run_command"), "--home", str(self.home), *args],
             stdout=subprocess.PIPE,
             stderr=self.err_path.open("wb"),
             stdin=subprocess.DEVNULL,
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"},
         )
         self.lines: list[str] = []
@@ -478,3 +482,37 @@ def test_logs_go_under_the_home_and_trustmesh_logs_prints_and_follows_them(works
     missing = tm(run.home, "logs_command", "--app-id", "nope", check=False)
     assert missing.returncode != 0
     assert f"no log for app ID 'nope' in {run.home / 'logs'}" in missing.stderr
+
+
+def test_a_single_app_runs_without_a_run_file_as_dapr_run_does(workspace):
+    root, runs = workspace
+    user = user_for_python_apps()
+    args = ["--app-id", "solo", "--app-port", "0", "--mcp-server"]
+    args += ["--user", user] if user else []
+    args += ["--", sys.executable, "../app.py"]
+    run = Run(root, root / "server" / "solo", args, cwd=root / "server")
+    runs.append(run)
+    assert run.read_until("You're up and running"), run.drain() + run.stderr()
+    rows = rows_of(run.home)
+    assert set(rows) == {"solo"} and rows["solo"]["mcp_server"] == "/mcp"
+    port = rows["solo"]["app_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+        assert json.loads(reply.read())["app"] == "solo"
+    assert "stopped app 'solo'" in tm(run.home, "stop_command", "--app-id", "solo").stdout
+    assert run.wait(20) == 0, run.stderr()
+    assert_all_gone([], root)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give either -f FILE or --app-id ID"),
+        (["-f", "x.yaml", "--app-id", "a"], "give either -f FILE or --app-id ID"),
+        (["-f", "x.yaml", "--app-port", "5000"], "--app-port: only with --app-id"),
+        (["--app-id", "Bad_ID!"], "--app-id:"),
+    ],
+)
+def test_run_says_which_form_it_takes(tmp_path, args, message):
+    result = tm(tmp_path / "home", "run_command", *args, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert message in result.stderr
