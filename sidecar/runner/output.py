@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +40,10 @@ class Console:
         self.stream = stream or sys.stdout
         self.err = err or sys.stderr
         self.colour = use_colour(self.stream)
+        try:
+            self.is_terminal = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.is_terminal = False
 
     def _write(self, stream: IO[str], text: str) -> None:
         try:
@@ -63,6 +68,15 @@ class Console:
         self._write(self.err, f"note: {text}")
 
 
+# The sidecar's own "sidecar ready" log event, as JSON or as a readable line: the runner says
+# "Started sidecar with app id …" for it, so the user sees one ready line per sidecar.
+_SIDECAR_READY = re.compile(r'"event": "sidecar ready"|^\S+ \[\w+\s*\] sidecar ready(\s|$)')
+
+
+def is_sidecar_ready_log(line: str) -> bool:
+    return _SIDECAR_READY.search(ANSI_RE.sub("", line)) is not None
+
+
 def prefix_for(role: str, app_id: str | None) -> str:
     if role == "ca":
         return "== CA == "
@@ -80,8 +94,10 @@ class LineSink:
         *,
         to_console: bool = True,
         log: IO[str] | None = None,
+        quiet: Callable[[str], bool] | None = None,
     ) -> None:
         self.console = console
+        self.quiet = quiet  # lines for the log file only (e.g. a second "ready" line)
         self.role = role
         self.prefix = prefix_for(role, app_id)
         self.to_console = to_console
@@ -91,7 +107,7 @@ class LineSink:
     def line(self, text: str) -> None:
         text = text.rstrip("\r")
         self.tail.append(text)
-        if self.to_console:
+        if self.to_console and not (self.quiet is not None and self.quiet(text)):
             self.console.emit(self.prefix, self.role, text)
         if self._file is not None:
             try:

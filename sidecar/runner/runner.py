@@ -31,9 +31,18 @@ from typing import IO
 
 import trio
 
+from ..logsetup import FORMAT_ENV
 from ..registry import Registry
 from .errors import RunnerError, StartupFailed
-from .output import Console, LineSink, log_path, open_log_file, prefix_for, tail_text
+from .output import (
+    Console,
+    LineSink,
+    is_sidecar_ready_log,
+    log_path,
+    open_log_file,
+    prefix_for,
+    tail_text,
+)
 from .preflight import check_app_ids, check_ports
 from .prepare import apply_run_file, ensure_ca, mint_join_token
 from .runfile import AppSpec, RunFile
@@ -300,8 +309,9 @@ class Runner:
         user: AppUser | None = None,
     ) -> Child:
         app_id = unit.spec.app_id if unit is not None else None
-        out = LineSink(self.console, role, app_id, to_console=to_console, log=log)
-        err = LineSink(self.console, role, app_id, to_console=to_console, log=log)
+        quiet = is_sidecar_ready_log if role == "sidecar" else None
+        out = LineSink(self.console, role, app_id, to_console=to_console, log=log, quiet=quiet)
+        err = LineSink(self.console, role, app_id, to_console=to_console, log=log, quiet=quiet)
         assert self._nursery is not None
         child = await start_child(
             self._nursery,
@@ -366,6 +376,8 @@ class Runner:
             **unit.tokens.sidecar_env(),
             "PYTHONUNBUFFERED": "1",
             "TRUSTMESH_JOIN_TOKEN": token,
+            # Readable lines when the user watches a terminal, JSON when our output is piped.
+            FORMAT_ENV: "console" if self.console.is_terminal else "json",
         }
         to_console, log = self._logs_for(unit, spec.sidecar_log_destination)
         unit.sidecar = await self._spawn(

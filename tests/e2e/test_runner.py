@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import select
 import signal
 import socket
@@ -516,3 +517,59 @@ def test_run_says_which_form_it_takes(tmp_path, args, message):
     result = tm(tmp_path / "home", "run_command", *args, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert message in result.stderr
+
+
+def ready_lines(lines: list[str], app_id: str) -> list[str]:
+    """Every line that tells the user this app's sidecar is ready."""
+    return [
+        line
+        for line in lines
+        if (line.startswith(f"== SIDECAR - {app_id} == ") and "ready" in line)
+        or line.startswith(f'Started sidecar with app id "{app_id}"')
+    ]
+
+
+def test_on_a_terminal_sidecar_logs_are_readable_lines_and_each_sidecar_says_ready_once(
+    workspace,
+):
+    root, _ = workspace
+    run_file = pin_app_user(two_apps(root))
+    controller, terminal = pty.openpty()
+    runner = subprocess.Popen(
+        [*command("run_command"), "--home", str(root / "home"), "-f", str(run_file)],
+        stdout=terminal,
+        stderr=terminal,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"},
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while b"You're up and running" not in seen and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # EIO: the runner has gone
+                    break
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(30)
+        os.close(controller)
+    lines = seen.decode("utf-8", "replace").replace("\r\n", "\n").splitlines()
+    assert b"You're up and running" in seen, "\n".join(lines)
+    sidecar = [line for line in lines if line.startswith("== SIDECAR - server == ")]
+    assert sidecar and not [line for line in sidecar if line.split("== ", 2)[2].startswith("{")]
+    assert any("[info" in line and "svid installed" in line for line in sidecar), sidecar
+    for app_id in ("server", "client", "tools"):
+        assert len(ready_lines(lines, app_id)) == 1, ready_lines(lines, app_id)
+
+
+def test_piped_sidecar_logs_stay_json_and_each_sidecar_says_ready_once(workspace):
+    root, runs = workspace
+    run = start(root, runs, two_apps(root))
+    sidecar = [line for line in run.lines if line.startswith("== SIDECAR - server == ")]
+    assert sidecar and all(json.loads(line.split("== ", 2)[2]) for line in sidecar)
+    for app_id in ("server", "client", "tools"):
+        assert len(ready_lines(run.lines, app_id)) == 1, ready_lines(run.lines, app_id)
