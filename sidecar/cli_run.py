@@ -78,6 +78,12 @@ def _home(home: str | None):
     show_default=True,
     help="Seconds a child gets after SIGTERM before SIGKILL.",
 )
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(0.05, 600),
+    default=5.0,
+    hidden=True,  # for tests: how often a slow start-up says what it waits for
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @home_option
 def run_command(
@@ -90,6 +96,7 @@ def run_command(
     user: str | None,
     log_level: str,
     command: tuple[str, ...],
+    progress_every: float,
     startup_timeout: float,
     grace: float,
     home: str | None,
@@ -125,7 +132,9 @@ def run_command(
             )
     except SidecarError as exc:
         raise click.ClickException(str(exc)) from None
-    opts = RunOptions(_home(home), startup_timeout=startup_timeout, grace=grace)
+    opts = RunOptions(
+        _home(home), startup_timeout=startup_timeout, grace=grace, progress_every=progress_every
+    )
     runner = Runner(run, opts, Console())
     try:
         code = trio.run(runner.run)

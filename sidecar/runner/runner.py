@@ -78,6 +78,7 @@ class RunOptions:
     home: Path
     startup_timeout: float = 30.0
     grace: float = 10.0
+    progress_every: float = 5.0  # seconds between "still waiting" lines during start-up
 
 
 @dataclass
@@ -436,11 +437,26 @@ class Runner:
         env.update(unit.tokens.app_env())  # after the run file's env: tokens are not settable
         return env
 
+    def _progress(self, waiting_for: str):
+        """A waiter that never finishes: every few seconds, says what start-up is waiting for."""
+
+        async def report() -> None:
+            started = trio.current_time()
+            while True:
+                await trio.sleep(self.opts.progress_every)
+                elapsed = trio.current_time() - started
+                self.console.info(
+                    f"Still waiting for {waiting_for} "
+                    f"({elapsed:.0f}s of {self.opts.startup_timeout:g}s)"
+                )
+
+        return report
+
     async def _await_ready(self, child: Child, failed: str) -> dict:
         timeout = self.opts.startup_timeout
         self._awaiting = child
         with trio.move_on_after(timeout):
-            await wait_first(child.ready.wait, child.exited.wait)
+            await wait_first(child.ready.wait, child.exited.wait, self._progress(child.name))
         if child.ready.is_set() and child.ready_payload is not None:
             return child.ready_payload
         if child.exited.is_set():
@@ -462,13 +478,14 @@ class Runner:
             reached = True
 
         self._awaiting = app
+        what = f"answer {health} with 2xx" if health else "accept connections"
+        waiting = f"app {spec.app_id!r} to {what} on 127.0.0.1:{port}"
         with trio.move_on_after(timeout):
-            await wait_first(probe, app.exited.wait)
+            await wait_first(probe, app.exited.wait, self._progress(waiting))
         if reached:
             return
         if app.exited.is_set():
             raise StartupFailed(f"{failed}: the app {app.exit_text()}{await _tail(app)}")
-        what = f"answer {health} with 2xx" if health else "accept connections"
         raise StartupFailed(
             f"{failed}: it did not {what} on 127.0.0.1:{port} within {timeout:g}s{await _tail(app)}"
         )

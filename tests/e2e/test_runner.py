@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -573,3 +574,64 @@ def test_piped_sidecar_logs_stay_json_and_each_sidecar_says_ready_once(workspace
     assert sidecar and all(json.loads(line.split("== ", 2)[2]) for line in sidecar)
     for app_id in ("server", "client", "tools"):
         assert len(ready_lines(run.lines, app_id)) == 1, ready_lines(run.lines, app_id)
+
+
+def test_a_slow_start_says_what_it_is_waiting_for(workspace):
+    root, runs = workspace
+    slow = (
+        "import os, socket, time; time.sleep(1.5); s = socket.socket(); "
+        "s.bind(('127.0.0.1', int(os.environ['APP_PORT']))); s.listen(); time.sleep(600)"
+    )
+    user = user_for_python_apps()
+    args = ["--progress-every", "0.2", "--app-id", "slow", "--app-port", "0"]
+    args += ["--user", user] if user else []
+    run = Run(root, root / "slow", [*args, "--", sys.executable, "-c", slow], cwd=root)
+    runs.append(run)
+    assert run.read_until("You're up and running"), run.drain() + run.stderr()
+    waiting = [line for line in run.lines if line.startswith("Still waiting for app 'slow'")]
+    assert waiting and "to accept connections on 127.0.0.1:" in waiting[0]
+    assert waiting[0].endswith("of 30s)")
+
+
+def git(tree: Path, *args: str) -> str:
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    return subprocess.run(
+        ["git", *ident, *args], cwd=tree, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_a_run_writes_nothing_into_the_tree_and_make_clean_leaves_it_as_cloned(workspace):
+    root, runs = workspace
+    tree = root / "tree"
+    for name in filter(None, git(REPO, "ls-files", "-z").split("\0")):
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tree / name)
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", "as cloned")
+    service = tree / "examples" / "mcp-access-control" / "weather_service"
+
+    user = user_for_python_apps()
+    args = ["--app-id", "weather", "--app-port", "0", *(["--user", user] if user else [])]
+    run = Run(root, service / "weather", [*args, "--", sys.executable, "service.py"], cwd=service)
+    runs.append(run)
+    assert run.read_until("You're up and running"), run.drain() + run.stderr()
+    tm(run.home, "stop_command", "--app-id", "weather")
+    assert run.wait(20) == 0
+    assert (run.home / "logs" / "weather.log").exists()
+    assert git(tree, "status", "--porcelain", "--ignored") == ""  # logs went to the home
+
+    # What using the tree leaves behind: a mesh home made by a command run in an example's
+    # directory (as the READMEs do), bytecode.
+    subprocess.run(
+        [sys.executable, "-m", "sidecar", "ca", "init"],
+        cwd=service,
+        env={k: v for k, v in os.environ.items() if k != "TRUSTMESH_HOME"},
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "examples"], cwd=tree, check=True)
+    assert git(tree, "status", "--porcelain", "--ignored") != ""
+    subprocess.run(["make", "clean"], cwd=tree, check=True, capture_output=True)
+    assert git(tree, "status", "--porcelain", "--ignored") == ""
