@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 from sidecar.runner import RunFileError, load_run_file
 from sidecar.runner.errors import RunnerError
+from sidecar.runner.output import Console
+from sidecar.runner.runner import Runner, RunOptions
 from sidecar.runner.tokens import ApiTokens, scrub_tokens
 from sidecar.runner.users import AppUser, app_user, blocked_at, unreachable
 from tests._support.runner_dirs import app_reachable_dir
@@ -113,3 +116,41 @@ def test_tokens_are_fresh_per_app_and_never_inherited():
     assert scrub_tokens({"DAPR_API_TOKEN": "x", "APP_API_TOKEN": "y", "PATH": "/bin"}) == {
         "PATH": "/bin"
     }
+
+
+def test_without_root_the_runner_says_once_that_apps_share_the_mesh_user(as_user, tmp_path):
+    path = run_file(
+        tmp_path,
+        """
+        version: 1
+        apps:
+          - appDirPath: a
+            command: ["true"]
+          - appDirPath: b
+            command: ["true"]
+        """,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    runner = Runner(load_run_file(path), RunOptions(tmp_path / "home"), Console(out, err))
+    runner._choose_users()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("warning: apps run as uid 4242, the mesh's own user")
+    assert "can read the CA key" in lines[0] and "development tool" in lines[0]
+    assert all(unit.user is None for unit in runner.units)
+
+
+def test_as_root_an_app_the_default_user_cannot_start_is_refused_before_anything_starts(
+    as_root, tmp_path
+):
+    with app_reachable_dir() as root:
+        path = run_file(root, 'version: 1\napps:\n  - appDirPath: a\n    command: ["./tool"]\n')
+        (root / "a" / "tool").write_text("#!/bin/sh\n")
+        (root / "a" / "tool").chmod(0o700)
+        runner = Runner(load_run_file(path), RunOptions(tmp_path / "home"), Console(*_streams()))
+        with pytest.raises(RunnerError, match=r"runs as nobody \(uid \d+\), which cannot run"):
+            runner._choose_users()
+
+
+def _streams():
+    return io.StringIO(), io.StringIO()
