@@ -22,7 +22,9 @@ TOKEN_NAMES = ("DAPR_API_TOKEN", "APP_API_TOKEN")
 
 # Whether this tree's sidecar sends APP_API_TOKEN to its app (the sidecar half of #10.6). Until
 # it does, an app given APP_API_TOKEN would refuse every request its own sidecar forwards, so
-# the runner hands it only DAPR_API_TOKEN, which the sidecar already enforces.
+# the runner hands the app only DAPR_API_TOKEN, which the sidecar already enforces (the sidecar
+# gets both either way). Set to True with the sidecar change; the trust-boundary tests then
+# also show an app refusing a request that bypassed its sidecar.
 SIDECAR_SENDS_APP_TOKEN = False
 
 
@@ -40,13 +42,13 @@ class ApiTokens:
         return cls(new_token(), new_token())
 
     def sidecar_env(self) -> dict[str, str]:
+        return {"DAPR_API_TOKEN": self.dapr, "APP_API_TOKEN": self.app}
+
+    def app_env(self) -> dict[str, str]:
         env = {"DAPR_API_TOKEN": self.dapr}
         if SIDECAR_SENDS_APP_TOKEN:
             env["APP_API_TOKEN"] = self.app
         return env
-
-    def app_env(self) -> dict[str, str]:
-        return self.sidecar_env()
 
 
 def scrub_tokens(environ: Mapping[str, str]) -> dict[str, str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.runner.runstate import read_state, state_path
+from sidecar.runner.tokens import SIDECAR_SENDS_APP_TOKEN
 from tests._support.runner_dirs import app_reachable_dir
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +86,13 @@ ATTACKER = textwrap.dedent(
             pass
 
         def do_GET(self):
+            expected = os.environ.get("APP_API_TOKEN")
+            if expected and self.headers.get_all("dapr-api-token") != [expected]:
+                self.send_response(401)  # did not come through our sidecar
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
             if self.path.startswith("/call/"):
                 port = os.environ["DAPR_HTTP_PORT"]
                 target = self.path.removeprefix("/call/")
@@ -236,9 +244,7 @@ def test_the_sidecar_refuses_a_local_process_without_the_apps_token(mesh_run):
 
     # Handed over by environment only: no command line and no state file shows a token.
     tokens = {
-        environ_of(c.pid)["DAPR_API_TOKEN"]
-        for c in state.children
-        if c.role in ("app", "sidecar")
+        environ_of(c.pid)["DAPR_API_TOKEN"] for c in state.children if c.role in ("app", "sidecar")
     }
     assert len(tokens) == 2  # one per app, shared by the app and its own sidecar only
     assert not [line for line in all_cmdlines() for t in tokens if t in line]
@@ -247,3 +253,17 @@ def test_the_sidecar_refuses_a_local_process_without_the_apps_token(mesh_run):
     for file in home.rglob("*"):
         if file.is_file():
             assert not any(t.encode() in file.read_bytes() for t in tokens), file
+
+
+@pytest.mark.skipif(
+    not SIDECAR_SENDS_APP_TOKEN,
+    reason="the sidecar does not send APP_API_TOKEN yet (sidecar.runner.tokens)",
+)
+def test_an_app_refuses_a_local_process_that_bypassed_its_sidecar(mesh_run):
+    _, _, state, _ = mesh_run
+    app_pid = next(c.pid for c in state.children if c.role == "app" and c.app_id == "caller")
+    assert environ_of(app_pid)["APP_API_TOKEN"]
+    status, _ = get_json(f"http://127.0.0.1:{app_port(state, 'ungranted-app')}/attempts")
+    assert status == 401  # straight to the app's port: no token
+    status, answer = get_json(f"http://127.0.0.1:{app_port(state, 'caller')}/call/ungranted-app")
+    assert status == 200 and answer["served_by"] == "ungranted-app"  # through the sidecar
