@@ -335,13 +335,18 @@ class Runner:
 
     async def _start_ca(self) -> None:
         argv = [*TRUSTMESH, "ca", "serve", "--listen", "127.0.0.1:0", "--home", str(self.opts.home)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**scrub_tokens(os.environ), "PYTHONUNBUFFERED": "1", FORMAT_ENV: self._log_format}
         self.ca = await self._spawn(
             None, "ca", argv, cwd=self.opts.home, env=env, hook=listening_line_hook
         )
         payload = await self._await_ready(self.ca, "the CA failed to start")
         self.ca_url = payload["url"]
         self.console.info(f"Started the CA at {self.ca_url}")
+
+    @property
+    def _log_format(self) -> str:
+        """Readable lines when the user watches a terminal, JSON when our output is piped."""
+        return "console" if self.console.is_terminal else "json"
 
     def _logs_for(self, unit: Unit, destination: str) -> tuple[bool, IO[str] | None]:
         """(to the console?, the app's log file or None); one file per app, opened once."""
@@ -377,8 +382,7 @@ class Runner:
             **unit.tokens.sidecar_env(),
             "PYTHONUNBUFFERED": "1",
             "TRUSTMESH_JOIN_TOKEN": token,
-            # Readable lines when the user watches a terminal, JSON when our output is piped.
-            FORMAT_ENV: "console" if self.console.is_terminal else "json",
+            FORMAT_ENV: self._log_format,
         }
         to_console, log = self._logs_for(unit, spec.sidecar_log_destination)
         unit.sidecar = await self._spawn(

@@ -563,6 +563,11 @@ def test_on_a_terminal_sidecar_logs_are_readable_lines_and_each_sidecar_says_rea
     sidecar = [line for line in lines if line.startswith("== SIDECAR - server == ")]
     assert sidecar and not [line for line in sidecar if line.split("== ", 2)[2].startswith("{")]
     assert any("[info" in line and "svid installed" in line for line in sidecar), sidecar
+    ca = [line for line in lines if line.startswith("== CA == ")]
+    assert any("[info" in line and "ca listening" in line for line in ca), ca
+    assert not [line for line in ca if line.split("== ", 2)[2].startswith("{")]
+    # No Python reprs: lists and mappings read as text (addresses=https://…, not ['https://…']).
+    assert not [line for line in sidecar + ca if "['" in line or "{'" in line]
     for app_id in ("server", "client", "tools"):
         assert len(ready_lines(lines, app_id)) == 1, ready_lines(lines, app_id)
 
