@@ -25,7 +25,9 @@ trustmesh's own choices: ``appProtocol`` must be ``http`` (the sidecar forwards 
 app, as in Dapr, and ``appPort: 0`` asks trustmesh to pick a free port and pass it as
 ``APP_PORT``; ``daprHTTPPort`` absent or ``<= 0`` lets the sidecar pick one. The extra key
 ``mcpServer: true`` (or ``{path: /mcp}``) registers the app as an MCP server; ``user:`` (per app
-or in ``common``) names the unprivileged user the app runs as (see :mod:`.users`).
+or in ``common``) names the unprivileged user the app runs as (see :mod:`.users`). Log files
+(``appLogDestination``/``daprdLogDestination`` ``file`` or ``fileAndConsole``) go to
+``<home>/logs/<app-id>.log``, not into ``appDirPath`` as Dapr's do: the source tree stays clean.
 """
 
 from __future__ import annotations
