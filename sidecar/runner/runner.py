@@ -2,6 +2,9 @@
 
 Theory of operation.
 
+* Before anything starts: every app's user is decided (:mod:`.users`; as root never the mesh's
+  own) and checked to be able to run its command, fixed ports are checked free and App IDs not
+  held by a live sidecar (:mod:`.preflight`). A refusal here starts nothing.
 * Start-up is sequential and fail-fast: ``ca serve`` (awaited by its ``listening on`` line), then
   for each app its sidecar (awaited by its JSON ready line) and its command (awaited until its
   ``appPort`` accepts TCP, or answers its health path with 2xx). Any child that exits, or is not
@@ -14,7 +17,9 @@ Theory of operation.
 * Stopping (SIGINT, SIGTERM, SIGHUP, ``trustmesh stop -f``): apps first, then sidecars, then the
   CA, each group concurrently; SIGTERM, then SIGKILL after the grace period, or at once on a
   second signal. Children lead their own process groups, so a terminal's Ctrl+C reaches only the
-  runner, which stops them in that order; nothing is orphaned while the runner lives.
+  runner, which stops them in that order. If the runner dies without stopping them (even by
+  SIGKILL), the guard process it started first stops them (:mod:`.guard`).
+* Each sidecar and app get the app's tokens (:mod:`.tokens`) through their environments only.
 """
 
 from __future__ import annotations
@@ -437,8 +442,8 @@ class Runner:
         )
         if unit.app_port is not None:
             env["APP_PORT"] = str(unit.app_port)
-        env.update(unit.spec.env)
-        env.update(unit.tokens.app_env())  # after the run file's env: tokens are not settable
+        env.update(scrub_tokens(unit.spec.env))  # the runner's tokens only, never the file's
+        env.update(unit.tokens.app_env())
         return env
 
     def _progress(self, waiting_for: str):

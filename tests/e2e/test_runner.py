@@ -255,6 +255,7 @@ def test_run_invoke_list_and_sigterm_leaves_nothing(workspace):
     assert rows["tools"]["mcp_server"] == "/mcp" and rows["tools"]["app_pid"] is None
     assert all(r["svid_not_after"] for r in rows.values())
     assert all(isinstance(r["age_seconds"], int) for r in rows.values())
+    assert all(r["started_at"].endswith("Z") for r in rows.values())  # RFC 3339, UTC
     table = tm(run.home, "list_command").stdout
     assert table.startswith("APP ID") and "server-config" in table
 
