@@ -53,8 +53,8 @@ ATTACKER = textwrap.dedent(
                 continue
             mine = b"--app-id" in argv and argv[argv.index(b"--app-id") + 1] == APP_ID
             if b"sidecar" in argv and b"--home" in argv and mine:
-                return argv[argv.index(b"--home") + 1].decode()
-        return None
+                return argv[argv.index(b"--home") + 1].decode(), pid
+        return None, None
 
     def attempt(action):
         try:
@@ -64,7 +64,7 @@ ATTACKER = textwrap.dedent(
             return errno.errorcode.get(exc.errno, str(exc.errno))
 
     APP_ID = os.environ["APP_ID"].encode()
-    HOME = find_home()
+    HOME, SIDECAR_PID = find_home()
 
     def write_registry():
         with open(os.path.join(HOME, "registry", "default", "admin-agent.json"), "w") as f:
@@ -77,6 +77,8 @@ ATTACKER = textwrap.dedent(
         "read_issuer_key": attempt(lambda: open(os.path.join(HOME, "ca", "issuer.key")).read()),
         "list_home": attempt(lambda: os.listdir(HOME)),
         "write_registry": attempt(write_registry),
+        # Its sidecar's environment holds the join token and the app token.
+        "read_sidecar_environ": attempt(lambda: open(f"/proc/{SIDECAR_PID}/environ").read()),
         "has_dapr_api_token": bool(os.environ.get("DAPR_API_TOKEN")),
     }
     print("attempts", json.dumps(OUTCOME), flush=True)
@@ -224,6 +226,7 @@ def test_an_app_cannot_read_the_ca_key_or_write_mesh_state_and_still_serves(mesh
     assert answer["read_issuer_key"] == "EACCES"
     assert answer["list_home"] == "EACCES"
     assert answer["write_registry"] == "EACCES"
+    assert answer["read_sidecar_environ"] == "EACCES"
     assert not (home / "registry" / "default" / "admin-agent.json").exists()
     assert "runs as nobody" not in output.read_text()  # nobody is the default, not a warning
 
