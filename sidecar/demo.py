@@ -50,9 +50,9 @@ def _say(text: str = "") -> None:
 
 
 def _app_user() -> str | None:
-    """As root the runner starts apps as ``nobody``; where ``nobody`` cannot run this
-    interpreter (one installed under ``/root``), the demo's apps run as root instead, and the
-    runner's warning says what that costs."""
+    """As root the runner starts each app as an unprivileged user of its own; where such a user
+    cannot run this interpreter (one installed under ``/root``), the demo's apps run as root
+    instead, and the runner's warning says what that costs."""
     from sidecar.runner.users import app_user, can_switch_users, unreachable
 
     if not can_switch_users():

@@ -65,6 +65,7 @@ from .users import (
     AppUser,
     app_user,
     can_switch_users,
+    dynamic_users,
     single_boundary_warning,
     unreachable,
 )
@@ -229,9 +230,12 @@ class Runner:
     # -- start-up ------------------------------------------------------------------------------
     def _choose_users(self) -> None:
         """Every app's user, decided before anything starts (a bad ``user:`` starts nothing)."""
+        dynamic = {}
+        if can_switch_users():
+            dynamic = dynamic_users(self.opts.home, [u.spec.app_id for u in self.units])
         for unit in self.units:
             spec = unit.spec
-            unit.user = app_user(spec.user, spec.app_id)
+            unit.user = app_user(spec.user, spec.app_id, dynamic.get(spec.app_id))
             if unit.user is not None and spec.command:
                 path = {**os.environ, **spec.env}.get("PATH", os.defpath)
                 reason = unreachable(unit.user, spec.app_dir, spec.command, {"PATH": path})

@@ -201,6 +201,8 @@ async def start_child(
     credentials = {}
     if user is not None:
         credentials = {"user": user.uid, "group": user.gid, "extra_groups": []}
+        if user.umask is not None:
+            credentials["umask"] = user.umask
     process = await trio.lowlevel.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,

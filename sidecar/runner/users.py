@@ -6,11 +6,18 @@ runner, the CA and the sidecars are the mesh and run as the user that owns the h
 0600). An app is *not* the mesh: a compromised app must not reach any of that.
 
 * When the runner runs as root it starts every app as an unprivileged user: the run file's
-  ``user:`` (per app, or in ``common``; a user name or a numeric uid), else ``nobody``. The
-  app's supplementary groups are dropped, and ``HOME``/``USER``/``LOGNAME`` describe that user,
-  as ``su`` and ``runuser`` do. Apps given the same user can read each other's environment
-  (``/proc/<pid>/environ``, which holds their API tokens): give an app that must be kept apart
-  from the others a ``user:`` of its own.
+  ``user:`` (per app, or in ``common``; a user name or a numeric uid), else a *dynamic user of
+  its own*. Apps must be kept apart from each other too: processes of one user can read each
+  other's environment (``/proc/<pid>/environ``), which holds each app's API token, so an app
+  sharing a user with a more privileged one could call the mesh as that one. A dynamic user is
+  a uid from systemd's ``DynamicUser=`` range (61184-65519) that the user database does not
+  know, chosen from a hash of the home and the App ID (stable across runs, probing past taken
+  ones), so nothing is created on the system. The apps of one run share one dynamic group and
+  run with umask 007, so files one writes for another (a shared database) stay shared within
+  the run and private to it. Supplementary groups are dropped; ``HOME``/``USER``/``LOGNAME``
+  describe the user, as ``su`` and ``runuser`` do (a dynamic user's ``HOME`` is
+  ``/nonexistent``, as ``nobody``'s; set ``HOME`` in the run file's ``env`` if an app needs
+  one). Apps given one ``user:`` explicitly share what that user can reach.
 * When the runner does not run as root it cannot switch users: every app then runs as the
   mesh's own user and could read the CA key. The runner says so in one line at start; ``run``
   is then a development tool with one trust boundary (README, "Security model"). A ``user:``
@@ -19,17 +26,20 @@ runner, the CA and the sidecars are the mesh and run as the user that owns the h
 
 from __future__ import annotations
 
+import grp
+import hashlib
 import os
 import pwd
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RunnerError
 
-DEFAULT_USER = "nobody"
+DYNAMIC_IDS = range(61184, 65520)  # systemd's DynamicUser= range: not in the user database
+DYNAMIC_UMASK = 0o007  # shared within the run's group, private to everyone else
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,13 @@ class AppUser:
     uid: int
     gid: int
     home: str
+    umask: int | None = None  # None: inherited
+    dynamic: bool = False
 
     @property
     def label(self) -> str:
+        if self.dynamic:
+            return f"a dynamic user of its own (uid {self.uid})"
         return f"{self.name} (uid {self.uid})"
 
     def env(self) -> dict[str, str]:
@@ -118,8 +132,49 @@ def _lookup(raw: str) -> AppUser | None:
     return AppUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir or "/")
 
 
-def app_user(requested: str | None, app_id: str) -> AppUser | None:
-    """The user ``app_id`` runs as; None means "as the runner itself" (no switch possible)."""
+def _free_id(seed: str, known: Callable[[int], bool], avoid: set[int]) -> int:
+    size = len(DYNAMIC_IDS)
+    start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % size
+    for offset in range(size):
+        candidate = DYNAMIC_IDS[(start + offset) % size]
+        if candidate not in avoid and not known(candidate):
+            return candidate
+    raise RunnerError(f"no free id left in {DYNAMIC_IDS.start}-{DYNAMIC_IDS.stop - 1}")
+
+
+def _uid_known(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _gid_known(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
+
+
+def dynamic_users(home: Path, app_ids: Sequence[str]) -> dict[str, AppUser]:
+    """A distinct dynamic user per App ID, all in one dynamic group for the run."""
+    gid = _free_id(f"{home}\0group", _gid_known, set())
+    users: dict[str, AppUser] = {}
+    for app_id in dict.fromkeys(app_ids):
+        taken = {u.uid for u in users.values()}
+        uid = _free_id(f"{home}\0app\0{app_id}", _uid_known, taken)
+        name = f"trustmesh-{app_id}"[:32]
+        users[app_id] = AppUser(name, uid, gid, "/nonexistent", DYNAMIC_UMASK, dynamic=True)
+    return users
+
+
+def app_user(requested: str | None, app_id: str, default: AppUser | None = None) -> AppUser | None:
+    """The user ``app_id`` runs as; None means "as the runner itself" (no switch possible).
+
+    ``default`` (a dynamic user, as root) stands when the run file names none.
+    """
     if not can_switch_users():
         if requested is not None:
             me = _lookup(str(os.geteuid()))
@@ -130,12 +185,12 @@ def app_user(requested: str | None, app_id: str) -> AppUser | None:
                     "(it cannot switch users otherwise)"
                 )
         return None
-    name = requested if requested is not None else DEFAULT_USER
-    user = _lookup(name)
+    if requested is None:
+        return default if default is not None else dynamic_users(Path("/"), [app_id])[app_id]
+    user = _lookup(requested)
     if user is None:
-        where = "its user:" if requested is not None else "the default user"
         raise RunnerError(
-            f"app {app_id!r}: {where} {name!r} does not exist on this system; "
+            f"app {app_id!r}: its user: {requested!r} does not exist on this system; "
             "set 'user:' in the run file to an existing unprivileged user"
         )
     return user

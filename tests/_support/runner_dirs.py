@@ -1,6 +1,6 @@
 """Directories that apps started by ``trustmesh run`` can reach when the tests run as root.
 
-As root, the runner starts every app as an unprivileged user (``nobody`` by default), which
+As root, the runner starts every app as an unprivileged user (one of its own by default), which
 cannot enter pytest's temporary directories (``/tmp/pytest-of-root`` is 0700, and pytest resets
 it at every session start, so it cannot be opened up). :func:`app_reachable_dir` makes a fresh
 0755 directory directly under the system temporary directory instead and removes it afterwards;
@@ -31,7 +31,7 @@ def app_reachable_dir(prefix: str = "trustmesh-test-") -> Iterator[Path]:
 def user_for_python_apps() -> str | None:
     """The ``user:`` a test's run file needs for apps run by this test's interpreter.
 
-    None (the runner's default, ``nobody`` under root) wherever that user can run
+    None (the runner's default, a dynamic user under root) wherever such a user can run
     ``sys.executable``. Where it cannot (an interpreter under ``/root``, as pyenv installs it
     for root), ``"root"``: the runner then warns that the app shares the mesh's user. The
     trust-boundary tests do not use this; they run their app with the system interpreter.

@@ -66,22 +66,46 @@ ATTACKER = textwrap.dedent(
     APP_ID = os.environ["APP_ID"].encode()
     HOME, SIDECAR_PID = find_home()
 
+    def siblings():
+        # The other app of this run: same program, same directory, another pid.
+        mine = open("/proc/self/cmdline", "rb").read()
+        here = os.getcwd()
+        out = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    same = open(f"/proc/{pid}/cmdline", "rb").read() == mine
+                    if same and os.readlink(f"/proc/{pid}/cwd") == here:
+                        out.append(pid)
+                except OSError:
+                    # cwd of another user's process is not readable: judge by cmdline alone
+                    try:
+                        if open(f"/proc/{pid}/cmdline", "rb").read() == mine:
+                            out.append(pid)
+                    except OSError:
+                        pass
+        return out
+
     def write_registry():
         with open(os.path.join(HOME, "registry", "default", "admin-agent.json"), "w") as f:
             f.write('{"app_id": "admin-agent"}')
 
-    OUTCOME = {
-        "uid": os.getuid(),
-        "home": HOME,
-        "read_ca_key": attempt(lambda: open(os.path.join(HOME, "ca", "root.key")).read()),
-        "read_issuer_key": attempt(lambda: open(os.path.join(HOME, "ca", "issuer.key")).read()),
-        "list_home": attempt(lambda: os.listdir(HOME)),
-        "write_registry": attempt(write_registry),
-        # Its sidecar's environment holds the join token and the app token.
-        "read_sidecar_environ": attempt(lambda: open(f"/proc/{SIDECAR_PID}/environ").read()),
-        "has_dapr_api_token": bool(os.environ.get("DAPR_API_TOKEN")),
-    }
-    print("attempts", json.dumps(OUTCOME), flush=True)
+    def outcome():  # tried on every request: the sibling app starts after this one
+        return {
+            "uid": os.getuid(),
+            "home": HOME,
+            "read_ca_key": attempt(lambda: open(os.path.join(HOME, "ca", "root.key")).read()),
+            "read_issuer_key": attempt(lambda: open(os.path.join(HOME, "ca", "issuer.key")).read()),
+            "list_home": attempt(lambda: os.listdir(HOME)),
+            "write_registry": attempt(write_registry),
+            # Its sidecar's environment holds the join token and the app token.
+            "read_sidecar_environ": attempt(lambda: open(f"/proc/{SIDECAR_PID}/environ").read()),
+            # Another app's environment holds that app's DAPR_API_TOKEN: its identity in the mesh.
+            "read_sibling_environ": [
+                attempt(lambda p=p: open(f"/proc/{p}/environ").read()) for p in siblings()
+            ],
+            "has_dapr_api_token": bool(os.environ.get("DAPR_API_TOKEN")),
+        }
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -106,7 +130,7 @@ ATTACKER = textwrap.dedent(
                 with urllib.request.urlopen(request, timeout=10) as reply:
                     body = reply.read()
             else:
-                body = json.dumps({**OUTCOME, "served_by": os.environ["APP_ID"]}).encode()
+                body = json.dumps({**outcome(), "served_by": os.environ["APP_ID"]}).encode()
             self.send_response(200)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -227,6 +251,7 @@ def test_an_app_cannot_read_the_ca_key_or_write_mesh_state_and_still_serves(mesh
     assert answer["list_home"] == "EACCES"
     assert answer["write_registry"] == "EACCES"
     assert answer["read_sidecar_environ"] == "EACCES"
+    assert answer["read_sibling_environ"] and set(answer["read_sibling_environ"]) == {"EACCES"}
     assert not (home / "registry" / "default" / "admin-agent.json").exists()
     assert "runs as nobody" not in output.read_text()  # nobody is the default, not a warning
 

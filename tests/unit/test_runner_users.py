@@ -14,7 +14,14 @@ from sidecar.runner.errors import RunnerError
 from sidecar.runner.output import Console
 from sidecar.runner.runner import Runner, RunOptions
 from sidecar.runner.tokens import ApiTokens, scrub_tokens
-from sidecar.runner.users import AppUser, app_user, blocked_at, unreachable
+from sidecar.runner.users import (
+    DYNAMIC_IDS,
+    AppUser,
+    app_user,
+    blocked_at,
+    dynamic_users,
+    unreachable,
+)
 from tests._support.runner_dirs import app_reachable_dir
 
 NOBODY = AppUser("nobody", 65534, 65534, "/nonexistent")
@@ -62,10 +69,25 @@ def test_a_user_that_is_not_a_name_or_uid_is_refused_with_its_line(tmp_path, bad
         load_run_file(path)
 
 
-def test_as_root_apps_default_to_nobody(as_root):
-    user = app_user(None, "app")
-    assert user is not None and user.name == "nobody" and user.uid != 0
-    assert user.env()["HOME"] == user.home
+def test_as_root_each_app_defaults_to_a_dynamic_user_of_its_own_in_one_run_group(as_root):
+    users = dynamic_users(Path("/srv/mesh"), ["a", "b", "c"])
+    uids = {u.uid for u in users.values()}
+    assert len(uids) == 3 and all(uid in DYNAMIC_IDS for uid in uids)
+    assert len({u.gid for u in users.values()}) == 1  # files shared within the run (umask 007)
+    assert all(u.umask == 0o007 and u.dynamic for u in users.values())
+    assert dynamic_users(Path("/srv/mesh"), ["a"])["a"].uid == users["a"].uid  # stable
+    assert app_user(None, "a", users["a"]) is users["a"]
+    assert users["a"].env() == {
+        "HOME": "/nonexistent",
+        "USER": "trustmesh-a",
+        "LOGNAME": "trustmesh-a",
+    }
+
+
+def test_a_dynamic_user_is_never_one_the_system_knows(as_root, monkeypatch):
+    first = dynamic_users(Path("/srv/mesh"), ["a"])["a"].uid
+    monkeypatch.setattr("sidecar.runner.users._uid_known", lambda uid: uid == first)
+    assert dynamic_users(Path("/srv/mesh"), ["a"])["a"].uid not in (first, 0)
 
 
 def test_as_root_a_missing_user_is_refused_naming_it(as_root):
@@ -148,7 +170,9 @@ def test_as_root_an_app_the_default_user_cannot_start_is_refused_before_anything
         (root / "a" / "tool").write_text("#!/bin/sh\n")
         (root / "a" / "tool").chmod(0o700)
         runner = Runner(load_run_file(path), RunOptions(tmp_path / "home"), Console(*_streams()))
-        with pytest.raises(RunnerError, match=r"runs as nobody \(uid \d+\), which cannot run"):
+        with pytest.raises(
+            RunnerError, match=r"runs as a dynamic user of its own \(uid \d+\), which"
+        ):
             runner._choose_users()
 
 
