@@ -248,6 +248,11 @@ def test_run_invoke_list_and_sigterm_leaves_nothing(workspace):
         assert prefix in output
     assert "== APP - server == ready on 127.0.0.1:" in output
     assert 'no command given for app "tools"' in run.stderr()
+    # Piped, sidecar logs stay JSON; each sidecar says it is ready once (the runner's line).
+    sidecar = [line for line in run.lines if line.startswith("== SIDECAR - server == ")]
+    assert sidecar and all(json.loads(line.split("== ", 2)[2]) for line in sidecar)
+    for app_id in ("server", "client", "tools"):
+        assert len(ready_lines(run.lines, app_id)) == 1, ready_lines(run.lines, app_id)
 
     rows = {r["app_id"]: r for r in json.loads(tm(run.home, "list_command", "-o", "json").stdout)}
     assert set(rows) == {"server", "client", "tools"}
@@ -571,15 +576,6 @@ def test_on_a_terminal_sidecar_logs_are_readable_lines_and_each_sidecar_says_rea
     assert not [line for line in sidecar + ca if "['" in line or "{'" in line]
     for app_id in ("server", "client", "tools"):
         assert len(ready_lines(lines, app_id)) == 1, ready_lines(lines, app_id)
-
-
-def test_piped_sidecar_logs_stay_json_and_each_sidecar_says_ready_once(workspace):
-    root, runs = workspace
-    run = start(root, runs, two_apps(root))
-    sidecar = [line for line in run.lines if line.startswith("== SIDECAR - server == ")]
-    assert sidecar and all(json.loads(line.split("== ", 2)[2]) for line in sidecar)
-    for app_id in ("server", "client", "tools"):
-        assert len(ready_lines(run.lines, app_id)) == 1, ready_lines(run.lines, app_id)
 
 
 def test_a_slow_start_says_what_it_is_waiting_for(workspace):
