@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import os
 import sys
 from collections.abc import Iterator
 
@@ -154,14 +155,23 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 def _configure_logging() -> None:
-    """JSON lines on stderr: stdout carries only the readiness line scripts wait for."""
+    """JSON lines on stderr: stdout carries only the readiness line scripts wait for.
+
+    ``TRUSTMESH_LOG_FORMAT=console`` (set by ``trustmesh run`` when its user watches a terminal)
+    asks for readable lines instead, as the sidecars write them there.
+    """
     import structlog
 
+    renderers: list = [structlog.processors.JSONRenderer()]
+    if os.environ.get("TRUSTMESH_LOG_FORMAT", "").lower() == "console":
+        from sidecar.logsetup import plain_values
+
+        renderers = [plain_values, structlog.dev.ConsoleRenderer(colors=False)]
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
+            *renderers,
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,

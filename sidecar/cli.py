@@ -24,6 +24,7 @@ COMMANDS = {
     "run": ("sidecar.cli_run", "run_command"),
     "stop": ("sidecar.cli_run", "stop_command"),
     "list": ("sidecar.cli_run", "list_command"),
+    "logs": ("sidecar.cli_run", "logs_command"),
     "k8s": ("sidecar.k8s.cli", "k8s_group"),
 }
 

@@ -49,6 +49,20 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _app_user() -> str | None:
+    """As root the runner starts each app as an unprivileged user of its own; where such a user
+    cannot run this interpreter (one installed under ``/root``), the demo's apps run as root
+    instead, and the runner's warning says what that costs."""
+    from sidecar.runner.users import app_user, can_switch_users, unreachable
+
+    if not can_switch_users():
+        return None
+    user = app_user(None, "demo")
+    if user is None or unreachable(user, Path("/"), [sys.executable], {}) is None:
+        return None
+    return "root"
+
+
 def _write_run_file(workdir: Path) -> tuple[Path, int]:
     """The example's run file, with absolute app paths and free ports."""
     run = yaml.safe_load((EXAMPLE / "mcp-quickstart.yaml").read_text())
@@ -58,6 +72,8 @@ def _write_run_file(workdir: Path) -> tuple[Path, int]:
         app["appPort"] = _free_port()
         if app["appID"] == "mcp-client":
             client_port = app["appPort"]
+    if (user := _app_user()) is not None:
+        run.setdefault("common", {})["user"] = user
     path = workdir / "mcp-quickstart.yaml"
     path.write_text(yaml.safe_dump(run, sort_keys=False))
     return path, client_port

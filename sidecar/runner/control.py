@@ -13,6 +13,7 @@ found through the registry and stopped alone.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from ..cli_support import admin_status, expiry_text
+from ..cli_support import admin_status
 from ..registry import Registry, pid_alive
 from ..state.store import MeshStore
 from .errors import RunnerError
@@ -75,7 +76,8 @@ def _still_running(left: list[Target], timeout: float) -> RunnerError:
 
 
 def _child_target(child: ChildRecord) -> Target:
-    label = "the CA" if child.role == "ca" else f"{child.role} {child.app_id!r}"
+    labels = {"ca": "the CA", "guard": "the run's guard"}
+    label = labels.get(child.role) or f"{child.role} {child.app_id!r}"
     return Target(label, child.pid, group=True)
 
 
@@ -93,7 +95,7 @@ async def stop_run(home: Path, run_file: Path, timeout: float) -> str:
             raise _still_running(left, timeout)
         return f"stopped the run of {run_file} (runner pid {state.runner_pid})"
     # The runner died without cleaning up: stop what it left behind, apps first.
-    order = {"app": 0, "sidecar": 1, "ca": 2}
+    order = {"app": 0, "sidecar": 1, "ca": 2, "guard": 3}
     records = sorted(
         (c for c in state.children if c.is_same_process()), key=lambda c: order.get(c.role, 3)
     )
@@ -114,9 +116,7 @@ async def stop_run(home: Path, run_file: Path, timeout: float) -> str:
 
 async def stop_app(home: Path, app_id: str, namespace: str, timeout: float) -> str:
     targets: list[Target] = []
-    for _, state in all_states(home):
-        if not state.runner_alive():
-            continue
+    for _, state in all_states(home):  # a runner that is gone may have left this app behind
         records = [c for c in state.children_for(app_id) if c.is_same_process()]
         records.sort(key=lambda c: 0 if c.role == "app" else 1)  # the app before its sidecar
         targets += [_child_target(c) for c in records]
@@ -137,8 +137,9 @@ async def stop_app(home: Path, app_id: str, namespace: str, timeout: float) -> s
 # --- list --------------------------------------------------------------------------------------
 
 
-def _age(started_at: float) -> str:
-    seconds = max(0, int(time.time() - started_at)) if started_at else 0
+def age_text(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -148,16 +149,53 @@ def _age(started_at: float) -> str:
     return f"{seconds // 86400}d"
 
 
-def list_rows(home: Path) -> list[dict]:
-    """One row per running sidecar, with its app's pid and run file when a run started it."""
-    store = MeshStore(home)
-    apps: dict[str, tuple[int, str]] = {}
+def _timestamp(epoch: float | None) -> str | None:
+    """RFC 3339 UTC, as the audit log and the SVID times are written."""
+    if not epoch:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+    return moment.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class OrphanedRun:
+    """A run whose runner is gone while processes it started still run."""
+
+    run_file: str
+    runner_pid: int
+    pids: tuple[int, ...]
+    app_ids: tuple[str, ...]
+
+
+def orphaned_runs(home: Path) -> list[OrphanedRun]:
+    out = []
     for _, state in all_states(home):
-        if not state.runner_alive():
+        if state.runner_alive():
             continue
+        live = [c for c in state.children if c.is_same_process()]
+        if live:
+            app_ids = tuple(dict.fromkeys(c.app_id for c in live if c.app_id is not None))
+            out.append(
+                OrphanedRun(state.run_file, state.runner_pid, tuple(c.pid for c in live), app_ids)
+            )
+    return out
+
+
+def list_rows(home: Path) -> list[dict]:
+    """One row per running sidecar, with its app's pid and run file when a run started it.
+
+    ``orphaned`` marks a sidecar (and app) whose runner is gone: nothing supervises them.
+    """
+    store = MeshStore(home)
+    apps: dict[str, tuple[int | None, str, bool]] = {}
+    for _, state in all_states(home):
+        orphaned = not state.runner_alive()
         for child in state.children:
-            if child.role == "app" and child.app_id is not None and child.is_same_process():
-                apps[child.app_id] = (child.pid, state.run_file)
+            if child.app_id is None or not child.is_same_process():
+                continue
+            pid = child.pid if child.role == "app" else None
+            known = apps.get(child.app_id)
+            apps[child.app_id] = (pid or (known[0] if known else None), state.run_file, orphaned)
     rows = []
     for record in Registry(home).records():
         status = admin_status(record) or {}
@@ -166,7 +204,7 @@ def list_rows(home: Path) -> list[dict]:
             binding = store.binding(record.app_id, record.namespace)
         except Exception:  # a broken binding file must not break the listing
             binding = None
-        app_pid, run_file = apps.get(record.app_id, (None, None))
+        app_pid, run_file, orphaned = apps.get(record.app_id, (None, None, False))
         rows.append(
             {
                 "app_id": record.app_id,
@@ -177,12 +215,15 @@ def list_rows(home: Path) -> list[dict]:
                 "app_port": record.app_port,
                 "sidecar_pid": record.pid,
                 "app_pid": app_pid,
-                "svid_expiry": expiry_text(svid.get("not_after")),
+                "svid_not_after": svid.get("not_after"),
                 "configuration": (binding.configuration if binding else None) or None,
                 "mcp_server": (binding.mcp_server or {}).get("path") if binding else None,
-                "age": _age(record.started_at),
-                "started_at": record.started_at,
+                "started_at": _timestamp(record.started_at),
+                "age_seconds": max(0, int(time.time() - record.started_at))
+                if record.started_at
+                else None,
                 "run_file": run_file,
+                "orphaned": orphaned,
             }
         )
     return rows

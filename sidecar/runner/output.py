@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +40,10 @@ class Console:
         self.stream = stream or sys.stdout
         self.err = err or sys.stderr
         self.colour = use_colour(self.stream)
+        try:
+            self.is_terminal = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.is_terminal = False
 
     def _write(self, stream: IO[str], text: str) -> None:
         try:
@@ -63,6 +68,15 @@ class Console:
         self._write(self.err, f"note: {text}")
 
 
+# The sidecar's own "sidecar ready" log event, as JSON or as a readable line: the runner says
+# "Started sidecar with app id …" for it, so the user sees one ready line per sidecar.
+_SIDECAR_READY = re.compile(r'"event": "sidecar ready"|^\S+ \[\w+\s*\] sidecar ready(\s|$)')
+
+
+def is_sidecar_ready_log(line: str) -> bool:
+    return _SIDECAR_READY.search(ANSI_RE.sub("", line)) is not None
+
+
 def prefix_for(role: str, app_id: str | None) -> str:
     if role == "ca":
         return "== CA == "
@@ -80,8 +94,10 @@ class LineSink:
         *,
         to_console: bool = True,
         log: IO[str] | None = None,
+        quiet: Callable[[str], bool] | None = None,
     ) -> None:
         self.console = console
+        self.quiet = quiet  # lines for the log file only (e.g. a second "ready" line)
         self.role = role
         self.prefix = prefix_for(role, app_id)
         self.to_console = to_console
@@ -91,11 +107,11 @@ class LineSink:
     def line(self, text: str) -> None:
         text = text.rstrip("\r")
         self.tail.append(text)
-        if self.to_console:
+        if self.to_console and not (self.quiet is not None and self.quiet(text)):
             self.console.emit(self.prefix, self.role, text)
         if self._file is not None:
             try:
-                self._file.write(ANSI_RE.sub("", text) + "\n")
+                self._file.write(self.prefix + ANSI_RE.sub("", text) + "\n")
                 self._file.flush()
             except (OSError, ValueError):
                 self._file = None
@@ -120,11 +136,27 @@ class LineSplitter:
         return [rest.decode("utf-8", "replace")] if rest else []
 
 
-def open_log_file(directory: Path, app_id: str, kind: str) -> IO[str]:
-    """Dapr's naming: ``<appID>_<kind>_<YYYYMMDDHHMMSS>.log``, opened for appending."""
-    stamp = dt.datetime.now().strftime("%Y%m%d%H%M%S")
-    directory.mkdir(parents=True, exist_ok=True)
-    return (directory / f"{app_id}_{kind}_{stamp}.log").open("a", encoding="utf-8")
+LOGS_DIR = "logs"
+
+
+def log_path(home: Path, app_id: str) -> Path:
+    """``<home>/logs/<app-id>.log``: an app's and its sidecar's lines, every run appended.
+
+    Under the mesh home, not the app's directory: a run leaves the source tree as it was, and
+    the app (another user, under root) cannot rewrite what it logged.
+    """
+    return Path(home) / LOGS_DIR / f"{app_id}.log"
+
+
+def open_log_file(home: Path, app_id: str) -> IO[str]:
+    path = log_path(home, app_id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, "a", encoding="utf-8")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    log.write(f"== RUN == {stamp} {app_id} started\n")
+    log.flush()
+    return log
 
 
 def tail_text(lines: collections.deque[str] | list[str], limit: int = 240) -> str:

@@ -24,7 +24,10 @@ trustmesh's own choices: ``appProtocol`` must be ``http`` (the sidecar forwards 
 ``appChannelAddress`` must be loopback; ``appPort`` absent (or negative) means an outbound-only
 app, as in Dapr, and ``appPort: 0`` asks trustmesh to pick a free port and pass it as
 ``APP_PORT``; ``daprHTTPPort`` absent or ``<= 0`` lets the sidecar pick one. The extra key
-``mcpServer: true`` (or ``{path: /mcp}``) registers the app as an MCP server.
+``mcpServer: true`` (or ``{path: /mcp}``) registers the app as an MCP server; ``user:`` (per app
+or in ``common``) names the unprivileged user the app runs as (see :mod:`.users`). Log files
+(``appLogDestination``/``daprdLogDestination`` ``file`` or ``fileAndConsole``) go to
+``<home>/logs/<app-id>.log``, not into ``appDirPath`` as Dapr's do: the source tree stays clean.
 """
 
 from __future__ import annotations
@@ -81,10 +84,9 @@ class AppSpec:
     mcp_server: dict[str, str] | None = None
     app_log_destination: str = "fileAndConsole"
     sidecar_log_destination: str = "console"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.app_dir / ".trustmesh" / "logs"
+    user: str | None = None  # None: the runner's default (see runner.users)
+    # How errors name the two fixed ports: run-file fields, or the flags of a single-app run.
+    port_labels: tuple[str, str] = ("appPort", "daprHTTPPort")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ SHARED_USED = (
     "appSSL",
     "appLogDestination",
     "daprdLogDestination",
+    "user",  # trustmesh's: the unprivileged user the app runs as (runner as root)
 )
 # Shared keys Dapr knows and trustmesh accepts without using them.
 SHARED_IGNORED = (
@@ -244,6 +247,7 @@ class _Shared:
     health_check_path: str | None = None
     app_log: str | None = None
     sidecar_log: str | None = None
+    user: str | None = None
 
 
 def _read_shared(
@@ -296,6 +300,11 @@ def _read_shared(
             if not path_text.startswith("/"):
                 raise reader.fail(node, "appHealthCheckPath must start with '/'")
             shared.health_check_path = path_text
+        elif key == "user":
+            name = reader.text(node, key)
+            if not name or any(c in name for c in ":/\x00") or name != name.strip():
+                raise reader.fail(node, f"user {name!r} must be a user name or a numeric uid")
+            shared.user = name
         elif key in ("appLogDestination", "daprdLogDestination"):
             value = reader.text(node, key)
             if value not in LOG_DESTINATIONS:
@@ -458,6 +467,7 @@ def _read_app(
         mcp_server=mcp,
         app_log_destination=pick(own.app_log, common.app_log, "fileAndConsole"),
         sidecar_log_destination=pick(own.sidecar_log, common.sidecar_log, "console"),
+        user=pick(own.user, common.user, None),
     )
 
 
@@ -565,3 +575,44 @@ def load_run_file(raw: str | os.PathLike[str]) -> RunFile:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise RunFileError(f"{path}: cannot read: {reason}") from None
     return parse_run_file(text, path)
+
+
+def single_app_run(
+    app_id: str,
+    command: tuple[str, ...],
+    *,
+    app_dir: Path,
+    app_port: int | None = None,
+    http_port: int | None = None,
+    mcp_path: str | None = None,
+    user: str | None = None,
+    log_level: str = "info",
+) -> RunFile:
+    """``trustmesh run --app-id ID [--app-port P] [--mcp-server] -- CMD…`` (Dapr's ``dapr run``).
+
+    One app in ``app_dir`` (the current directory), as a one-app template would describe it;
+    errors name the flags. The run is recorded under ``<app_dir>/<app-id>`` (no such file is
+    written), so two single-app runs of one App ID from one directory are one run.
+    """
+    from identity import IdentityError, validate_app_id
+
+    try:
+        validate_app_id(app_id)
+    except IdentityError as exc:
+        raise RunFileError(f"--app-id: {exc}") from None
+    if mcp_path is not None and (not mcp_path.startswith("/") or "//" in mcp_path):
+        raise RunFileError(f"--mcp-path {mcp_path!r} must be an absolute URL path")
+    app_dir = Path(os.path.normpath(Path(app_dir).absolute()))
+    spec = AppSpec(
+        app_id=app_id,
+        app_dir=app_dir,
+        line=0,
+        command=tuple(command),
+        app_port=app_port,
+        http_port=http_port or None,
+        mcp_server={"path": mcp_path} if mcp_path is not None else None,
+        user=user,
+        log_level=LOG_LEVELS[log_level],
+        port_labels=("--app-port", "--dapr-http-port"),
+    )
+    return RunFile(app_dir / app_id, 1, app_id, (spec,))

@@ -24,6 +24,17 @@ from ..registry import pid_alive
 RUNS_DIR = "runs"
 
 
+def group_alive(pgid: int) -> bool:
+    """Some process is still in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), or None if unknown."""
     try:

@@ -24,6 +24,8 @@ from pathlib import Path
 import trio
 
 from .output import LineSink, LineSplitter
+from .runstate import group_alive
+from .users import AppUser
 
 GONE_POLL = 0.05  # how often to look for stragglers in a group whose leader has exited
 STRAGGLER_WAIT = 2.0  # after SIGKILL, how long to wait for the kernel to clear the group
@@ -39,16 +41,6 @@ async def wait_first(*waiters: Callable[[], Awaitable[object]]) -> None:
 
         for waiter in waiters:
             nursery.start_soon(one, waiter)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Child:
@@ -116,30 +108,38 @@ class Child:
         return f"exited with code {code}"
 
 
-def ready_line_hook(child: Child) -> Callable[[str], None]:
-    """Watch stdout for the sidecar's ``{"event": "ready", …}`` line."""
+# A hook sees every stdout line first; True means "consumed": a line meant for the runner (a
+# readiness line), which the user does not see. The runner prints its own line for it.
+LineHook = Callable[[str], bool]
 
-    def hook(line: str) -> None:
+
+def ready_line_hook(child: Child) -> LineHook:
+    """Watch stdout for the sidecar's ``{"event": "ready", …}`` line, and consume it."""
+
+    def hook(line: str) -> bool:
         if child.ready.is_set() or not line.startswith("{"):
-            return
+            return False
         try:
             payload = json.loads(line)
         except ValueError:
-            return
+            return False
         if isinstance(payload, dict) and payload.get("event") == "ready":
             child.ready_payload = payload
             child.ready.set()
+            return True
+        return False
 
     return hook
 
 
-def listening_line_hook(child: Child) -> Callable[[str], None]:
-    """Watch stdout for ``ca serve``'s ``listening on https://HOST:PORT`` line."""
+def listening_line_hook(child: Child) -> LineHook:
+    """Watch stdout for ``ca serve``'s ``listening on https://HOST:PORT`` line (shown too)."""
 
-    def hook(line: str) -> None:
+    def hook(line: str) -> bool:
         if not child.ready.is_set() and line.startswith("listening on "):
             child.ready_payload = {"url": line.removeprefix("listening on ").strip()}
             child.ready.set()
+        return False
 
     return hook
 
@@ -148,14 +148,14 @@ async def _pump(
     child: Child,
     stream: trio.abc.ReceiveStream,
     sink: LineSink,
-    hook: Callable[[str], None] | None,
+    hook: LineHook | None,
 ) -> None:
     splitter = LineSplitter()
 
     def deliver(lines: list[str]) -> None:
         for line in lines:
-            if hook is not None:
-                hook(line)
+            if hook is not None and hook(line):
+                continue
             sink.line(line)
 
     try:
@@ -191,9 +191,18 @@ async def start_child(
     env: Mapping[str, str],
     stdout_sink: LineSink,
     stderr_sink: LineSink,
-    stdout_hook: Callable[[Child], Callable[[str], None]] | None = None,
+    stdout_hook: Callable[[Child], LineHook] | None = None,
+    user: AppUser | None = None,
 ) -> Child:
-    """Start ``argv`` as the leader of a new process group; its pipes are read in ``nursery``."""
+    """Start ``argv`` as the leader of a new process group; its pipes are read in ``nursery``.
+
+    With ``user`` the process runs with that uid and gid and no supplementary groups.
+    """
+    credentials = {}
+    if user is not None:
+        credentials = {"user": user.uid, "group": user.gid, "extra_groups": []}
+        if user.umask is not None:
+            credentials["umask"] = user.umask
     process = await trio.lowlevel.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -202,6 +211,7 @@ async def start_child(
         cwd=str(cwd),
         env=dict(env),
         process_group=0,
+        **credentials,
     )
     child = Child(role, app_id, process)
     child.stderr_sink = stderr_sink

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from sidecar.runner.runstate import read_state, state_path
+from tests._support.runner_dirs import user_for_python_apps
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,6 +83,8 @@ class ExampleRun:
         common = run.setdefault("common", {}) or {}
         run["common"] = common
         common["appLogDestination"] = "console"
+        if (user := user_for_python_apps()) is not None:
+            common["user"] = user
         common.setdefault("env", {}).update(env)
         for app in run["apps"]:
             app["appDirPath"] = str((self.example / app["appDirPath"]).resolve())

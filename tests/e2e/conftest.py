@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests._support.mcp_mesh import McpMesh
+from tests._support.runner_dirs import app_reachable_dir
 from tests.integration.conftest import Mesh
 
 
@@ -15,3 +18,13 @@ def mcp_mesh(tmp_path_factory, mesh_ca):
     yield mesh
     killed = mesh.procs.stop_all()
     assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """Reachable by the unprivileged user that ``trustmesh run`` starts apps as under root."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    with app_reachable_dir() as path:
+        yield path

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._support.runner_dirs import pin_app_user
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +67,7 @@ def copy_example(root: Path) -> tuple[Path, dict[int, int]]:
         for pinned, port in ports.items():
             text = re.sub(rf"\b{pinned}\b", str(port), text)
         path.write_text(text)
+    pin_app_user(example / RUN_FILE)
     return example, ports
 
 

@@ -75,8 +75,11 @@ def expected(agent: str, allowed: list[str]) -> dict:
 
 @pytest.fixture
 def example(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the four servers write it; as root they run as an unprivileged user
     run = ExampleRun(
-        EXAMPLE, "per-tool-servers.yaml", tmp_path, env={"DB_PATH": str(tmp_path / "db.sqlite")}
+        EXAMPLE, "per-tool-servers.yaml", tmp_path, env={"DB_PATH": str(data / "db.sqlite")}
     )
     yield run
     run.kill_leftovers()
@@ -103,7 +106,7 @@ def test_readme_walkthrough(example, tmp_path):
             assert answer["results"][server]["error"]["message"] in readme
 
     # The write went to the one SQLite file, the DDL too; the seed rows are there.
-    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite") as db:
         assert db.execute("SELECT name, quantity FROM items ORDER BY id").fetchall() == [
             ("widgets", 12),
             ("gadgets", 4),

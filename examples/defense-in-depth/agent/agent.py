@@ -96,6 +96,8 @@ async def run_once(token: str | None) -> dict:
             )
 
     headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+    if os.environ.get("DAPR_API_TOKEN"):  # our own sidecar's local door (set by trustmesh run)
+        headers["dapr-api-token"] = os.environ["DAPR_API_TOKEN"]
     http = httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(30, read=60),

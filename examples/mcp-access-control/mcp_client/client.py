@@ -29,6 +29,12 @@ class UpstreamRefused(Exception):
         self.status = status
 
 
+def sidecar_headers() -> dict[str, str]:
+    """``dapr-api-token`` for our own sidecar, when the runner gave us one (``$DAPR_API_TOKEN``)."""
+    token = os.environ.get("DAPR_API_TOKEN")
+    return {"dapr-api-token": token} if token else {}
+
+
 def _text(result) -> str:
     return "".join(getattr(c, "text", "") for c in result.content)
 
@@ -40,7 +46,7 @@ async def run_once() -> dict:
         if response.status_code >= 400:
             statuses.append(response.status_code)
 
-    http = create_mcp_http_client()
+    http = create_mcp_http_client(headers=sidecar_headers())
     http.event_hooks["response"].append(remember_status)
     out: dict = {"tools": [], "add_result": None, "weather_alert": None, "errors": []}
     try:

@@ -11,11 +11,13 @@ wants these tools must come through the sidecar in front of it.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sys
 
 import httpx
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -36,7 +38,9 @@ def add(a: int, b: int) -> int:
 async def get_weather_alert(city: str) -> str:
     """Get a weather alert for a given city."""
     url = f"{SIDECAR}/v1.0/invoke/{WEATHER_APP_ID}/method/alerts"
-    async with httpx.AsyncClient(timeout=10) as http:
+    token = os.environ.get("DAPR_API_TOKEN")  # our own sidecar's local door (trustmesh run)
+    headers = {"dapr-api-token": token} if token else {}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         response = await http.get(url, params={"city": city})
     if response.status_code != 200:
         # ToolError's text reaches the client; other exceptions are masked by the SDK.
@@ -53,18 +57,46 @@ def echo(message: str) -> str:
     return message
 
 
+class RequireAppToken:
+    """ASGI middleware: refuse (401) any request that did not come through our sidecar.
+
+    ``trustmesh run`` gives the app ``APP_API_TOKEN`` and its sidecar sends it as
+    ``dapr-api-token`` on every request it forwards (as Dapr does); another local process that
+    posts to this port directly does not have it. Exactly one header, compared in constant time.
+    """
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            sent = [v for k, v in scope["headers"] if k == b"dapr-api-token"]
+            if len(sent) != 1 or not hmac.compare_digest(sent[0], self.token):
+                body = b'{"error": "this app is reached through its sidecar only"}'
+                headers = [(b"content-type", b"application/json")]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def serve(server: MCPServer, **options) -> None:
+    """``server.run("streamable-http", …)``, behind :class:`RequireAppToken` when
+    ``$APP_API_TOKEN`` is set."""
+    app = server.streamable_http_app(host="127.0.0.1", **options)
+    if token := os.environ.get("APP_API_TOKEN"):
+        app.add_middleware(RequireAppToken, token=token)
+    uvicorn.run(app, host="127.0.0.1", port=APP_PORT, log_level=server.settings.log_level.lower())
+
+
 def main() -> None:
     json_mode = os.environ.get("MCP_RESPONSE_MODE", "sse") == "json"
     stateless = os.environ.get("MCP_STATELESS", "0") == "1"
     print(json.dumps({"event": "ready", "port": APP_PORT, "json": json_mode}), flush=True)
     sys.stdout.flush()
-    server.run(
-        "streamable-http",
-        host="127.0.0.1",
-        port=APP_PORT,
-        json_response=json_mode,
-        stateless_http=stateless,
-    )
+    serve(server, json_response=json_mode, stateless_http=stateless)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ A plain HTTP app on ``127.0.0.1:$APP_PORT``; only its sidecar can reach it from 
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,12 +26,24 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def do_GET(self) -> None:
+        if not self._through_sidecar():
+            self._reply(401, {"error": "this app is reached through its sidecar only"})
+            return
         url = urlsplit(self.path)
         if url.path != "/alerts":
             self._reply(404, {"error": "not found"})
             return
         city = (parse_qs(url.query).get("city") or ["chicago"])[0].lower()
         self._reply(200, {"city": city, "alert": ALERTS.get(city, "No active alerts")})
+
+    def _through_sidecar(self) -> bool:
+        """With ``$APP_API_TOKEN`` set (by ``trustmesh run``), only requests carrying it as
+        ``dapr-api-token`` (sent by our sidecar, as Dapr does) are served."""
+        token = os.environ.get("APP_API_TOKEN")
+        if not token:
+            return True
+        sent = self.headers.get_all("dapr-api-token") or []
+        return len(sent) == 1 and hmac.compare_digest(sent[0].encode(), token.encode())
 
     def _reply(self, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()

@@ -32,6 +32,12 @@ SIDECAR = f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3500')}"
 DEFAULT_SQL = "SELECT count(*) AS items FROM items"
 
 
+def sidecar_headers() -> dict[str, str]:
+    """``dapr-api-token`` for our own sidecar, when the runner gave us one (``$DAPR_API_TOKEN``)."""
+    token = os.environ.get("DAPR_API_TOKEN")
+    return {"dapr-api-token": token} if token else {}
+
+
 def probes(sql: str) -> dict[str, tuple[str, dict]]:
     """Server App ID → (tool, arguments): one harmless, repeatable call per server."""
     return {
@@ -60,7 +66,7 @@ async def call_one(server: str, tool: str, arguments: dict) -> dict:
                 body = response.text.strip()
             errors.append((response.status_code, body))
 
-    http = create_mcp_http_client()
+    http = create_mcp_http_client(headers=sidecar_headers())
     http.event_hooks["response"].append(remember_error)
     url = f"{SIDECAR}/v1.0/invoke/{server}/method/mcp"
     try:

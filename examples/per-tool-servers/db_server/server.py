@@ -14,25 +14,31 @@ ddl        mcp-db-ddl     ``create_table``, ``drop_table`` (destructive)
 ========== ============== ===============================================================
 
 Written with the official ``mcp`` SDK (``MCPServer``) and nothing trustmesh-specific; it listens
-on ``127.0.0.1:$APP_PORT``. The database is ``$DB_PATH`` (default ``.data/inventory.db`` in the
-working directory), created and seeded on first start by whichever server starts first.
+on ``127.0.0.1:$APP_PORT``. The database is ``$DB_PATH`` (default
+``trustmesh-per-tool-servers/inventory.db`` in the system's temporary directory: not in the
+source tree, and writable by the unprivileged user ``trustmesh run`` starts apps as under root),
+created and seeded on first start by whichever server starts first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 ROLE = os.environ.get("DB_ROLE", "")
-DB_PATH = Path(os.environ.get("DB_PATH", ".data/inventory.db")).absolute()
+DEFAULT_DB = Path(tempfile.gettempdir()) / "trustmesh-per-tool-servers" / "inventory.db"
+DB_PATH = Path(os.environ.get("DB_PATH") or DEFAULT_DB).absolute()
 APP_PORT = int(os.environ.get("APP_PORT", "8000"))
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -186,6 +192,40 @@ TOOL_GROUPS = {
 }
 
 
+class RequireAppToken:
+    """ASGI middleware: refuse (401) any request that did not come through our sidecar.
+
+    ``trustmesh run`` gives the app ``APP_API_TOKEN`` and its sidecar sends it as
+    ``dapr-api-token`` on every request it forwards (as Dapr does); another local process that
+    posts to this port directly does not have it. Exactly one header, compared in constant time.
+    """
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            sent = [v for k, v in scope["headers"] if k == b"dapr-api-token"]
+            if len(sent) != 1 or not hmac.compare_digest(sent[0], self.token):
+                body = b'{"error": "this app is reached through its sidecar only"}'
+                headers = [(b"content-type", b"application/json")]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def serve(server: MCPServer, **options) -> None:
+    """``server.run("streamable-http", …)``, behind :class:`RequireAppToken` when
+    ``$APP_API_TOKEN`` is set."""
+    app = server.streamable_http_app(host="127.0.0.1", **options)
+    if token := os.environ.get("APP_API_TOKEN"):
+        app.add_middleware(RequireAppToken, token=token)
+    uvicorn.run(app, host="127.0.0.1", port=APP_PORT, log_level=server.settings.log_level.lower())
+
+
 def main() -> None:
     if ROLE not in TOOL_GROUPS:
         raise SystemExit(f"set DB_ROLE to one of {', '.join(TOOL_GROUPS)} (got {ROLE!r})")
@@ -193,7 +233,7 @@ def main() -> None:
     server = MCPServer(f"mcp-db-{ROLE}")
     TOOL_GROUPS[ROLE](server)
     print(f"mcp-db-{ROLE}: {DB_PATH} on 127.0.0.1:{APP_PORT}", flush=True)
-    server.run("streamable-http", host="127.0.0.1", port=APP_PORT)
+    serve(server)
 
 
 if __name__ == "__main__":

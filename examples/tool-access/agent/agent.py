@@ -39,6 +39,12 @@ CALLS = {
 }
 
 
+def sidecar_headers() -> dict[str, str]:
+    """``dapr-api-token`` for our own sidecar, when the runner gave us one (``$DAPR_API_TOKEN``)."""
+    token = os.environ.get("DAPR_API_TOKEN")
+    return {"dapr-api-token": token} if token else {}
+
+
 def _message(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -56,7 +62,7 @@ async def run_once() -> dict:
         if response.status_code >= 400:
             statuses.append(response.status_code)
 
-    http = create_mcp_http_client()
+    http = create_mcp_http_client(headers=sidecar_headers())
     http.event_hooks["response"].append(remember_status)
     out: dict = {"agent": APP_ID, "session": "open", "tools": [], "calls": {}}
     try:
