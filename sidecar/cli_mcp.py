@@ -16,8 +16,11 @@ from .cli_support import fail, home_option, open_store, report_change, wait_opti
 from .errors import ResourceInvalid
 from .http.path import normalize_method
 from .mcp import (
+    Caller,
+    CallerRef,
     MCPServerAccessPolicy,
     authorize_item,
+    caller_ref,
     grant,
     parse_policy,
     revoke,
@@ -27,6 +30,7 @@ from .mcp import (
 from .state.store import AppBinding
 
 KIND = "MCPServerAccessPolicy"
+WILDCARD = "*"
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -38,6 +42,32 @@ def _names(value: str | None) -> list[str] | None:
     return names
 
 
+def _server_namespace(store, name: str) -> str | None:
+    """The namespace MCP server ``name`` is registered in (what a bare caller means)."""
+    for binding in store.bindings():
+        if binding.app_id == name and binding.mcp_server is not None:
+            return binding.namespace
+    return None
+
+
+def _caller(caller: str, caller_namespace: str | None) -> CallerRef:
+    """``--caller app``, ``--caller ns/app`` or ``--caller app --caller-namespace ns``."""
+    if caller_namespace is not None:
+        if "/" in caller:
+            raise click.UsageError("give the namespace once: --caller NS/APP or --caller-namespace")
+        caller = f"{caller_namespace}/{caller}"
+    try:
+        return caller_ref(caller)
+    except ResourceInvalid as exc:
+        raise fail(exc) from None
+
+
+caller_namespace_option = click.option(
+    "--caller-namespace",
+    help="The caller's namespace (default: the MCP server's own; '*' for any namespace).",
+)
+
+
 def _load(store, name: str) -> MCPServerAccessPolicy:
     document = store.get(KIND, name)
     if document is None:
@@ -45,7 +75,7 @@ def _load(store, name: str) -> MCPServerAccessPolicy:
             f"MCP server {name!r} is not registered; run 'trustmesh mcpserver create {name}'"
         )
     try:
-        return parse_policy(document)
+        return parse_policy(document, server_namespace=_server_namespace(store, name))
     except ResourceInvalid as exc:
         raise click.ClickException(f"the stored policy of {name!r} is invalid: {exc}") from None
 
@@ -92,12 +122,12 @@ def _describe(policy: MCPServerAccessPolicy) -> str:
         return f"{policy.name}: deny-all (no rules)"
     lines = [f"{policy.name}: {len(policy.rules)} rule(s)"]
     for index, rule in enumerate(policy.rules):
-        callers = ", ".join(rule.callers)
+        callers = ", ".join(c.label() for c in rule.callers)
+        grants = []
         for g in rule.grants:
             scopes = f" (scopes: {' '.join(g.required_scopes)})" if g.required_scopes else ""
-            lines.append(
-                f"  rules[{index}] callers={callers} {g.capability}={','.join(g.names)}{scopes}"
-            )
+            grants.append(f"{g.capability}={','.join(g.names)}{scopes}")
+        lines.append(f"  rules[{index}] callers={callers} {'; '.join(grants) or '(no grants)'}")
     return "\n".join(lines)
 
 
@@ -144,7 +174,10 @@ def _edit(home, name, edit, wait, wait_timeout) -> None:
 
 @access_group.command("grant")
 @click.argument("name")
-@click.option("--caller", required=True, help="Caller App ID, or '*' for any caller.")
+@click.option(
+    "--caller", required=True, help="Caller App ID (or NS/APP-ID), or '*' for any caller."
+)
+@caller_namespace_option
 @click.option("--allow-tools", help="Comma-separated tool names, or '*'.")
 @click.option("--allow-resources", help="Comma-separated resource URIs, or '*'.")
 @click.option("--allow-prompts", help="Comma-separated prompt names, or '*'.")
@@ -154,6 +187,7 @@ def _edit(home, name, edit, wait, wait_timeout) -> None:
 def access_grant(
     name,
     caller,
+    caller_namespace,
     allow_tools,
     allow_resources,
     allow_prompts,
@@ -172,17 +206,13 @@ def access_grant(
         raise click.UsageError(
             "give at least one of --allow-tools, --allow-resources, --allow-prompts"
         )
-    if caller != "*":
-        try:
-            validate_app_id(caller)
-        except IdentityError as exc:
-            raise fail(exc) from None
+    ref = _caller(caller, caller_namespace)
     scopes = tuple(_names(required_scopes) or ())
 
     def edit(policy):
         for capability, names in wanted.items():
             if names:
-                policy = grant(policy, caller, capability, names, required_scopes=scopes)
+                policy = grant(policy, ref, capability, names, required_scopes=scopes)
         return policy
 
     _edit(home, name, edit, wait, wait_timeout)
@@ -190,7 +220,8 @@ def access_grant(
 
 @access_group.command("revoke")
 @click.argument("name")
-@click.option("--caller", required=True)
+@click.option("--caller", required=True, help="Caller App ID (or NS/APP-ID), or '*'.")
+@caller_namespace_option
 @click.option("--allow-tools", help="Tool names to take away.")
 @click.option("--allow-resources", help="Resource URIs to take away.")
 @click.option("--allow-prompts", help="Prompt names to take away.")
@@ -198,7 +229,16 @@ def access_grant(
 @home_option
 @wait_options
 def access_revoke(
-    name, caller, allow_tools, allow_resources, allow_prompts, everything, home, wait, wait_timeout
+    name,
+    caller,
+    caller_namespace,
+    allow_tools,
+    allow_resources,
+    allow_prompts,
+    everything,
+    home,
+    wait,
+    wait_timeout,
 ) -> None:
     """Take grants away from CALLER on NAME."""
     wanted = {
@@ -208,13 +248,14 @@ def access_revoke(
     }
     if everything == any(wanted.values()):
         raise click.UsageError("give either --all or names with --allow-tools/-resources/-prompts")
+    ref = _caller(caller, caller_namespace)
 
     def edit(policy):
         if everything:
-            return revoke_all(policy, caller)
+            return revoke_all(policy, ref)
         for capability, names in wanted.items():
             if names:
-                policy = revoke(policy, caller, capability, names)
+                policy = revoke(policy, ref, capability, names)
         return policy
 
     _edit(home, name, edit, wait, wait_timeout)
@@ -222,21 +263,27 @@ def access_revoke(
 
 @access_group.command("test")
 @click.argument("name")
-@click.option("--caller", required=True)
+@click.option("--caller", required=True, help="Caller App ID, or NS/APP-ID.")
+@caller_namespace_option
 @click.option("--tool")
 @click.option("--resource")
 @click.option("--prompt")
 @home_option
-def access_test(name, caller, tool, resource, prompt, home) -> None:
+def access_test(name, caller, caller_namespace, tool, resource, prompt, home) -> None:
     """Preview a verdict with the sidecar's own decision function (exit 0 allowed, 1 denied)."""
     asked = [
         (c, n) for c, n in (("tools", tool), ("resources", resource), ("prompts", prompt)) if n
     ]
     if len(asked) != 1:
         raise click.UsageError("give exactly one of --tool, --resource, --prompt")
+    ref = _caller(caller, caller_namespace)
+    if WILDCARD in (ref.app_id, ref.namespace):
+        raise click.UsageError("--caller names one caller for a test, not '*'")
     _, store = open_store(home)
     capability, item = asked[0]
-    decision = authorize_item(_load(store, name), caller, capability, item)
+    policy = _load(store, name)
+    who = Caller(*ref.effective(policy.server_namespace))
+    decision = authorize_item(policy, who, capability, item)
     verdict = "ALLOWED" if decision.allowed else "DENIED"
     rule = f" [{decision.rule}]" if decision.rule else ""
     click.echo(f"{verdict}: {decision.message or f'{caller} may use {item}'}{rule}")

@@ -10,6 +10,9 @@ Resumption (2025-11-25): scenarios whose name starts with ``resume`` store the e
 stream per ``Mcp-Session-Id``; ``GET`` with ``Last-Event-ID`` replays the stored events after that
 id, as an SDK event store does (``replay_events_after``). ``GET`` without a known id gets 404.
 
+Sessions: ``initialize`` without an ``Mcp-Session-Id`` is answered with a fresh one (the sidecar
+only forwards a session id to the caller whose request it was issued to).
+
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -130,6 +134,11 @@ class Handler(BaseHTTPRequestHandler):
         message = json.loads(body)
         if "id" not in message:
             self._send(202, "application/json", b"")
+            return
+        if message.get("method") == "initialize" and not session:
+            result = {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {}}
+            answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": result})
+            self._send(200, "application/json", answer, uuid.uuid4().hex)
             return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)

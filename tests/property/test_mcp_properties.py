@@ -48,7 +48,7 @@ def test_filtered_list_is_a_granted_subset(policy, caller, names):
 def test_tools_call_allowed_iff_authorize_item(policy, caller, name):
     data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
     verdict = inspect_request(
-        data.encode(), caller_app_id=caller, policy=policy, headers={}, negotiated_version=None
+        data.encode(), caller=caller, policy=policy, headers={}, negotiated_version=None
     )
     assert verdict.allowed is authorize_item(policy, caller, "tools", name).allowed
 
