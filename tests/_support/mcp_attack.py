@@ -92,6 +92,14 @@ class Caller:
                 "mcp-session-id": session, **(headers or {})}  # fmt: skip
         return self.http.get(self.url, headers=sent)
 
+    def stream_status(self, session: str, headers: dict | None = None) -> int:
+        """Open the session's GET stream and report its status (closed at once: an open SSE
+        stream never ends by itself)."""
+        sent = {"accept": "text/event-stream", "mcp-protocol-version": "2025-11-25",
+                "mcp-session-id": session, **(headers or {})}  # fmt: skip
+        with self.http.stream("GET", self.url, headers=sent) as response:
+            return response.status_code
+
     def delete(self, session: str) -> httpx.Response:
         headers = {"mcp-protocol-version": "2025-11-25", "mcp-session-id": session}
         return self.http.delete(self.url, headers=headers)
