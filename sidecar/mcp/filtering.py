@@ -155,6 +155,7 @@ def filter_response_body(
     *,
     max_bytes: int = DEFAULT_MAX_RESPONSE,
     backstop: Callable[[Any], Any | None] | None = None,
+    observe: Callable[[Any], None] | None = None,
 ) -> bytes:
     """Filter an ``application/json`` response body, or raise ``ResponseFilterFailed``.
 
@@ -171,6 +172,9 @@ def filter_response_body(
         document = loads_strict(body, max_bytes=max_bytes, fold_check=False)
     except JsonRejected as exc:
         raise ResponseFilterFailed(f"upstream response could not be read: {exc}") from exc
+    if observe is not None:  # what the server said, before anything is cut from it
+        for message in document if isinstance(document, list) else (document,):
+            observe(message)
     if isinstance(document, list):
         out = [_filter_element(m, table, backstop) for m in document]
         changed = any(a is not b for a, b in zip(out, document, strict=True))

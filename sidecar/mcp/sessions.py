@@ -16,8 +16,10 @@ the spec prescribes after a 404), never handed to someone else.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from pathlib import Path
 
 from .pending import PendingLists
 
@@ -25,6 +27,7 @@ MAX_SESSIONS = 4096
 MAX_SESSIONS_PER_CALLER = 256
 MAX_TASKS = 8192
 MAX_TASKS_PER_CALLER = 512
+MAX_SEEN_TOOLS = 1024
 
 
 class _OwnedLru:
@@ -92,6 +95,10 @@ class McpSessions:
         self._sessions = _OwnedLru(limit, per_caller)
         self._tasks = _OwnedLru(task_limit, tasks_per_caller)
         self._pending: dict[str, PendingLists] = {}  # by session id; only owners reach them
+        # The tool names the server listed (unfiltered), for the CLI's typo warnings; the
+        # callback (the runtime's) is told only when the set grows.
+        self.seen_tools: frozenset[str] = frozenset()
+        self.on_tools_seen: Callable[[frozenset[str]], None] | None = None
         self._session_tasks: dict[Hashable, set[tuple]] = {}  # session id → its task keys
 
     # -- sessions ------------------------------------------------------------------------------
@@ -148,7 +155,40 @@ class McpSessions:
     def task_owner(self, session_id: str | None, task_id: str) -> Hashable | None:
         return self._tasks.owner((session_id, task_id))
 
+    # -- what the server offers ------------------------------------------------------------------
+    def saw_tools(self, names) -> None:
+        new = self.seen_tools | {n for n in names if isinstance(n, str)}
+        if new == self.seen_tools or len(new) > MAX_SEEN_TOOLS:
+            return
+        self.seen_tools = frozenset(new)
+        if self.on_tools_seen is not None:
+            self.on_tools_seen(self.seen_tools)
+
     # -- sizes (tests and status) --------------------------------------------------------------
     def counts(self) -> tuple[int, int, int]:
         """(sessions, tasks, sessions with pending list state)."""
         return len(self._sessions), len(self._tasks), len(self._pending)
+
+
+def seen_tools_path(home: Path, namespace: str, app_id: str) -> Path:
+    """Where a sidecar notes the tool names its MCP server listed (read by ``access grant``)."""
+    return Path(home) / "mcp" / "seen-tools" / f"{namespace}.{app_id}.json"
+
+
+def write_seen_tools(path: Path, names: frozenset[str]) -> None:
+    """Write the names atomically (rare: only when the server lists a tool not seen before)."""
+    from identity import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, json.dumps(sorted(names)).encode(), mode=0o600)
+    except OSError:
+        pass  # a hint for the CLI only: never a reason to fail the response carrying the list
+
+
+def read_seen_tools(path: Path) -> list[str] | None:
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else None

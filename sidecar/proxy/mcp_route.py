@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import h11
@@ -253,6 +254,15 @@ def content_filter(
     return check
 
 
+def _note_tools(sessions: McpSessions, message: Any) -> None:  # observe hook of the filters
+    """Remember the tool names the server lists (before filtering): the CLI warns about grants
+    naming a tool the server never listed."""
+    result = message.get("result") if isinstance(message, dict) else None
+    tools = result.get("tools") if isinstance(result, dict) else None
+    if isinstance(tools, list):
+        sessions.saw_tools(t.get("name") for t in tools if isinstance(t, dict))
+
+
 class _JsonFilter:
     """A whole (non-event-stream) body: filtered by pending id and by content.
 
@@ -264,9 +274,16 @@ class _JsonFilter:
     buffered = True
 
     def __init__(
-        self, pending: PendingLists, ids: tuple, backstop, *, status: int, is_json: bool
+        self,
+        pending: PendingLists,
+        ids: tuple,
+        backstop,
+        *,
+        status: int,
+        is_json: bool,
+        observe=None,
     ) -> None:
-        self.pending, self.ids, self.backstop = pending, ids, backstop
+        self.pending, self.ids, self.backstop, self.observe = pending, ids, backstop, observe
         self.status, self.is_json = status, is_json
         self.extra_headers = ((b"cache-control", b"private, no-store"),) if ids else ()
 
@@ -274,7 +291,9 @@ class _JsonFilter:
         try:
             if not self.ids and not may_hold_list(body):
                 return body
-            return filter_response_body(body, self.pending, backstop=self.backstop)
+            return filter_response_body(
+                body, self.pending, backstop=self.backstop, observe=self.observe
+            )
         except ResponseFilterFailed as exc:
             if not self.ids and not self.is_json and self.status >= 400:
                 return body  # an error page (HTML, text), not JSON-RPC: no client reads a list
@@ -291,8 +310,8 @@ class _SseListFilter:
     buffered = False
     extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, own_ids: tuple, backstop) -> None:
-        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop)
+    def __init__(self, pending: PendingLists, own_ids: tuple, backstop, observe=None) -> None:
+        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop, observe=observe)
 
     def feed(self, chunk: bytes) -> bytes:
         return self._filter.feed(chunk)
@@ -339,6 +358,7 @@ def response_planner(
     pending = sessions.get(caller, session_id(request))
     list_ids = tuple(p.request_id for p in new)
     backstop = content_filter(sessions, request, current_policy)
+    observe = partial(_note_tools, sessions)
 
     def plan(response: h11.Response):
         pending_now = pending
@@ -358,7 +378,7 @@ def response_planner(
                 f"a response arrived with Content-Encoding {encoding!r}", list_ids, pending_now
             )
         if is_sse:
-            return _SseListFilter(pending_now, own_ids, backstop)
+            return _SseListFilter(pending_now, own_ids, backstop, observe)
         if list_ids and not is_json and response.status_code < 300:
             return _Withhold(
                 f"a list response arrived as {content_type.decode('latin-1')!r}, which cannot "
@@ -367,7 +387,12 @@ def response_planner(
                 pending_now,
             )
         return _JsonFilter(
-            pending_now, list_ids, backstop, status=response.status_code, is_json=is_json
+            pending_now,
+            list_ids,
+            backstop,
+            status=response.status_code,
+            is_json=is_json,
+            observe=observe,
         )
 
     return plan

@@ -8,8 +8,8 @@ stream — and the caller, who holds ``add`` and ``echo``, must never see ``get_
 The twin: the same caller's plain ``tools/list`` still returns its two tools. A bounded loop
 then runs the real race against the official SDK server in stateful JSON mode: the SDK does
 deliver the list on the ping's response there, and leaves the losing request unanswered for
-good (so the loop's requests time out quickly, and that server is killed at the end: it can no
-longer shut down gracefully).
+good or fails it with a 500 (so the loop's requests time out quickly, and that server is killed
+at the end: it can no longer shut down gracefully).
 """
 
 from __future__ import annotations
@@ -136,9 +136,10 @@ def test_bounded_race_loop_against_the_sdk_server_in_json_mode(world):
             for response in (listed, pinged):
                 if response is None:
                     continue
-                assert response.status_code == 200, response.text
+                # Whatever the wedged SDK answers (it may also fail with a 500), never the tool.
                 assert HIDDEN not in response.content, response.content
-                seen += json_messages(response)
+                if response.status_code == 200:
+                    seen += json_messages(response)
     finally:
         server = next(p for p in mesh.procs.procs if p.name == "sdk-server")
         mesh.procs.procs.remove(server)  # wedged by its own race: no graceful stop possible
