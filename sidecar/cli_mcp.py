@@ -120,6 +120,25 @@ def missing_scopes(needed, held) -> list[str]:
     return [s for s in dict.fromkeys(needed) if s not in set(held)]
 
 
+def mcp_column(store, app_id: str, binding, record, status) -> str:
+    """``appid list/get``'s MCP column: registered or not, and whether that is enforced now."""
+    if binding is None or binding.mcp_server is None:
+        if store.get(KIND, app_id) is not None and _registration(store, app_id) is None:
+            return "no (a policy is stored but the app is not registered: nothing enforces it)"
+        return "no"
+    if record is None:
+        return "yes (not enforced: no sidecar running)"
+    if status is None:
+        return "yes (not enforced: its sidecar does not answer)"
+    policy = status.get("policy") or {}
+    if policy.get("error"):
+        return f"yes (sidecar reports: {policy['error']})"
+    seen, current = policy.get("generation"), store.generation()
+    if not isinstance(seen, int) or seen < current:
+        return f"yes (sidecar at version {seen}, store at {current})"
+    return "yes"
+
+
 def _warn(lines) -> None:
     for line in lines:
         click.echo(f"warning: {line}", err=True)

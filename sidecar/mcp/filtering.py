@@ -100,6 +100,13 @@ def list_backstop(
     def backstop(message: Any) -> Any | None:
         if not isinstance(message, Mapping) or "method" in message:
             return None
+        error = message.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("data"), Mapping):
+            # A list tucked into an error's data reaches the caller all the same.
+            data = backstop({"result": error["data"]})
+            if data is not None:
+                return {**message, "error": {**error, "data": data["result"]}}
+            return None
         result = message.get("result")
         if not isinstance(result, Mapping):
             return None

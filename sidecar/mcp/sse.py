@@ -269,9 +269,9 @@ class SseFilter:
                 for m, p, b in zip(message, answered, backstopped, strict=True)
             ]
         entry = self._answered(message)
-        if entry is not None and "error" in message:  # error responses pass unchanged
+        if entry is not None and "error" in message:  # error responses pass (content-checked)
             self._pending.discard(entry.request_id)
-            return None
+            return self._backstop(message) if self._backstop is not None else None
         if entry is not None:
             return self._apply(message, entry)
         return self._backstop(message) if self._backstop is not None else None

@@ -175,3 +175,17 @@ def test_create_with_several_endpoints_and_delete(tm):
     tm("mcpserver", "delete", "mcp-server")
     assert tm("mcpserver", "list").stdout.strip() == "no MCP servers registered"
     assert "is not registered" in tm("mcpserver", "delete", "mcp-server", code=1).stderr
+
+
+def test_appid_list_says_when_an_mcp_policy_is_not_enforced(tm, tmp_path):
+    tm("mcpserver", "create", "mcp-server")
+    listed = tm("appid", "list").stdout
+    assert "yes (not enforced: no sidecar running)" in listed
+    tm("mcpserver", "delete", "mcp-server")
+    # A policy file put there by hand (or by an older trustmesh) without a registration:
+    policies = tm.home / "resources" / "mcpserverpolicies"
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "mcp-server.yaml").write_text(policy_file(tmp_path, "mcp-server").read_text())
+    assert "a policy is stored but the app is not registered" in tm("appid", "list").stdout
+    assert "not registered as an MCP server" in tm("mcpserver", "access", "get",
+                                                   "mcp-server").stderr  # fmt: skip

@@ -162,3 +162,13 @@ def test_verdict_names_methods_items_and_argument_keys_for_allowed_and_denied():
     )  # fmt: skip
     assert allowed.allowed and allowed.names == ("add",) and allowed.arg_keys == ("a", "b")
     assert b"/etc" not in json.dumps(denied.arg_keys).encode()  # keys, never values
+
+
+def test_a_list_tucked_into_an_error_data_is_filtered_too():
+    raw = json.dumps(
+        {"jsonrpc": "2.0", "id": 5, "error": {"code": -1, "message": "x", "data": {"tools": TOOLS}}}
+    ).encode()
+    out = json.loads(
+        filter_response_body(raw, PendingLists(), backstop=list_backstop(VICTIM, POLICY))
+    )
+    assert [t["name"] for t in out["error"]["data"]["tools"]] == ["add", "echo"]
