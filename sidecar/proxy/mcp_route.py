@@ -267,8 +267,8 @@ class _JsonFilter:
     """A whole (non-event-stream) body: filtered by pending id and by content.
 
     Bodies that cannot hold a list (:func:`may_hold_list`, a byte scan) pass without parsing; a
-    body that might but does not parse is withheld unless it is an error page that answers no
-    list of ours.
+    body that might but does not parse is withheld unless it is a non-JSON error page (the
+    server's own 404 or 500 text, which no client reads as a JSON-RPC answer).
     """
 
     buffered = True
@@ -295,7 +295,7 @@ class _JsonFilter:
                 body, self.pending, backstop=self.backstop, observe=self.observe
             )
         except ResponseFilterFailed as exc:
-            if not self.ids and not self.is_json and self.status >= 400:
+            if not self.is_json and self.status >= 400:
                 return body  # an error page (HTML, text), not JSON-RPC: no client reads a list
             raise WithheldResponse(str(exc), self.ids[0] if len(self.ids) == 1 else None) from exc
         finally:

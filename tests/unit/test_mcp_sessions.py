@@ -172,3 +172,16 @@ def test_a_list_tucked_into_an_error_data_is_filtered_too():
         filter_response_body(raw, PendingLists(), backstop=list_backstop(VICTIM, POLICY))
     )
     assert [t["name"] for t in out["error"]["data"]["tools"]] == ["add", "echo"]
+
+
+def test_error_pages_pass_but_unreadable_json_that_might_hold_a_list_is_withheld():
+    from sidecar.proxy.mcp_route import WithheldResponse, _JsonFilter
+
+    page = b"<html>404: no tools here</html>"
+    backstop = list_backstop(VICTIM, POLICY)
+    plain_404 = _JsonFilter(PendingLists(), (1,), backstop, status=404, is_json=False)
+    assert plain_404.feed(page) == page
+    broken = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"}'
+    for status, is_json in ((200, True), (200, False), (500, True)):
+        with pytest.raises(WithheldResponse):
+            _JsonFilter(PendingLists(), (), backstop, status=status, is_json=is_json).feed(broken)
