@@ -11,6 +11,7 @@ from that log. The ACL (Dapr ``accessControl``) is checked the same way.
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests._support.mcp_attack import Caller, call, encode, request, sidecar_in
 
@@ -37,14 +38,26 @@ def world(mcp_mesh):
 
 
 def policy(mesh, *grants: tuple[str, str]) -> None:
-    """Start from deny-all, then grant ``(caller, tools)`` pairs; wait until enforced."""
-    for who in (CLIENT_ID, "dev/mcp-client", "*", "*/*", "*/mcp-client"):
-        mesh.tm("mcpserver", "access", "revoke", SERVER_ID, "--caller", who, "--all")
+    """Replace the server's policy with one rule per ``(caller, tools)``; wait until enforced.
+
+    ``caller`` is written as the CLI takes it (``app``, ``ns/app``), and lands in the document as
+    ``appID`` plus, only when written, ``namespace``.
+    """
+    rules = []
     for who, tools in grants:
-        mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", who,
-                "--allow-tools", tools)  # fmt: skip
-    mesh.tm("mcpserver", "access", "get", SERVER_ID)
-    mesh.tm("mcpserver", "create", SERVER_ID, "--wait")  # a no-op change to wait on
+        namespace, _, app_id = who.rpartition("/")
+        caller = {"appID": app_id, **({"namespace": namespace} if namespace else {})}
+        grant = {"capability": "tools", "names": tools.split(",")}
+        rules.append({"callers": [caller], "grants": [grant]})
+    document = {
+        "apiVersion": "trustmesh.dev/v1alpha1",
+        "kind": "MCPServerAccessPolicy",
+        "metadata": {"name": SERVER_ID},
+        "spec": {"mcpServerRef": SERVER_ID, "rules": rules},
+    }
+    path = mesh.root / "namespaces-policy.yaml"
+    path.write_text(yaml.safe_dump(document))
+    mesh.tm("apply", "-f", str(path), "--wait")
 
 
 def ran(response, text: str) -> None:

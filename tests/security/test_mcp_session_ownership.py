@@ -18,13 +18,16 @@ import json
 import sys
 
 import pytest
+import yaml
 
+from sidecar.mcp import parse_stream
 from tests._support.mcp_attack import Caller, call, request, sidecar_in
 from tests._support.mcp_mesh import RequestLog
 
 pytestmark = pytest.mark.e2e
 
 SDK_ID = "sdk-server"
+SSE_ID = "sdk-sse-server"
 TASKS_ID = "task-server"
 VICTIM, INTRUDER = "mcp-client", "intruder"
 V3 = "2025-11-25"
@@ -46,10 +49,7 @@ def world(mcp_mesh):
         "intruder": sidecar_in(mcp_mesh, INTRUDER, "default"),
         "dev": sidecar_in(mcp_mesh, VICTIM, "dev"),
     }
-    for server in (SDK_ID, TASKS_ID):
-        mcp_mesh.tm("mcpserver", "create", server)
-        for who in (VICTIM, INTRUDER, f"dev/{VICTIM}"):
-            mcp_mesh.grant(server, who, "add,echo")
+    apply_grants(mcp_mesh, (SDK_ID, TASKS_ID), (VICTIM, INTRUDER, f"dev/{VICTIM}"))
     sdk_callers = {
         "victim": Caller(procs["victim"], SDK_ID),
         "intruder": Caller(procs["intruder"], SDK_ID),
@@ -63,6 +63,52 @@ def world(mcp_mesh):
     yield sdk_callers, sdk_log, task_callers, task_log
     for caller in (*sdk_callers.values(), *task_callers.values()):
         caller.close()
+
+
+@pytest.fixture(scope="module")
+def sse_world(mcp_mesh, world):
+    """The SDK server in event-stream mode with resumability (2025-11-25 event store)."""
+    server, log = mcp_mesh.logging_server(
+        "sdk-sse-server", mode="sse", stateless=False, event_store=True
+    )
+    mcp_mesh.sidecar(SSE_ID, app_port=server.ready["port"])
+    apply_grants(mcp_mesh, (SSE_ID,), (VICTIM, INTRUDER))
+    procs = {p.name: p for p in mcp_mesh.procs.procs}
+    callers = {
+        "victim": Caller(procs[f"sidecar-default.{VICTIM}"], SSE_ID),
+        "intruder": Caller(procs[f"sidecar-default.{INTRUDER}"], SSE_ID),
+    }
+    yield callers, log
+    for caller in callers.values():
+        caller.close()
+
+
+def apply_grants(mcp_mesh, servers, callers) -> None:
+    """One ``apply -f`` (which also registers the servers): each caller may use add and echo."""
+    entries = []
+    for who in callers:
+        namespace, _, app_id = who.rpartition("/")
+        entries.append({"appID": app_id, **({"namespace": namespace} if namespace else {})})
+    documents = [
+        {
+            "apiVersion": "trustmesh.dev/v1alpha1",
+            "kind": "MCPServerAccessPolicy",
+            "metadata": {"name": server},
+            "spec": {
+                "mcpServerRef": server,
+                "rules": [
+                    {
+                        "callers": entries,
+                        "grants": [{"capability": "tools", "names": ["add", "echo"]}],
+                    }
+                ],
+            },
+        }
+        for server in servers
+    ]
+    path = mcp_mesh.root / f"policies-{'-'.join(servers)}.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    mcp_mesh.tm("apply", "-f", str(path), "--wait")
 
 
 def from_caller(log: RequestLog, namespace: str, app_id: str) -> list[dict]:
@@ -187,3 +233,20 @@ def test_a_task_id_this_sidecar_never_saw_created_is_refused(world):
     response = callers["victim"].post(request("g", "tasks/get", {"taskId": forged}), version=V3)
     assert response.status_code == 404
     assert bodies_naming(log, forged) == []
+
+
+def test_resuming_a_victims_event_stream_is_refused_and_the_owner_resumes(sse_world):
+    sse_callers, log = sse_world
+    victim, intruder = sse_callers["victim"], sse_callers["intruder"]
+    session = victim.initialize(V3)
+    posted = victim.post(call("sse-1", "echo", {"message": "secret result"}), version=V3,
+                         session=session)  # fmt: skip
+    assert posted.headers["content-type"].startswith("text/event-stream")
+    event_ids = [e.id for e in parse_stream(posted.content) if e.id]
+    assert event_ids, posted.content
+    resume = {"last-event-id": event_ids[0]}
+    assert intruder.stream_status(session, resume) == 404
+    assert b"secret result" in posted.content  # the twin: the owner got its result...
+    assert victim.stream_status(session, resume) == 200  # ... and may resume its stream
+    intruders = in_session(from_caller(log, "default", INTRUDER), session)
+    assert intruders == []
