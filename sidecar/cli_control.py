@@ -208,6 +208,8 @@ def appid_update(app_id, app_config, namespace, home, wait, wait_timeout) -> Non
 
 
 def _app_rows(home, store, only: str | None, namespace: str | None):
+    from .cli_mcp import mcp_column
+
     registry = Registry(home)
     running = {(r.namespace, r.app_id): r for r in registry.records()}
     bindings = {(b.namespace, b.app_id): b for b in store.bindings()}
@@ -224,7 +226,7 @@ def _app_rows(home, store, only: str | None, namespace: str | None):
                 "app_id": key[1],
                 "namespace": key[0],
                 "configuration": (binding.configuration if binding else None) or "-",
-                "mcp_server": "yes" if binding and binding.mcp_server is not None else "no",
+                "mcp_server": mcp_column(store, key[1], binding, record, status),
                 "running": f"pid {record.pid}" if record else "no",
                 "http": record.http if record else "-",
                 "inbound": (record.inbound or "-") if record else "-",

@@ -34,6 +34,7 @@ from .identity_source import (
     watch_identity_map,
     watch_svid_dir,
 )
+from .mcp.sessions import seen_tools_path, write_seen_tools
 from .metrics import SidecarMetrics
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
@@ -147,6 +148,9 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             )
             inbound = InboundProxy(
                 InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
+            )
+            inbound.mcp_sessions.on_tools_seen = partial(
+                write_seen_tools, seen_tools_path(opts.home, me.namespace, me.app_id)
             )
             await nursery.start(
                 partial(

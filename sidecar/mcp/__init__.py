@@ -28,11 +28,16 @@ from .jsonstrict import check_envelope, loads_strict
 from .methods import METHODS, MethodSpec, lookup
 from .pending import PendingFilter, PendingLists
 from .policy import (
+    Caller,
+    CallerRef,
     Grant,
     MCPServerAccessPolicy,
     Rule,
+    as_caller,
     authorize_item,
     caller_has_any_grant,
+    caller_label,
+    caller_ref,
     grant,
     parse_policy,
     required_scopes,
@@ -44,6 +49,8 @@ from .sse import SseBlock, SseEvent, SseFilter, SseParser, parse_stream, seriali
 
 __all__ = [
     "METHODS",
+    "Caller",
+    "CallerRef",
     "Grant",
     "HeaderMismatch",
     "JsonRejected",
@@ -63,8 +70,11 @@ __all__ = [
     "SseFilter",
     "SseParser",
     "SseStreamError",
+    "as_caller",
     "authorize_item",
     "caller_has_any_grant",
+    "caller_label",
+    "caller_ref",
     "check_envelope",
     "decode_header_value",
     "effective_version",

@@ -35,7 +35,7 @@ DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024
 def filter_list_result(
     message: Mapping[str, Any],
     method: str,
-    caller: str,
+    caller: Any,
     policy: MCPServerAccessPolicy,
     *,
     protocol_version: str | None = None,
@@ -86,7 +86,7 @@ LIST_MEMBERS = (
 
 
 def list_backstop(
-    caller: str, policy: MCPServerAccessPolicy, protocol_version: str | None = None
+    caller: Any, policy: MCPServerAccessPolicy, protocol_version: str | None = None
 ) -> Callable[[Any], Any | None]:
     """A filter for list results that answer no *known* request.
 
@@ -99,6 +99,13 @@ def list_backstop(
 
     def backstop(message: Any) -> Any | None:
         if not isinstance(message, Mapping) or "method" in message:
+            return None
+        error = message.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("data"), Mapping):
+            # A list tucked into an error's data reaches the caller all the same.
+            data = backstop({"result": error["data"]})
+            if data is not None:
+                return {**message, "error": {**error, "data": data["result"]}}
             return None
         result = message.get("result")
         if not isinstance(result, Mapping):
@@ -119,7 +126,7 @@ def filter_pending_message(message: Any, pending: PendingFilter) -> Any:
     return filter_list_result(
         message,
         pending.method,
-        pending.caller_app_id,
+        pending.caller,
         pending.policy,
         protocol_version=pending.protocol_version,
     )
@@ -129,36 +136,66 @@ def _lookup(pending: PendingLists | Iterable[PendingFilter]) -> PendingLists:
     return pending if isinstance(pending, PendingLists) else PendingLists(pending)
 
 
+# A JSON object key is written either literally or with a backslash escape; every member a list
+# result or a task result could hang off starts with one of these literals. UTF-16/32 bodies (which
+# a lenient client might still decode) hold NUL bytes; a byte-order mark is checked too.
+_LIST_KEY_MARKS = (
+    b'"tools"',
+    b'"prompts"',
+    b'"resource',
+    b'"task',
+    b"\\",
+    b"\x00",
+    b"\xef\xbb\xbf",
+)
+
+
+def may_hold_list(body: bytes) -> bool:
+    """False only when ``body`` cannot contain a list-shaped (or task) result: the cheap test
+    that spares parsing most tool results. Conservative: any escape or odd encoding says yes."""
+    return any(mark in body for mark in _LIST_KEY_MARKS)
+
+
 def filter_response_body(
     body: bytes,
     pending: PendingLists | Iterable[PendingFilter],
     *,
     max_bytes: int = DEFAULT_MAX_RESPONSE,
     backstop: Callable[[Any], Any | None] | None = None,
+    observe: Callable[[Any], None] | None = None,
 ) -> bytes:
     """Filter an ``application/json`` response body, or raise ``ResponseFilterFailed``.
 
-    A single response must answer one of the pending ids; in a batch response (2025-03-26)
-    elements answering pending ids are filtered and, with a ``backstop``, every other element
-    holding a list is filtered by content (a server may change an id: 2**53+1 → 2**53). The
-    backstop also runs over what the pending filter kept, so a grant revoked since the request
-    was judged is honoured too. Does not mutate ``pending``; the caller discards the ids it has
-    answered.
+    Messages answering pending ids are filtered by the request they answer; with a
+    ``backstop``, every message — whatever id it carries, single or in a batch — is filtered by
+    its content too (a ``ping`` answered with a tool list; a server that changes an id,
+    2**53+1 → 2**53), and the backstop's policy is the one in force now, so a grant revoked
+    since the request was judged is honoured. Without a backstop a single response must answer
+    a pending id. The original bytes are returned when nothing had to change. Does not mutate
+    ``pending``; the caller discards the ids it has answered.
     """
     table = _lookup(pending)
     try:
         document = loads_strict(body, max_bytes=max_bytes, fold_check=False)
     except JsonRejected as exc:
         raise ResponseFilterFailed(f"upstream response could not be read: {exc}") from exc
+    if observe is not None:  # what the server said, before anything is cut from it
+        for message in document if isinstance(document, list) else (document,):
+            observe(message)
     if isinstance(document, list):
-        return jsonrpc.dumps([_filter_element(m, table, backstop) for m in document])
+        out = [_filter_element(m, table, backstop) for m in document]
+        changed = any(a is not b for a, b in zip(out, document, strict=True))
+        return jsonrpc.dumps(out) if changed else body
     if not isinstance(document, dict):
         raise ResponseFilterFailed("upstream response is not a JSON-RPC object")
-    entry = table.get(document.get("id"))
+    entry = table.get(document.get("id")) if "method" not in document else None
     if entry is None:
-        raise ResponseFilterFailed(
-            f"upstream response id {document.get('id')!r} answers no pending list request"
-        )
+        if backstop is None:
+            raise ResponseFilterFailed(
+                f"upstream response id {document.get('id')!r} answers no pending list request"
+            )
+        again = backstop(document)
+        return body if again is None else jsonrpc.dumps(again)
     return jsonrpc.dumps(_both(filter_pending_message(document, entry), backstop))
 
 

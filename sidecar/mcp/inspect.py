@@ -36,7 +36,7 @@ Where the spec is silent (documented decisions):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sidecar.policy.decision import Decision
@@ -48,10 +48,13 @@ from .jsonrpc import RequestId, is_request_id
 from .jsonstrict import check_envelope, loads_strict
 from .pending import PendingFilter
 from .policy import (
+    Caller,
     MCPServerAccessPolicy,
+    as_caller,
     authorize_item,
     caller_has_any_grant,
     caller_has_capability,
+    caller_label,
 )
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -78,6 +81,18 @@ class RequestVerdict:
     # Every (capability, name) the policy was asked about and granted: what later layers (OAuth
     # scopes) must check too, taken from the one place that reads items out of messages.
     items: tuple[tuple[str, str], ...] = ()
+    # For audit, allowed or denied alike: the tool / resource / prompt names the messages name,
+    # and the keys (never the values) of their arguments.
+    names: tuple[str, ...] = ()
+    arg_keys: tuple[str, ...] = ()
+    # The task ids ``tasks/*`` requests name: the sidecar lets them through only for the caller
+    # that created the task (sidecar.mcp.sessions).
+    task_ids: tuple[str, ...] = ()
+
+    @property
+    def mcp_methods(self) -> tuple[str, ...]:
+        """The JSON-RPC methods of the body, in order, without the client responses."""
+        return tuple(m for m in self.methods if m)
 
     @property
     def allowed(self) -> bool:
@@ -115,7 +130,7 @@ class _Judged:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    caller: str
+    caller: Caller
     policy: MCPServerAccessPolicy
     version: str
     headers: Mapping[str, str]
@@ -214,7 +229,7 @@ def _authorize_request(ctx: _Context, spec: methods.MethodSpec, message: dict) -
     params = message.get("params") or {}
     method = spec.name
     if spec.list_member:
-        return Decision.allow(_LAYER, "list_filtered", f"{method} filtered for {ctx.caller!r}")
+        return Decision.allow(_LAYER, "list_filtered", f"{method} filtered for {_who(ctx)!r}")
     if spec.item_field in ("name", "uri"):
         assert spec.capability is not None
         return _gate(ctx, spec.capability, _string_param(params, spec.item_field, method))
@@ -244,9 +259,13 @@ def _authorize_request(ctx: _Context, spec: methods.MethodSpec, message: dict) -
             jsonrpc.ACCESS_DENIED,
             "tasks_not_granted",
             f"{method} is only available to callers holding a tools grant; "
-            f"caller {ctx.caller!r} holds none",
+            f"caller {_who(ctx)!r} holds none",
         )
-    return Decision.allow(_LAYER, "utility_allowed", f"{method} allowed for {ctx.caller!r}")
+    return Decision.allow(_LAYER, "utility_allowed", f"{method} allowed for {_who(ctx)!r}")
+
+
+def _who(ctx: _Context) -> str:
+    return caller_label(ctx.policy, ctx.caller)
 
 
 def _judge(ctx: _Context, message: Any, *, check_headers: bool) -> _Judged:
@@ -263,7 +282,7 @@ def _judge(ctx: _Context, message: Any, *, check_headers: bool) -> _Judged:
     if "method" not in message:  # a client's JSON-RPC response
         if ctx.version >= methods.HEADERS_REQUIRED_FROM:
             raise _invalid(f"clients must not send JSON-RPC responses in protocol {ctx.version}")
-        allow = Decision.allow(_LAYER, "client_response", f"response from {ctx.caller!r}")
+        allow = Decision.allow(_LAYER, "client_response", f"response from {_who(ctx)!r}")
         return _Judged("", None, False, None, allow)
 
     method = message["method"]
@@ -271,7 +290,7 @@ def _judge(ctx: _Context, message: Any, *, check_headers: bool) -> _Judged:
     spec = methods.lookup(method)
     if not is_request:
         if methods.is_notification_namespace(method):
-            allow = Decision.allow(_LAYER, "notification", f"{method} from {ctx.caller!r}")
+            allow = Decision.allow(_LAYER, "notification", f"{method} from {_who(ctx)!r}")
             return _Judged(method, None, False, None, allow)
         if spec is not None:
             raise _invalid(f"{method!r} is a request and needs an id")
@@ -307,25 +326,104 @@ def _id_of(message: Any) -> RequestId | None:
     return None
 
 
+MAX_AUDITED = 64  # names / argument keys reported per body (a batch could name thousands)
+MAX_AUDITED_CHARS = 256
+
+
+def _audited(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v[:MAX_AUDITED_CHARS] for v in values))[:MAX_AUDITED]
+
+
+def _named(message: Any, names: list[str], arg_keys: list[str], task_ids: list[str]) -> None:
+    """What one message names, read without judging it (denied messages are audited too)."""
+    if not isinstance(message, dict) or not isinstance(message.get("params"), dict):
+        return
+    params = message["params"]
+    spec = methods.lookup(message.get("method")) if isinstance(message.get("method"), str) else None
+    field_name = spec.item_field if spec is not None else None
+    if field_name in ("name", "uri") and isinstance(params.get(field_name), str):
+        names.append(params[field_name])
+    elif field_name == "ref" and isinstance(params.get("ref"), dict):
+        ref = params["ref"]
+        for member in ("name", "uri"):
+            if isinstance(ref.get(member), str):
+                names.append(ref[member])
+    elif field_name == "resourceSubscriptions":
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+        if isinstance(uris, list):
+            names.extend(u for u in uris if isinstance(u, str))
+    arguments = params.get("arguments")
+    if isinstance(arguments, dict):
+        arg_keys.extend(k for k in arguments if isinstance(k, str))
+    if spec is not None and spec.category == "tasks" and "taskId" in params:
+        task_ids.append(params["taskId"] if isinstance(params["taskId"], str) else "")
+
+
 def inspect_request(
     body: bytes,
     *,
-    caller_app_id: str,
+    caller: Any,
     policy: MCPServerAccessPolicy,
     headers: Mapping[str, str],
     negotiated_version: str | None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
 ) -> RequestVerdict:
-    """Judge one POST body for ``caller_app_id``; ``headers`` has lower-case names."""
+    """Judge one POST body for ``caller`` (its ``AppIdentity``: namespace + App ID);
+    ``headers`` has lower-case names. The verdict also carries what the body names (methods,
+    item names, argument keys) for audit, whichever way it went."""
+    document: Any = None
+
+    def remember(parsed: Any) -> None:
+        nonlocal document
+        document = parsed
+
+    verdict = _inspect(
+        body,
+        caller=caller,
+        policy=policy,
+        headers=headers,
+        negotiated_version=negotiated_version,
+        max_body_bytes=max_body_bytes,
+        remember=remember,
+    )
+    if document is None:
+        return verdict
+    messages = document if isinstance(document, list) else [document]
+    names: list[str] = []
+    arg_keys: list[str] = []
+    task_ids: list[str] = []
+    for message in messages:
+        _named(message, names, arg_keys, task_ids)
+    return replace(
+        verdict,
+        methods=verdict.methods or tuple(_method_of(m) for m in messages),
+        names=_audited(names),
+        arg_keys=_audited(arg_keys),
+        task_ids=tuple(dict.fromkeys(task_ids)),  # every one is checked: never truncated
+    )
+
+
+def _inspect(
+    body: bytes,
+    *,
+    caller: Any,
+    policy: MCPServerAccessPolicy,
+    headers: Mapping[str, str],
+    negotiated_version: str | None,
+    max_body_bytes: int,
+    remember,
+) -> RequestVerdict:
+    who = as_caller(caller, policy.server_namespace)
     try:
         version = effective_version(negotiated_version, headers)
     except McpRequestRejected as exc:
         refusal = _invalid(str(exc))
         return _deny(refusal, jsonrpc.error_body(None, refusal.code, refusal.message), "")
 
-    if not caller_has_any_grant(policy, caller_app_id):
+    if not caller_has_any_grant(policy, who):
         message = (
-            f"session refused: caller {caller_app_id!r} holds no grant on MCP server "
+            f"session refused: caller {caller_label(policy, who)!r} holds no grant on MCP server "
             f"{policy.server_ref!r}"
         )
         refusal = _Refused(403, jsonrpc.ACCESS_DENIED, "session_refused", message)
@@ -337,8 +435,9 @@ def inspect_request(
     except JsonRejected as exc:
         refusal = _Refused(exc.http_status, jsonrpc.PARSE_ERROR, "parse_error", str(exc))
         return _deny(refusal, jsonrpc.error_body(None, refusal.code, refusal.message), version)
+    remember(document)
 
-    ctx = _Context(caller_app_id, policy, version, headers)
+    ctx = _Context(who, policy, version, headers)
     if isinstance(document, list):
         return _inspect_batch(ctx, document)
     try:
@@ -418,7 +517,7 @@ def _inspect_batch(ctx: _Context, batch: list) -> RequestVerdict:
 
     allowed = [j for j in judged if isinstance(j, _Judged)]
     decision = Decision.allow(
-        _LAYER, "batch_allowed", f"batch of {len(batch)} messages allowed for {ctx.caller!r}"
+        _LAYER, "batch_allowed", f"batch of {len(batch)} messages allowed for {_who(ctx)!r}"
     )
     return RequestVerdict(
         decision,

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 
 from .errors import PendingOverflow
 from .jsonrpc import RequestId, id_key
-from .policy import MCPServerAccessPolicy
+from .policy import Caller, MCPServerAccessPolicy
 
 DEFAULT_MAX_PENDING = 256
 
 
 @dataclass(frozen=True, slots=True)
 class PendingFilter:
-    """One list request whose response must be filtered for ``caller_app_id``."""
+    """One list request whose response must be filtered for ``caller`` (namespace + App ID)."""
 
     request_id: RequestId
     method: str  # tools/list | resources/list | resources/templates/list | prompts/list
-    caller_app_id: str
+    caller: Caller
     policy: MCPServerAccessPolicy  # the policy the request was judged under
     protocol_version: str
 

@@ -8,11 +8,18 @@ Shape (the hosted product's, ``reference/hosted-tool-access.txt``)::
     spec:
       mcpServerRef: mcp-server                # defaults to metadata.name
       rules:                                  # empty or absent ⇒ deny everything
-        - callers: [{appID: analyst-agent}]   # exact App ID, or "*"
+        - callers:
+            - appID: analyst-agent            # exact App ID, or "*"
+              namespace: dev                  # optional: default the server's own; "*" = any
           grants:
             - capability: tools               # tools | resources | prompts
               names: [add, echo]              # exact names / URIs, or "*"
               requiredScopes: [mcp.tools]     # optional; enforced by the bearer layer
+
+Identity is namespace + App ID (DESIGN "Names and formats"): a caller entry without a
+``namespace`` means the MCP server's own namespace (``server_namespace``, which the sidecar sets
+to its own), never "any namespace"; ``*`` for either part matches anything only where written.
+So a grant for ``analyst-agent`` does not serve ``spiffe://…/ns/dev/analyst-agent``.
 
 Semantics: an item is allowed iff some rule matches the caller *and* has a grant for the
 capability listing the item or ``*``. Comparison is exact — no case folding, no Unicode
@@ -30,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from identity import DEFAULT_NAMESPACE, IdentityError, validate_app_id, validate_namespace
 from sidecar.errors import ResourceInvalid
 from sidecar.policy.decision import Decision
 
@@ -53,12 +61,50 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: a namespace and an App ID (what an ``AppIdentity`` also offers)."""
+
+    namespace: str
+    app_id: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.app_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerRef:
+    """One ``callers[]`` entry: an App ID (or ``*``) in a namespace (None: the server's own)."""
+
+    app_id: str
+    namespace: str | None = None
+
+    def effective(self, server_namespace: str) -> tuple[str, str]:
+        return (self.namespace or server_namespace, self.app_id)
+
+    def matches(self, caller: Caller, server_namespace: str) -> bool:
+        namespace, app_id = self.effective(server_namespace)
+        return (app_id == WILDCARD or app_id == caller.app_id) and (
+            namespace == WILDCARD or namespace == caller.namespace
+        )
+
+    def label(self) -> str:
+        """``app`` for the server's namespace (as written), else ``namespace/app``."""
+        return self.app_id if self.namespace is None else f"{self.namespace}/{self.app_id}"
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
-    callers: tuple[str, ...]
+    callers: tuple[CallerRef, ...]
     grants: tuple[Grant, ...]
 
-    def matches(self, caller_app_id: str) -> bool:
-        return WILDCARD in self.callers or caller_app_id in self.callers
+    def matches(self, caller: Caller, server_namespace: str) -> bool:
+        return any(ref.matches(caller, server_namespace) for ref in self.callers)
+
+    def names_only(self, ref: CallerRef, server_namespace: str) -> bool:
+        """This rule is ``ref``'s own: it names exactly that caller and nobody else."""
+        return len(self.callers) == 1 and self.callers[0].effective(
+            server_namespace
+        ) == ref.effective(server_namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +114,9 @@ class MCPServerAccessPolicy:
     rules: tuple[Rule, ...] = ()
     api_version: str = API_VERSIONS[0]
     metadata_extra: tuple[tuple[str, Any], ...] = ()  # namespace/labels/annotations, kept as-is
+    # The MCP server's own namespace: what a caller entry without ``namespace`` means. The
+    # sidecar sets its own (``in_namespace``); the CLI the one the server is registered in.
+    server_namespace: str = DEFAULT_NAMESPACE
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> MCPServerAccessPolicy:
@@ -76,6 +125,14 @@ class MCPServerAccessPolicy:
     @classmethod
     def deny_all(cls, name: str) -> MCPServerAccessPolicy:
         return cls(name=name, server_ref=name)
+
+    def in_namespace(self, namespace: str) -> MCPServerAccessPolicy:
+        """The policy as the MCP server in ``namespace`` enforces it."""
+        return (
+            self
+            if namespace == self.server_namespace
+            else replace(self, server_namespace=namespace)
+        )
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -129,6 +186,22 @@ def _parse_grant(obj: Any, where: str) -> Grant:
     return Grant(capability, _normalise_names(names), scopes)
 
 
+def _caller_ref(app_id: str, namespace: str | None, where: str) -> CallerRef:
+    """A validated caller entry: a name that can never be a real App ID or namespace is a typo
+    that would silently grant nothing, so it is refused."""
+    try:
+        if app_id != WILDCARD:
+            validate_app_id(app_id)
+    except IdentityError as exc:
+        raise ResourceInvalid(str(exc), f"{where}.appID") from None
+    try:
+        if namespace is not None and namespace != WILDCARD:
+            validate_namespace(namespace)
+    except IdentityError as exc:
+        raise ResourceInvalid(str(exc), f"{where}.namespace") from None
+    return CallerRef(app_id, namespace)
+
+
 def _parse_rule(obj: Any, where: str) -> Rule:
     _keys(obj, ("callers", "grants"), ("callers",), where)
     raw_callers = obj["callers"]
@@ -137,8 +210,12 @@ def _parse_rule(obj: Any, where: str) -> Rule:
     callers = []
     for i, caller in enumerate(raw_callers):
         at = f"{where}.callers[{i}]"
-        _keys(caller, ("appID",), ("appID",), at)
-        callers.append(_string(caller["appID"], f"{at}.appID"))
+        _keys(caller, ("appID", "namespace"), ("appID",), at)
+        app_id = _string(caller["appID"], f"{at}.appID")
+        namespace = caller.get("namespace")
+        if namespace is not None:
+            namespace = _string(namespace, f"{at}.namespace")
+        callers.append(_caller_ref(app_id, namespace, at))
     raw_grants = obj.get("grants") or []
     if not isinstance(raw_grants, list):
         raise ResourceInvalid("must be a list", f"{where}.grants")
@@ -146,8 +223,14 @@ def _parse_rule(obj: Any, where: str) -> Rule:
     return Rule(tuple(dict.fromkeys(callers)), grants)
 
 
-def parse_policy(document: Mapping[str, Any]) -> MCPServerAccessPolicy:
-    """Validate ``document`` and build the policy, or raise ``ResourceInvalid`` with a location."""
+def parse_policy(
+    document: Mapping[str, Any], *, server_namespace: str | None = None
+) -> MCPServerAccessPolicy:
+    """Validate ``document`` and build the policy, or raise ``ResourceInvalid`` with a location.
+
+    ``server_namespace`` is the namespace the MCP server runs in (the sidecar passes its own);
+    without it, ``metadata.namespace``, else ``default``.
+    """
     _keys(
         document, ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata"), ""
     )
@@ -169,7 +252,15 @@ def parse_policy(document: Mapping[str, Any]) -> MCPServerAccessPolicy:
         raise ResourceInvalid("must be a list", "spec.rules")
     rules = tuple(_parse_rule(r, f"spec.rules[{i}]") for i, r in enumerate(raw_rules))
     extra = tuple((k, v) for k, v in metadata.items() if k != "name")
-    return MCPServerAccessPolicy(name, server_ref, rules, document["apiVersion"], extra)
+    if server_namespace is None:
+        server_namespace = metadata.get("namespace")
+        if server_namespace is None:
+            server_namespace = DEFAULT_NAMESPACE
+        else:
+            server_namespace = _string(server_namespace, "metadata.namespace")
+    return MCPServerAccessPolicy(
+        name, server_ref, rules, document["apiVersion"], extra, server_namespace
+    )
 
 
 def to_document(policy: MCPServerAccessPolicy) -> dict[str, Any]:
@@ -182,7 +273,11 @@ def to_document(policy: MCPServerAccessPolicy) -> dict[str, Any]:
             if grant.required_scopes:
                 entry["requiredScopes"] = list(grant.required_scopes)
             grants.append(entry)
-        rules.append({"callers": [{"appID": c} for c in rule.callers], "grants": grants})
+        callers = [
+            {"appID": c.app_id, **({} if c.namespace is None else {"namespace": c.namespace})}
+            for c in rule.callers
+        ]
+        rules.append({"callers": callers, "grants": grants})
     return {
         "apiVersion": policy.api_version,
         "kind": KIND,
@@ -193,19 +288,39 @@ def to_document(policy: MCPServerAccessPolicy) -> dict[str, Any]:
 
 # --- evaluation ---------------------------------------------------------------------------------
 
+CallerLike = Any  # an AppIdentity, a Caller, or text: "namespace/app-id" or a bare App ID
+
+
+def as_caller(caller: CallerLike, server_namespace: str) -> Caller:
+    """The caller as namespace + App ID.
+
+    The sidecar passes the peer's ``AppIdentity``; people (CLI, tests) may write
+    ``namespace/app-id``, or a bare App ID meaning one in the server's own namespace — exactly
+    what a bare ``appID`` in a rule means, so the two read alike.
+    """
+    if isinstance(caller, Caller):
+        return caller
+    if isinstance(caller, str):
+        namespace, sep, app_id = caller.rpartition("/")
+        return Caller(namespace if sep else server_namespace, app_id)
+    namespace, app_id = getattr(caller, "namespace", None), getattr(caller, "app_id", None)
+    if not isinstance(namespace, str) or not isinstance(app_id, str):
+        raise TypeError(f"not a caller identity: {caller!r}")
+    return Caller(namespace, app_id)
+
 
 def _describe(index: int, rule: Rule, grant: Grant) -> str:
     return (
-        f"rules[{index}] callers=[{', '.join(rule.callers)}] "
+        f"rules[{index}] callers=[{', '.join(c.label() for c in rule.callers)}] "
         f"grants {grant.capability}=[{', '.join(grant.names)}]"
     )
 
 
 def _first_match(
-    policy: MCPServerAccessPolicy, caller_app_id: str, capability: str, name: str
+    policy: MCPServerAccessPolicy, caller: Caller, capability: str, name: str
 ) -> tuple[int, Rule, Grant] | None:
     for index, rule in enumerate(policy.rules):
-        if not rule.matches(caller_app_id):
+        if not rule.matches(caller, policy.server_namespace):
             continue
         for grant in rule.grants:
             if grant.capability == capability and grant.covers(name):
@@ -217,17 +332,25 @@ def item_word(capability: str) -> str:
     return _ITEM_WORD.get(capability, capability)
 
 
+def caller_label(policy: MCPServerAccessPolicy, caller: CallerLike) -> str:
+    """How messages name a caller: the bare App ID in the server's namespace, else ns/app."""
+    who = as_caller(caller, policy.server_namespace)
+    return who.app_id if who.namespace == policy.server_namespace else str(who)
+
+
 def authorize_item(
-    policy: MCPServerAccessPolicy, caller_app_id: str, capability: str, name: str
+    policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> Decision:
     """Allow iff a rule matches the caller and grants ``name`` (or ``*``) for ``capability``."""
     word = item_word(capability)
-    match = _first_match(policy, caller_app_id, capability, name)
+    who = as_caller(caller, policy.server_namespace)
+    label = caller_label(policy, who)
+    match = _first_match(policy, who, capability, name)
     if match is None:
         return Decision.deny(
             _LAYER,
             f"{word}_not_granted",
-            f"{word} {name!r} is not granted to caller {caller_app_id!r}",
+            f"{word} {name!r} is not granted to caller {label!r}",
             403,
             rule=f"policy {policy.name}: no rule grants it"
             if policy.rules
@@ -237,38 +360,43 @@ def authorize_item(
     return Decision.allow(
         _LAYER,
         f"{word}_granted",
-        f"{word} {name!r} is granted to caller {caller_app_id!r}",
+        f"{word} {name!r} is granted to caller {label!r}",
         rule=_describe(index, rule, grant),
     )
 
 
 def is_granted(
-    policy: MCPServerAccessPolicy, caller_app_id: str, capability: str, name: str
+    policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> bool:
-    return _first_match(policy, caller_app_id, capability, name) is not None
+    who = as_caller(caller, policy.server_namespace)
+    return _first_match(policy, who, capability, name) is not None
 
 
-def caller_has_any_grant(policy: MCPServerAccessPolicy, caller_app_id: str) -> bool:
+def caller_has_any_grant(policy: MCPServerAccessPolicy, caller: CallerLike) -> bool:
+    who = as_caller(caller, policy.server_namespace)
     return any(
-        rule.matches(caller_app_id) and any(g.names for g in rule.grants) for rule in policy.rules
+        rule.matches(who, policy.server_namespace) and any(g.names for g in rule.grants)
+        for rule in policy.rules
     )
 
 
 def caller_has_capability(
-    policy: MCPServerAccessPolicy, caller_app_id: str, capability: str
+    policy: MCPServerAccessPolicy, caller: CallerLike, capability: str
 ) -> bool:
+    who = as_caller(caller, policy.server_namespace)
     return any(
-        rule.matches(caller_app_id)
+        rule.matches(who, policy.server_namespace)
         and any(g.capability == capability and g.names for g in rule.grants)
         for rule in policy.rules
     )
 
 
 def required_scopes(
-    policy: MCPServerAccessPolicy, caller_app_id: str, capability: str, name: str
+    policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> tuple[str, ...] | None:
     """Scopes the bearer token must hold for an allowed item; ``None`` when it is not granted."""
-    match = _first_match(policy, caller_app_id, capability, name)
+    who = as_caller(caller, policy.server_namespace)
+    match = _first_match(policy, who, capability, name)
     return None if match is None else match[2].required_scopes
 
 
@@ -280,8 +408,16 @@ def _normalise_names(names: Iterable[str]) -> tuple[str, ...]:
     return (WILDCARD,) if WILDCARD in names else names
 
 
-def _check_edit(caller: str, capability: str, names: Sequence[str]) -> None:
+def caller_ref(caller: str | CallerRef) -> CallerRef:
+    """``app-id``, ``namespace/app-id`` (either may be ``*``) as a rule's caller entry."""
+    if isinstance(caller, CallerRef):
+        return caller
     _string(caller, "caller")
+    namespace, sep, app_id = caller.rpartition("/")
+    return _caller_ref(app_id, namespace if sep else None, "caller")
+
+
+def _check_edit(capability: str, names: Sequence[str]) -> None:
     if capability not in CAPABILITIES:
         raise ResourceInvalid(
             f"{capability!r} is not one of {', '.join(CAPABILITIES)}", "capability"
@@ -294,18 +430,19 @@ def _check_edit(caller: str, capability: str, names: Sequence[str]) -> None:
 
 def grant(
     policy: MCPServerAccessPolicy,
-    caller: str,
+    caller: str | CallerRef,
     capability: Capability,
     names: Sequence[str],
     *,
     required_scopes: Sequence[str] = (),
 ) -> MCPServerAccessPolicy:
     """Merge ``names`` into the caller's own rule (one whose callers are exactly ``[caller]``)."""
-    _check_edit(caller, capability, names)
+    ref = caller_ref(caller)
+    _check_edit(capability, names)
     scopes = tuple(dict.fromkeys(required_scopes))
     rules = list(policy.rules)
     for index, rule in enumerate(rules):
-        if rule.callers != (caller,):
+        if not rule.names_only(ref, policy.server_namespace):
             continue
         grants = list(rule.grants)
         for gi, existing in enumerate(grants):
@@ -316,7 +453,7 @@ def grant(
             grants.append(Grant(capability, _normalise_names(names), scopes))
         rules[index] = replace(rule, grants=tuple(grants))
         return replace(policy, rules=tuple(rules))
-    rules.append(Rule((caller,), (Grant(capability, _normalise_names(names), scopes),)))
+    rules.append(Rule((ref,), (Grant(capability, _normalise_names(names), scopes),)))
     return replace(policy, rules=tuple(rules))
 
 
@@ -340,38 +477,49 @@ def _without(grants: Iterable[Grant], capability: str, names: Sequence[str]) -> 
     return tuple(kept)
 
 
+def _split(rule: Rule, ref: CallerRef, server_namespace: str) -> tuple[tuple[CallerRef, ...], bool]:
+    """(the rule's other callers, whether it names ``ref`` at all) — by effective identity."""
+    key = ref.effective(server_namespace)
+    others = tuple(c for c in rule.callers if c.effective(server_namespace) != key)
+    return others, len(others) != len(rule.callers)
+
+
 def revoke(
-    policy: MCPServerAccessPolicy, caller: str, capability: Capability, names: Sequence[str]
+    policy: MCPServerAccessPolicy,
+    caller: str | CallerRef,
+    capability: Capability,
+    names: Sequence[str],
 ) -> MCPServerAccessPolicy:
     """Remove ``names`` from every rule naming ``caller`` explicitly.
 
     A shared rule (several callers) is split: the caller leaves it and gets its own rule with what
     is left, so the other callers keep their grants.
     """
-    _check_edit(caller, capability, names)
+    ref = caller_ref(caller)
+    _check_edit(capability, names)
     rules: list[Rule] = []
     for rule in policy.rules:
-        if caller not in rule.callers:
+        others, named = _split(rule, ref, policy.server_namespace)
+        if not named:
             rules.append(rule)
             continue
         remaining = _without(rule.grants, capability, names)
-        if rule.callers == (caller,):
+        if not others:
             if remaining:
                 rules.append(replace(rule, grants=remaining))
             continue
-        others = tuple(c for c in rule.callers if c != caller)
         rules.append(replace(rule, callers=others))
         if remaining:
-            rules.append(Rule((caller,), remaining))
+            rules.append(Rule((ref,), remaining))
     return replace(policy, rules=tuple(rules))
 
 
-def revoke_all(policy: MCPServerAccessPolicy, caller: str) -> MCPServerAccessPolicy:
+def revoke_all(policy: MCPServerAccessPolicy, caller: str | CallerRef) -> MCPServerAccessPolicy:
     """Remove ``caller`` from every rule naming it explicitly (``--all``)."""
-    _string(caller, "caller")
+    ref = caller_ref(caller)
     rules = []
     for rule in policy.rules:
-        callers = tuple(c for c in rule.callers if c != caller)
-        if callers:
-            rules.append(rule if callers == rule.callers else replace(rule, callers=callers))
+        others, named = _split(rule, ref, policy.server_namespace)
+        if others:
+            rules.append(replace(rule, callers=others) if named else rule)
     return replace(policy, rules=tuple(rules))

@@ -192,7 +192,9 @@ class SseFilter:
         own_ids: Iterable[jsonrpc.RequestId] = (),
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         backstop: Callable[[Any], Any | None] | None = None,
+        observe: Callable[[Any], None] | None = None,
     ) -> None:
+        self._observe = observe  # sees each parsed message before any filtering
         self._pending = pending
         self._backstop = backstop  # filters list results whatever their id (filtering.py)
         self._own_ids = tuple(own_ids)
@@ -234,6 +236,8 @@ class SseFilter:
             return block.raw
         try:
             message = loads_strict(block.event.data, max_bytes=self._max, fold_check=False)
+            if self._observe is not None:
+                self._observe(message)
             rewritten = self._filter(message)
         except (JsonRejected, ResponseFilterFailed) as exc:
             if self._pending:
@@ -265,9 +269,9 @@ class SseFilter:
                 for m, p, b in zip(message, answered, backstopped, strict=True)
             ]
         entry = self._answered(message)
-        if entry is not None and "error" in message:  # error responses pass unchanged
+        if entry is not None and "error" in message:  # error responses pass (content-checked)
             self._pending.discard(entry.request_id)
-            return None
+            return self._backstop(message) if self._backstop is not None else None
         if entry is not None:
             return self._apply(message, entry)
         return self._backstop(message) if self._backstop is not None else None

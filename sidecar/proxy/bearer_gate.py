@@ -121,7 +121,7 @@ def check_scopes(
     or that cannot be checked because no bearer layer is attached."""
     config = policy.bearer
     for capability, name in items:
-        needed = required_scopes(route.policy, request.caller.app_id, capability, name)
+        needed = required_scopes(route.policy, request.caller, capability, name)
         if not needed:
             continue
         if verified is None:

@@ -195,7 +195,7 @@ class InboundProxy:
                 result,
             )
             if route is not None and inbound.verb == "DELETE" and result.status == 200:
-                self.mcp_sessions.end(caller.app_id, mcp_route.session_id(inbound))
+                self.mcp_sessions.end(caller, mcp_route.session_id(inbound))
         except SidecarError as exc:
             if result.head_sent:
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
@@ -226,6 +226,9 @@ class InboundProxy:
 
     async def _judge_mcp(self, conn: HttpConnection, route, inbound: InboundRequest):
         """The MCP policy: (decision, body to forward, response plan, items it granted)."""
+        not_yours = mcp_route.check_session_owner(self.mcp_sessions, inbound)
+        if not_yours is not None:
+            return not_yours, None, None, ()
         if inbound.verb != "POST":
             decision = mcp_route.check_without_body(route, inbound)
             return decision, None, self._planner(route, inbound, ()), ()
@@ -233,15 +236,18 @@ class InboundProxy:
         if refusal is not None:
             return refusal, None, None, ()
         body = await read_whole_body(conn, self.config.max_inspected_body)
-        verdict = mcp_route.judge_body(route, inbound, body, self.config.max_inspected_body)
+        verdict = mcp_route.judge_body(
+            route, inbound, body, self.config.max_inspected_body, self.mcp_sessions
+        )
         if not verdict.allowed:
             return verdict.decision, None, None, ()
         planner = self._planner(route, inbound, verdict.request_ids, verdict.pending)
         return verdict.decision, body, planner, verdict.items
 
     def _planner(self, route, inbound: InboundRequest, own_ids: tuple, new=()):
-        pending = self.mcp_sessions.get(inbound.caller.app_id, mcp_route.session_id(inbound))
-        return mcp_route.response_planner(pending, new, own_ids, self._current_tools, inbound)
+        return mcp_route.response_planner(
+            self.mcp_sessions, new, own_ids, self._current_tools, inbound
+        )
 
     def _current_tools(self):
         """The tool policy in force now (deny-all if the app is no longer an MCP server)."""

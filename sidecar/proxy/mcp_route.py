@@ -9,14 +9,29 @@ holding some grant. A ``Content-Encoding`` we would have to decode to judge is r
 Responses: list requests leave entries in the session's :class:`PendingLists`; the matching
 response is filtered whether it comes back as ``application/json`` (buffered, rewritten, a new
 Content-Length) or as ``text/event-stream`` on this POST or on a later GET stream (event by
-event). A response that must be filtered but cannot be — compressed, of another type, malformed —
-is withheld (502 with a JSON-RPC error), never passed on. Error statuses pass unchanged: the
-client must see the server's own 400 (the 2026-07-28 ``server/discover`` fallback depends on it).
+event). On top of that, *every* response body is checked by content, whatever request it
+claims to answer: any list-shaped result (tools, resources, resource templates, prompts) is cut
+down to the caller's grants under the policy in force as it passes (a ``ping`` answered with the
+tool list of a racing ``tools/list`` — ids ``"77"`` and ``77`` — is filtered like the list).
+A response that must be filtered but cannot be — compressed, of another type, malformed — is
+withheld (502 with a JSON-RPC error), never passed on. Error bodies that hold no list pass
+unchanged: the client must see the server's own 400 (the 2026-07-28 ``server/discover``
+fallback depends on it).
+
+Ownership (:mod:`sidecar.mcp.sessions`): a session belongs to the caller (trust domain,
+namespace and App ID) whose request the response issuing its ``Mcp-Session-Id`` answered, and a
+task to the caller whose request created it. :func:`check_session_owner` refuses anyone else's
+use of a session with the 404 an unknown session gets, before the server sees it; ``tasks/*``
+naming another caller's task are refused in :func:`judge_body`, and ``tasks/list`` results are
+cut to the caller's own tasks.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import h11
 
@@ -24,6 +39,7 @@ from ..errors import SidecarError
 from ..http.headers import get_header
 from ..mcp import (
     PendingLists,
+    RequestVerdict,
     ResponseFilterFailed,
     SseFilter,
     caller_has_any_grant,
@@ -33,10 +49,25 @@ from ..mcp import (
     jsonrpc,
     list_backstop,
 )
+from ..mcp.filtering import may_hold_list
+from ..mcp.policy import caller_label
+from ..mcp.sessions import MAX_SESSIONS, McpSessions
 from ..pipeline import InboundRequest, McpRoute
 from ..policy import Decision
 
-MAX_SESSIONS = 4096
+__all__ = [
+    "MAX_SESSIONS",
+    "NEVER_FORWARDED",
+    "McpSessions",
+    "WithheldResponse",
+    "check_session_owner",
+    "check_without_body",
+    "judge_body",
+    "refuse_encoding",
+    "response_planner",
+    "session_id",
+]
+
 NEVER_FORWARDED = frozenset({b"accept-encoding"})
 
 
@@ -51,37 +82,37 @@ class WithheldResponse(SidecarError):
         self.response_body = failure_body(request_id, message)
 
 
-class McpSessions:
-    """Pending list filters per (caller, Mcp-Session-Id), bounded, oldest dropped first.
-
-    A session's entries must outlive one request (a list response may be resumed on a GET
-    stream) and policy reloads (each entry keeps the policy it was judged under).
-    """
-
-    def __init__(self, limit: int = MAX_SESSIONS) -> None:
-        self._limit = limit
-        self._sessions: OrderedDict[tuple[str, str], PendingLists] = OrderedDict()
-
-    def get(self, caller: str, session_id: str | None) -> PendingLists:
-        if session_id is None:
-            return PendingLists()  # stateless (2026-07-28): the request is the session
-        key = (caller, session_id)
-        pending = self._sessions.get(key)
-        if pending is None:
-            pending = self._sessions[key] = PendingLists()
-            while len(self._sessions) > self._limit:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(key)
-        return pending
-
-    def end(self, caller: str, session_id: str | None) -> None:
-        if session_id is not None:
-            self._sessions.pop((caller, session_id), None)
-
-
 def session_id(request: InboundRequest) -> str | None:
     return request.headers.get("mcp-session-id")
+
+
+SESSION_NOT_FOUND = "Session not found"
+
+
+def check_session_owner(sessions: McpSessions, request: InboundRequest) -> Decision | None:
+    """None when ``request`` may use the session it names (or names none); else the 404 an
+    unknown session gets — the same body whether the session belongs to another caller or to
+    nobody, so the answer tells a caller nothing about other callers' sessions.
+
+    Applies to every verb (POST, the GET stream and its ``Last-Event-ID`` resumption, DELETE).
+    A session this sidecar never saw issued (or has forgotten) is refused too: the client starts
+    a new one, as the spec prescribes after a 404.
+    """
+    sid = session_id(request)
+    if sid is None:
+        return None
+    owner = sessions.owner(sid)
+    if owner == request.caller:
+        return None
+    why = "is unknown to this sidecar" if owner is None else "belongs to another caller"
+    return Decision.deny(
+        "mcp",
+        "session_not_found",
+        f"Mcp-Session-Id {sid[:64]!r} {why}",
+        404,
+        rule="sessions belong to the caller whose request opened them",
+        body=jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, SESSION_NOT_FOUND),
+    )
 
 
 def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
@@ -99,8 +130,8 @@ def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
         message = f"{request.verb} requests to the MCP endpoint may not carry a body"
         body = jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, message)
         return Decision.deny("mcp", "unexpected_body", message, 400, body=body)
-    caller = request.caller.app_id
-    if caller_has_any_grant(route.policy, caller):
+    caller = caller_label(route.policy, request.caller)
+    if caller_has_any_grant(route.policy, request.caller):
         return Decision.allow("mcp", "session_allowed", rule=f"policy {route.policy.name}")
     message = (
         f"session refused: caller {caller!r} holds no grant on MCP server "
@@ -135,33 +166,141 @@ def refuse_encoding(request: InboundRequest) -> Decision | None:
     )
 
 
-def judge_body(route: McpRoute, request: InboundRequest, body: bytes, limit: int):
-    return inspect_request(
+TASK_METHODS_WITH_ID = frozenset({"tasks/get", "tasks/cancel", "tasks/result", "tasks/update"})
+
+
+def judge_body(
+    route: McpRoute,
+    request: InboundRequest,
+    body: bytes,
+    limit: int,
+    sessions: McpSessions | None = None,
+) -> RequestVerdict:
+    """The MCP policy over one POST body, for the caller's full identity (namespace + App ID).
+
+    With ``sessions``, ``tasks/*`` naming a task are allowed only for the caller that created
+    it (in this session); anyone else, or a task this sidecar never saw created, gets the
+    JSON-RPC error an unknown task gets, and the server never sees the request.
+    """
+    verdict = inspect_request(
         body,
-        caller_app_id=request.caller.app_id,
+        caller=request.caller,
         policy=route.policy,
         headers=request.headers,
         negotiated_version=request.headers.get("mcp-protocol-version"),
         max_body_bytes=limit,
     )
+    if sessions is None or not verdict.allowed or not verdict.task_ids:
+        return verdict
+    sid = session_id(request)
+    for task_id in verdict.task_ids:
+        if sessions.task_owner(sid, task_id) != request.caller:
+            message = f"task {task_id[:64]!r} not found"
+            decision = Decision.deny(
+                "mcp",
+                "task_not_found",
+                f"{message} for caller {caller_label(route.policy, request.caller)!r}",
+                404,
+                rule="tasks belong to the caller whose request created them",
+                body=jsonrpc.error_body(
+                    verdict.request_ids[0] if len(verdict.request_ids) == 1 else None,
+                    jsonrpc.INVALID_PARAMS,
+                    message,
+                ),
+            )
+            return replace(verdict, decision=decision)
+    return verdict
 
 
-class _JsonListFilter:
+def content_filter(
+    sessions: McpSessions | None,
+    request: InboundRequest,
+    current_policy: Callable[[], Any],
+) -> Callable[[Any], Any | None]:
+    """The per-message content check every response message passes (JSON body, batch element,
+    SSE event): lists cut to the caller's grants under the policy in force *now*; task ids
+    created for this caller recorded; ``tasks/list`` cut to the caller's own tasks. Returns the
+    rewritten message, or None when it is fine as it is; raises ``ResponseFilterFailed`` for a
+    task id the server hands this caller that another caller holds."""
+    caller = request.caller
+    version = request.headers.get("mcp-protocol-version")
+    sid = session_id(request)
+
+    def check(message: Any) -> Any | None:
+        filtered = list_backstop(caller, current_policy(), version)(message)
+        if sessions is None:
+            return filtered
+        current = filtered if filtered is not None else message
+        result = current.get("result") if isinstance(current, dict) else None
+        if not isinstance(result, dict) or "method" in current:
+            return filtered
+        task = result.get("task")
+        created = task.get("taskId") if isinstance(task, dict) else None
+        if isinstance(created, str) and not sessions.claim_task(caller, sid, created):
+            raise ResponseFilterFailed("the server issued a task id another caller holds")
+        tasks = result.get("tasks")
+        if isinstance(tasks, list):
+            kept = [
+                t
+                for t in tasks
+                if isinstance(t, dict)
+                and isinstance(t.get("taskId"), str)
+                and sessions.task_owner(sid, t["taskId"]) == caller
+            ]
+            if len(kept) != len(tasks):
+                filtered = {**current, "result": {**result, "tasks": kept}}
+        return filtered
+
+    return check
+
+
+def _note_tools(sessions: McpSessions, message: Any) -> None:  # observe hook of the filters
+    """Remember the tool names the server lists (before filtering): the CLI warns about grants
+    naming a tool the server never listed."""
+    result = message.get("result") if isinstance(message, dict) else None
+    tools = result.get("tools") if isinstance(result, dict) else None
+    if isinstance(tools, list):
+        sessions.saw_tools(t.get("name") for t in tools if isinstance(t, dict))
+
+
+class _JsonFilter:
+    """A whole (non-event-stream) body: filtered by pending id and by content.
+
+    Bodies that cannot hold a list (:func:`may_hold_list`, a byte scan) pass without parsing; a
+    body that might but does not parse is withheld unless it is a non-JSON error page (the
+    server's own 404 or 500 text, which no client reads as a JSON-RPC answer).
+    """
+
     buffered = True
-    extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, ids: tuple, backstop) -> None:
-        self.pending, self.ids, self.backstop = pending, ids, backstop
+    def __init__(
+        self,
+        pending: PendingLists,
+        ids: tuple,
+        backstop,
+        *,
+        status: int,
+        is_json: bool,
+        observe=None,
+    ) -> None:
+        self.pending, self.ids, self.backstop, self.observe = pending, ids, backstop, observe
+        self.status, self.is_json = status, is_json
+        self.extra_headers = ((b"cache-control", b"private, no-store"),) if ids else ()
 
     def feed(self, body: bytes) -> bytes:
         try:
-            filtered = filter_response_body(body, self.pending, backstop=self.backstop)
+            if not self.ids and not may_hold_list(body):
+                return body
+            return filter_response_body(
+                body, self.pending, backstop=self.backstop, observe=self.observe
+            )
         except ResponseFilterFailed as exc:
+            if not self.is_json and self.status >= 400:
+                return body  # an error page (HTML, text), not JSON-RPC: no client reads a list
             raise WithheldResponse(str(exc), self.ids[0] if len(self.ids) == 1 else None) from exc
         finally:
             for request_id in self.ids:
                 self.pending.discard(request_id)
-        return filtered
 
     def finish(self) -> bytes:
         return b""
@@ -171,8 +310,8 @@ class _SseListFilter:
     buffered = False
     extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, own_ids: tuple, backstop) -> None:
-        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop)
+    def __init__(self, pending: PendingLists, own_ids: tuple, backstop, observe=None) -> None:
+        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop, observe=observe)
 
     def feed(self, chunk: bytes) -> bytes:
         return self._filter.feed(chunk)
@@ -198,7 +337,7 @@ class _Withhold:
 
 
 def response_planner(
-    pending: PendingLists,
+    sessions: McpSessions,
     new: tuple,
     own_ids: tuple,
     current_policy,
@@ -206,44 +345,54 @@ def response_planner(
 ):
     """What to do with the app's answer, decided from its status and headers.
 
-    Every event stream from an MCP server is filtered: by request id for the lists this caller
-    asked for, and by content (:func:`list_backstop`) for any list result on it, so a replayed,
-    resumed or mis-numbered list cannot slip past an id lookup. The content filter judges each
-    event by the policy in force when it passes (``current_policy()``), so a grant revoked while
-    a stream is open takes effect on the next event. The list requests of this POST (``new``)
-    are registered only once the app answers: a request that never got an answer leaves nothing
-    behind.
+    Every response body from an MCP server is checked: by request id for the lists this caller
+    asked for, and by content (:func:`content_filter`) for any list result in any message, so a
+    replayed, resumed, mis-numbered or cross-delivered list cannot slip past an id lookup. The
+    content check judges each message by the policy in force when it passes
+    (``current_policy()``), so a grant revoked while a stream is open takes effect on the next
+    event. A response issuing an ``Mcp-Session-Id`` makes this caller its owner. The list
+    requests of this POST (``new``) are registered only once the app answers: a request that
+    never got an answer leaves nothing behind.
     """
-    caller = request.caller.app_id
-    version = request.headers.get("mcp-protocol-version")
+    caller = request.caller
+    pending = sessions.get(caller, session_id(request))
     list_ids = tuple(p.request_id for p in new)
-
-    def backstop(message):
-        return list_backstop(caller, current_policy(), version)(message)
+    backstop = content_filter(sessions, request, current_policy)
+    observe = partial(_note_tools, sessions)
 
     def plan(response: h11.Response):
+        pending_now = pending
+        issued = get_header(response.headers, b"mcp-session-id")
+        sid = issued.decode("latin-1") if issued is not None else None
+        if sid is not None and response.status_code < 400 and sid != session_id(request):
+            if not sessions.claim(caller, sid):
+                return _Withhold("the server issued a session id another caller holds", (), pending)
+            pending_now = sessions.get(caller, sid)
         content_type = (get_header(response.headers, b"content-type") or b"").lower()
         is_sse = content_type.startswith(b"text/event-stream")
         is_json = content_type.startswith(b"application/json")
-        if response.status_code >= 300 and not is_sse and not (list_ids and is_json):
-            return None  # an error page: the server's own answer, unchanged (discover's 400)
-        pending.add_all(new)
-        if not list_ids and not is_sse:
-            return None  # no list of ours, and no stream that could carry one
+        pending_now.add_all(new)
         encoding = (get_header(response.headers, b"content-encoding") or b"identity").lower()
         if encoding not in (b"identity", b""):
             return _Withhold(
-                f"a list response arrived with Content-Encoding {encoding!r}", list_ids, pending
+                f"a response arrived with Content-Encoding {encoding!r}", list_ids, pending_now
             )
         if is_sse:
-            return _SseListFilter(pending, own_ids, backstop)
-        if is_json:
-            return _JsonListFilter(pending, list_ids, backstop)
-        return _Withhold(
-            f"a list response arrived as {content_type.decode('latin-1')!r}, which cannot be "
-            "filtered",
+            return _SseListFilter(pending_now, own_ids, backstop, observe)
+        if list_ids and not is_json and response.status_code < 300:
+            return _Withhold(
+                f"a list response arrived as {content_type.decode('latin-1')!r}, which cannot "
+                "be filtered",
+                list_ids,
+                pending_now,
+            )
+        return _JsonFilter(
+            pending_now,
             list_ids,
-            pending,
+            backstop,
+            status=response.status_code,
+            is_json=is_json,
+            observe=observe,
         )
 
     return plan

@@ -18,13 +18,13 @@ from .store import KIND_DIRS, AppBinding, MeshStore
 def validators() -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     from ..bearer.config import parse_bearer_component
     from ..identity_source import parse_binding_resource
-    from ..mcp.policy import parse_policy
+    from ..mcp.registration import check_policy_document
     from ..policy.configuration import parse_configuration
 
     return {
         "Configuration": parse_configuration,
         "Component": parse_bearer_component,
-        "MCPServerAccessPolicy": parse_policy,
+        "MCPServerAccessPolicy": check_policy_document,
         "AppIdentityBinding": parse_binding_resource,
     }
 
@@ -88,7 +88,15 @@ def _expand(paths: Iterable[Path | str]) -> list[Path]:
 def store_documents(
     store: MeshStore, documents: list[Document], bindings: Iterable[AppBinding] = ()
 ) -> int | None:
-    """Write validated documents (and App ID bindings) as one change; return its version."""
+    """Write validated documents (and App ID bindings) as one change; return its version.
+
+    An MCP policy's server is registered in the same change when it is not yet (never a policy
+    on disk that no sidecar enforces).
+    """
+    from ..mcp.registration import servers_to_register
+
+    bindings = list(bindings)
+    bindings += servers_to_register(documents, [*store.bindings(), *bindings])
     with store.change() as change:
         for document in documents:
             change.put(document.kind, document.name, document.body)

@@ -135,7 +135,7 @@ def _mcp_route(snapshot: Snapshot, me: AppIdentity) -> McpRoute | None:
     if document is None:
         return McpRoute(method, MCPServerAccessPolicy.deny_all(name), name)
     try:
-        policy = parse_policy(document)
+        policy = parse_policy(document, server_namespace=me.namespace)
     except ResourceInvalid as exc:
         raise PolicyUnavailable(f"MCPServerAccessPolicy {name!r} is invalid: {exc}") from exc
     return McpRoute(method, policy, name)

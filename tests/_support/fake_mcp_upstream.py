@@ -10,14 +10,28 @@ Resumption (2025-11-25): scenarios whose name starts with ``resume`` store the e
 stream per ``Mcp-Session-Id``; ``GET`` with ``Last-Event-ID`` replays the stored events after that
 id, as an SDK event store does (``replay_events_after``). ``GET`` without a known id gets 404.
 
+Tasks (2025-11-25): a ``tools/call`` with ``params.task`` creates a task (a fresh id);
+``tasks/get``/``tasks/cancel``/``tasks/result`` answer for any task id, and ``tasks/list`` lists
+every task it ever created, whoever created it — as a server that trusts its caller would
+behind a proxy that multiplexes callers.
+
+With ``$MCP_REQUEST_LOG`` set, every request (method, headers, body) is appended to that file
+as one JSON line before it is answered, as ``mcp_logging_server`` does.
+
+Sessions: ``initialize`` without an ``Mcp-Session-Id`` is answered with a fresh one (the sidecar
+only forwards a session id to the caller whose request it was issued to).
+
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +56,38 @@ MALFORMED = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_weather_al
 
 STORE: dict[str, list[tuple[str, bytes]]] = {}
 STORE_LOCK = threading.Lock()
+TASKS: list[str] = []
+
+
+def log_request(method: str, headers, body: bytes) -> None:
+    path = os.environ.get("MCP_REQUEST_LOG")
+    if not path:
+        return
+    entry = {
+        "method": method,
+        "headers": [[k.lower(), v] for k, v in headers.items()],
+        "body_b64": base64.b64encode(body).decode("ascii"),
+    }
+    with STORE_LOCK, open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+def task_answer(message: dict) -> dict | None:
+    """The result of a task-related request, or None when the request is not one."""
+    method, params = message.get("method"), message.get("params") or {}
+    if method == "tools/call" and "task" in params:
+        task_id = uuid.uuid4().hex
+        with STORE_LOCK:
+            TASKS.append(task_id)
+        return {"task": {"taskId": task_id, "status": "working"}}
+    if method in ("tasks/get", "tasks/cancel"):
+        return {"taskId": params.get("taskId"), "status": "completed"}
+    if method == "tasks/result":
+        return {"content": [{"type": "text", "text": f"result of {params.get('taskId')}"}]}
+    if method == "tasks/list":
+        with STORE_LOCK:
+            return {"tasks": [{"taskId": t, "status": "completed"} for t in TASKS]}
+    return None
 
 
 def dumps(value) -> bytes:
@@ -125,16 +171,28 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        log_request("POST", self.headers, body)
         scenario = parse_qs(urlsplit(self.path).query).get("scenario", [""])[0]
         session = self.headers.get("mcp-session-id")
         message = json.loads(body)
         if "id" not in message:
             self._send(202, "application/json", b"")
             return
+        if message.get("method") == "initialize" and not session:
+            result = {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {}}
+            answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": result})
+            self._send(200, "application/json", answer, uuid.uuid4().hex)
+            return
+        tasks = task_answer(message)
+        if tasks is not None:
+            answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": tasks})
+            self._send(200, "application/json", answer, session)
+            return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)
 
     def do_GET(self) -> None:
+        log_request("GET", self.headers, b"")
         session = self.headers.get("mcp-session-id") or ""
         last = self.headers.get("last-event-id")
         with STORE_LOCK:
@@ -147,6 +205,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, "text/event-stream", replay, session)
 
     def do_DELETE(self) -> None:
+        log_request("DELETE", self.headers, b"")
+        if self.headers.get("mcp-session-id"):
+            self._send(200, "application/json", b"")
+            return
         self._send(405, "application/json", b"")
 
 

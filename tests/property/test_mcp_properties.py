@@ -48,7 +48,7 @@ def test_filtered_list_is_a_granted_subset(policy, caller, names):
 def test_tools_call_allowed_iff_authorize_item(policy, caller, name):
     data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
     verdict = inspect_request(
-        data.encode(), caller_app_id=caller, policy=policy, headers={}, negotiated_version=None
+        data.encode(), caller=caller, policy=policy, headers={}, negotiated_version=None
     )
     assert verdict.allowed is authorize_item(policy, caller, "tools", name).allowed
 
@@ -137,3 +137,54 @@ def test_jsonstrict_accepts_what_json_loads_accepts(document, ascii_only):
     if "\\ud8" in text.lower() or any("\ud800" <= c <= "\udfff" for c in text):
         return
     assert loads_strict(data, max_bytes=1 << 20) == json.loads(text)
+
+
+# --- namespaces (#10.1) --------------------------------------------------------------------------
+
+NAMESPACES = st.sampled_from(["default", "dev", "prod"])
+CALLER_REFS = st.tuples(st.sampled_from(["a", "b", "*"]), st.sampled_from([None, "dev", "*"]))
+
+
+@given(
+    st.lists(CALLER_REFS, min_size=1, max_size=4),
+    NAMESPACES,
+    st.tuples(NAMESPACES, st.sampled_from(["a", "b", "c"])),
+)
+def test_a_grant_serves_exactly_the_namespaces_it_names(refs, server_ns, who):
+    """Granted iff some entry matches the App ID (or ``*``) and the namespace it names, where
+    an entry without one names the server's own, and ``*`` only where written."""
+    from sidecar.mcp import Caller
+
+    policy = MCPServerAccessPolicy.deny_all("srv").in_namespace(server_ns)
+    for app_id, namespace in refs:
+        policy = grant(policy, app_id if namespace is None else f"{namespace}/{app_id}",
+                       "tools", ["t"])  # fmt: skip
+    caller = Caller(*who)
+    expected = any(
+        app in ("*", caller.app_id) and (ns or server_ns) in ("*", caller.namespace)
+        for app, ns in refs
+    )
+    assert authorize_item(policy, caller, "tools", "t").allowed is expected
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["x", "y", "z"]), st.sampled_from([f"s{i}" for i in range(12)])),
+        max_size=60,
+    )
+)
+def test_a_session_never_changes_hands_and_the_table_stays_bounded(claims):
+    from sidecar.mcp.sessions import McpSessions
+
+    sessions = McpSessions(limit=5, per_caller=3)
+    first: dict[str, str] = {}
+    for caller, sid in claims:
+        owner_before = sessions.owner(sid)
+        claimed = sessions.claim(caller, sid)
+        assert claimed is (owner_before in (None, caller))
+        if owner_before is None:
+            first[sid] = caller
+        owner = sessions.owner(sid)
+        assert owner is None or owner == first[sid]
+        assert sessions.counts()[0] <= 5

@@ -15,7 +15,7 @@ from tests._support.mcp_policies import CALLER, POLICY, body, req
 def judge(payload, *, caller=CALLER, headers=None, version=None):
     data = payload if isinstance(payload, bytes) else body(payload)
     return inspect_request(
-        data, caller_app_id=caller, policy=POLICY, headers=headers or {}, negotiated_version=version
+        data, caller=caller, policy=POLICY, headers=headers or {}, negotiated_version=version
     )
 
 
@@ -148,7 +148,11 @@ def test_list_requests_are_allowed_and_reported_for_filtering():
         verdict = judge(req(method, {"cursor": "c"}, id_=7))
         assert verdict.allowed
         (pending,) = verdict.pending
-        assert (pending.request_id, pending.method, pending.caller_app_id) == (7, method, CALLER)
+        assert (pending.request_id, pending.method, str(pending.caller)) == (
+            7,
+            method,
+            f"default/{CALLER}",
+        )
     assert judge(req("tools/list", id_="7")).pending[0].request_id == "7"
 
 

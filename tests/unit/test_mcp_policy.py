@@ -8,6 +8,7 @@ import pytest
 
 from sidecar.errors import ResourceInvalid
 from sidecar.mcp import (
+    CallerRef,
     MCPServerAccessPolicy,
     authorize_item,
     caller_has_any_grant,
@@ -141,7 +142,7 @@ def test_grant_merges_into_the_callers_rule_and_star_absorbs():
     policy = grant(policy, "analyst-agent", "tools", ["more"])
     assert policy.rules[0].grants[0].names == ("*",)
     policy = grant(policy, "new-agent", "prompts", ["p"])
-    assert policy.rules[-1].callers == ("new-agent",)
+    assert policy.rules[-1].callers == (CallerRef("new-agent"),)
 
 
 def test_grant_is_pure():

@@ -411,6 +411,7 @@ async def test_open_event_stream_follows_a_policy_reload(nursery):
     client = HttpConnection(client_stream, h11.CLIENT)
     server = HttpConnection(server_stream, h11.SERVER)
     info = ConnectionInfo("10.0.0.9", 4444, peer_identity=CALLER)
+    proxy.mcp_sessions.claim(CALLER, "s1")  # the caller's own session (issued earlier)
 
     async def serve_one() -> None:
         await proxy.handle(server, await server.next_event(), info)
@@ -460,6 +461,7 @@ async def test_failed_forwards_do_not_leave_pending_list_entries(nursery):
         nursery,
     )
     big_id = "x" * 100_000
+    proxy.mcp_sessions.claim(CALLER, "s1")  # the caller's own session (issued earlier)
     for n in range(3):
         client_stream, server_stream = trio.testing.memory_stream_pair()
         client = HttpConnection(client_stream, h11.CLIENT)
@@ -488,4 +490,4 @@ async def test_failed_forwards_do_not_leave_pending_list_entries(nursery):
         response = await client.next_event()
         assert response.status_code == 503
         await read_whole_body(client, 1 << 20)
-    assert len(proxy.mcp_sessions.get(CALLER.app_id, "s1")) == 0
+    assert len(proxy.mcp_sessions.get(CALLER, "s1")) == 0
