@@ -14,9 +14,10 @@ Users already write this for Dapr (components-contrib ``middleware/http/bearer``
         - {name: jwksURL, value: "https://login.example.com/…/certs"}     # optional: else discovery
 
 Dapr decodes metadata names case-insensitively (dapr/kit ``DecodeMetadata``); so do we. Our own
-additions are optional: ``leeway``, ``jwksRefreshInterval``, ``algorithms``, ``resource`` and
-``resourceMetadataURL`` (RFC 9728). Where Dapr is lax we refuse instead, because a bearer
-component that half-loads guards nothing: unknown names, a name given twice (``issuer`` and
+additions are optional: ``leeway``, ``jwksRefreshInterval``, ``unknownKidRefreshInterval`` (the
+least time between two refreshes asked for by tokens naming an unknown ``kid``), ``algorithms``,
+``resource`` and ``resourceMetadataURL`` (RFC 9728). Where Dapr is lax we refuse instead, because
+a bearer component that half-loads guards nothing: unknown names, a name given twice (``issuer`` and
 ``issuerURL`` both count as the issuer), ``secretKeyRef`` values and ``ignoreErrors: true``.
 """
 
@@ -52,6 +53,11 @@ MAX_LEEWAY = 300.0  # Dapr's own skew; more would keep stolen tokens alive for n
 DEFAULT_JWKS_REFRESH_INTERVAL = 600.0  # Dapr/jwx min refresh interval, 10 minutes
 MIN_JWKS_REFRESH_INTERVAL = 60.0
 MAX_JWKS_REFRESH_INTERVAL = 86400.0
+# A newly published key is accepted within this long; a flood of made-up kids costs the issuer
+# at most one GET per interval.
+DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL = 10.0
+MIN_UNKNOWN_KID_REFRESH_INTERVAL = 1.0
+MAX_UNKNOWN_KID_REFRESH_INTERVAL = 3600.0
 
 # canonical field → names accepted for it (lower-cased, as Dapr matches them)
 _FIELDS: dict[str, tuple[str, ...]] = {
@@ -60,6 +66,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "jwks_url": ("jwksurl",),
     "leeway": ("leeway",),
     "jwks_refresh_interval": ("jwksrefreshinterval",),
+    "unknown_kid_refresh_interval": ("unknownkidrefreshinterval",),
     "algorithms": ("algorithms",),
     "resource": ("resource",),
     "resource_metadata_url": ("resourcemetadataurl",),
@@ -77,6 +84,8 @@ class BearerConfig:
     jwks_url: str | None = None  # None: found by OIDC discovery from the issuer
     leeway: float = DEFAULT_LEEWAY  # seconds of clock skew forgiven on exp / nbf / iat
     jwks_refresh_interval: float = DEFAULT_JWKS_REFRESH_INTERVAL  # seconds
+    # seconds between refreshes asked for by unknown kids
+    unknown_kid_refresh_interval: float = DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL
     algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS  # a subset of ALLOWED_ALGORITHMS
     resource: str | None = None  # RFC 9728 `resource`: this server's canonical URI
     resource_metadata_url: str | None = None  # where the PRM document is served
@@ -171,8 +180,8 @@ def _metadata_values(items: Any) -> dict[str, tuple[str, str]]:
             raise BearerConfigInvalid("must be a non-empty string", location=f"{where}.name")
         field = _FIELD_OF_NAME.get(name.lower())
         if field is None:
-            known = "issuer, audience, jwksURL, leeway, jwksRefreshInterval, algorithms, "
-            known += "resource, resourceMetadataURL"
+            known = "issuer, audience, jwksURL, leeway, jwksRefreshInterval, "
+            known += "unknownKidRefreshInterval, algorithms, resource, resourceMetadataURL"
             raise BearerConfigInvalid(
                 f"unknown metadata name {name!r} (known: {known})", location=f"{where}.name"
             )
@@ -218,6 +227,11 @@ def _build_config(
         jwks_refresh_interval=parsed(
             "jwks_refresh_interval", _refresh_interval, DEFAULT_JWKS_REFRESH_INTERVAL
         ),
+        unknown_kid_refresh_interval=parsed(
+            "unknown_kid_refresh_interval",
+            _unknown_kid_interval,
+            DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL,
+        ),
         algorithms=parsed("algorithms", parse_algorithms, ALLOWED_ALGORITHMS),
         resource=resource,
         resource_metadata_url=parsed("resource_metadata_url", check_url),
@@ -248,6 +262,14 @@ def _refresh_interval(value: str) -> float:
         raise ValueError(
             f"must be between {MIN_JWKS_REFRESH_INTERVAL:g}s and {MAX_JWKS_REFRESH_INTERVAL:g}s"
         )
+    return seconds
+
+
+def _unknown_kid_interval(value: str) -> float:
+    seconds = parse_duration(value)
+    low, high = MIN_UNKNOWN_KID_REFRESH_INTERVAL, MAX_UNKNOWN_KID_REFRESH_INTERVAL
+    if not low <= seconds <= high:
+        raise ValueError(f"must be between {low:g}s and {high:g}s")
     return seconds
 
 
