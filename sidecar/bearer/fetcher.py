@@ -149,7 +149,11 @@ class JwksSource:
         url = discovery_url(self.config.issuer)
         try:
             result = await self._get(url)
-            jwks_uri = parse_discovery_document(result.body, self.config.issuer)
+            jwks_uri = parse_discovery_document(
+                result.body,
+                self.config.issuer,
+                allow_foreign_host=self.config.allow_foreign_jwks_host,
+            )
         except (FetchError, DiscoveryInvalid) as exc:
             self._discovery_failures += 1
             retry_in = min(RETRY_FIRST * 2 ** min(self._discovery_failures - 1, 16), RETRY_MAX)
