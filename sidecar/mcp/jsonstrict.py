@@ -173,10 +173,13 @@ def count_structure(data: bytes, limit: int) -> Structure:
     while start < size:
         end = start + _WINDOW
         window = data[start:end]
-        if window.count(b'"') % 2:  # the window ends inside a string: take the string whole
-            close = data.find(b'"', end)
+        if window.count(b'"') % 2:
+            # The window ends inside a string, opened by its last quote: count up to that quote
+            # and go on after the string's closing quote, never copying the string itself.
+            opened = window.rfind(b'"')
+            close = data.find(b'"', start + opened + 1)
+            window = window[:opened]
             end = size if close < 0 else close + 1
-            window = data[start:end]
         outside = b"".join(window.split(b'"')[::2])
         found = outside.count(b":")
         colons += found
