@@ -172,3 +172,17 @@ def test_a_non_mcp_app_without_resource_warns_at_load_and_challenges_without_met
         assert time.monotonic() < deadline, plain.stderr()[-2000:]
         time.sleep(0.05)
     assert WARNING not in world["sidecars"]["mcp-open"].stderr()
+
+
+def test_the_dapr_app_id_header_form_derives_the_url_without_an_invoke_prefix(world):
+    port = world["sidecars"]["client"].ready["http"].rpartition(":")[2]
+    addressed = {"dapr-app-id": "mcp-open"}
+    refused = httpx.post(
+        f"http://127.0.0.1:{port}/mcp", content=CALL, headers=dict(HEADERS, **addressed)
+    )
+    assert refused.status_code == 401
+    metadata_url = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
+    assert f'resource_metadata="{metadata_url}"' in refused.headers["www-authenticate"]
+    document = httpx.get(metadata_url, headers=addressed)
+    assert document.status_code == 200, document.text
+    assert document.json()["resource"] == f"http://127.0.0.1:{port}/mcp"

@@ -88,7 +88,7 @@ def _outcome(reader, data: bytes, **kw):
         return (type(exc).__name__, str(exc))
 
 
-@settings(max_examples=800)
+@settings(max_examples=500)
 @given(_texts(), st.booleans())
 @example('{"a":1,"a":2}', True)
 @example('{"x":{"Name":1,"name":2}}', True)
@@ -138,7 +138,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=250)
 @given(_VALUES, st.booleans(), st.sampled_from([None, (" , ", " : ")]), st.integers(1, 9))
 def test_structure_count_is_exact_for_valid_json_whatever_the_window(
     value, ascii_only, separators, window
