@@ -88,7 +88,7 @@ def _outcome(reader, data: bytes, **kw):
         return (type(exc).__name__, str(exc))
 
 
-@settings(max_examples=500)
+@settings(max_examples=300)
 @given(_texts(), st.booleans())
 @example('{"a":1,"a":2}', True)
 @example('{"x":{"Name":1,"name":2}}', True)
