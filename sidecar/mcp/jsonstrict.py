@@ -166,7 +166,9 @@ def count_structure(data: bytes, limit: int) -> Structure:
     if _ESCAPED_QUOTE in data:
         # In a run of backslashes the pairs are escaped backslashes; an odd one out escapes the
         # next character. After this, every remaining quote opens or closes a string.
-        data = data.replace(_ESCAPED_BACKSLASH, b"").replace(_ESCAPED_QUOTE, b"")
+        if _ESCAPED_BACKSLASH in data:
+            data = data.replace(_ESCAPED_BACKSLASH, b"")
+        data = data.replace(_ESCAPED_QUOTE, b"")
     tokens = colons = 0
     long_numbers = False
     start, size = 0, len(data)
