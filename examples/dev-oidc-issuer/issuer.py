@@ -234,7 +234,9 @@ class Issuer:
             "client_id": client.client_id,
             "scope": " ".join(scopes),
         }
-        token = jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+        # typ at+jwt: an RFC 9068 access token, which a sidecar with requiredTokenType checks
+        headers = {"kid": key.kid, "typ": "at+jwt"}
+        token = jwt.encode(claims, key.private, algorithm=key.alg, headers=headers)
         return {
             "access_token": token,
             "token_type": "Bearer",

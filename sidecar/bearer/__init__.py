@@ -6,110 +6,89 @@
 RFC 6750 challenge) and ``scope_decision`` adds the 403 step-up; ``app_identity_headers`` and
 ``strip_client_credentials`` keep the token away from the app. ``JwksSource`` (``fetcher.py``,
 the one module here with sockets and a clock) wraps ``JwksCache``: discovery, fetches, refreshes.
+
+Names are loaded on first use (PEP 562): a sidecar without a bearer component never imports
+pyjwt, and the outbound proxy can use ``invoked`` without the rest.
 """
 
-from .cache import FetchState, JwksCache, KeysUnavailable
-from .challenge import bearer_challenge, description_text, quoted_string
-from .claims import (
-    check_audience,
-    check_expiry,
-    check_issued_at,
-    check_issuer,
-    check_not_before,
-    scopes_of,
-    subject_of,
-)
-from .config import (
-    ALLOWED_ALGORITHMS,
-    COMPONENT_TYPE,
-    BearerConfig,
-    parse_bearer_component,
-    parse_duration,
-)
-from .decision import bearer_token, check_bearer, refresh_may_help, scope_decision
-from .discovery import discovery_url, parse_discovery_document
-from .errors import (
-    KID_UNKNOWN,
-    REASONS,
-    BearerConfigInvalid,
-    DiscoveryInvalid,
-    JwksCacheMisuse,
-    JwksInvalid,
-    TokenRejected,
-)
-from .fetcher import FetchError, FetchResult, HttpsGetter, JwksSource, cache_control_max_age
-from .identity_headers import (
-    ISSUER_HEADER,
-    SCOPES_HEADER,
-    STRIPPED_REQUEST_HEADERS,
-    SUBJECT_HEADER,
-    app_identity_headers,
-    must_strip,
-    strip_client_credentials,
-)
-from .jwks import JwkEntry, JwksSnapshot, parse_jwks
-from .metadata import (
-    WELL_KNOWN_PRM,
-    protected_resource_metadata,
-    protected_resource_metadata_paths,
-    protected_resource_metadata_url,
-    resource_metadata_url_for,
-)
-from .validate import VerifiedToken, unverified_kid, validate_token
+from __future__ import annotations
 
-__all__ = [
-    "ALLOWED_ALGORITHMS",
-    "COMPONENT_TYPE",
-    "ISSUER_HEADER",
-    "KID_UNKNOWN",
-    "REASONS",
-    "SCOPES_HEADER",
-    "STRIPPED_REQUEST_HEADERS",
-    "SUBJECT_HEADER",
-    "WELL_KNOWN_PRM",
-    "BearerConfig",
-    "BearerConfigInvalid",
-    "DiscoveryInvalid",
-    "FetchError",
-    "FetchResult",
-    "FetchState",
-    "HttpsGetter",
-    "JwkEntry",
-    "JwksCache",
-    "JwksCacheMisuse",
-    "JwksInvalid",
-    "JwksSnapshot",
-    "JwksSource",
-    "KeysUnavailable",
-    "TokenRejected",
-    "VerifiedToken",
-    "app_identity_headers",
-    "bearer_challenge",
-    "bearer_token",
-    "cache_control_max_age",
-    "check_audience",
-    "check_bearer",
-    "check_expiry",
-    "check_issued_at",
-    "check_issuer",
-    "check_not_before",
-    "description_text",
-    "discovery_url",
-    "must_strip",
-    "parse_bearer_component",
-    "parse_discovery_document",
-    "parse_duration",
-    "parse_jwks",
-    "protected_resource_metadata",
-    "protected_resource_metadata_paths",
-    "protected_resource_metadata_url",
-    "quoted_string",
-    "refresh_may_help",
-    "resource_metadata_url_for",
-    "scope_decision",
-    "scopes_of",
-    "strip_client_credentials",
-    "subject_of",
-    "unverified_kid",
-    "validate_token",
-]
+import importlib
+from typing import Any
+
+_SUBMODULE_OF = {
+    "ALLOWED_ALGORITHMS": "config",
+    "BearerConfig": "config",
+    "BearerConfigInvalid": "errors",
+    "COMPONENT_TYPE": "config",
+    "DiscoveryInvalid": "errors",
+    "FetchError": "fetcher",
+    "FetchResult": "fetcher",
+    "FetchState": "cache",
+    "HttpsGetter": "fetcher",
+    "INVOKED_AS_HEADERS": "invoked",
+    "ISSUER_HEADER": "identity_headers",
+    "JwkEntry": "jwks",
+    "JwksCache": "cache",
+    "JwksCacheMisuse": "errors",
+    "JwksInvalid": "errors",
+    "JwksSnapshot": "jwks",
+    "JwksSource": "fetcher",
+    "KID_UNKNOWN": "errors",
+    "KeysUnavailable": "cache",
+    "REASONS": "errors",
+    "SCOPES_HEADER": "identity_headers",
+    "STRIPPED_REQUEST_HEADERS": "identity_headers",
+    "SUBJECT_HEADER": "identity_headers",
+    "TokenRejected": "errors",
+    "VerifiedToken": "validate",
+    "WELL_KNOWN_PRM": "metadata",
+    "app_identity_headers": "identity_headers",
+    "bearer_challenge": "challenge",
+    "bearer_token": "decision",
+    "cache_control_max_age": "fetcher",
+    "check_audience": "claims",
+    "check_bearer": "decision",
+    "check_expiry": "claims",
+    "check_issued_at": "claims",
+    "check_issuer": "claims",
+    "check_not_before": "claims",
+    "description_text": "challenge",
+    "discovery_url": "discovery",
+    "invoked_as_headers": "invoked",
+    "invoked_base": "invoked",
+    "must_strip": "identity_headers",
+    "parse_bearer_component": "config",
+    "parse_discovery_document": "discovery",
+    "parse_duration": "config",
+    "parse_jwks": "jwks",
+    "protected_resource_metadata": "metadata",
+    "protected_resource_metadata_paths": "metadata",
+    "protected_resource_metadata_url": "metadata",
+    "quoted_string": "challenge",
+    "refresh_may_help": "decision",
+    "resource_derivation_warning": "metadata",
+    "resource_for": "metadata",
+    "resource_metadata_url_for": "metadata",
+    "scope_decision": "decision",
+    "scopes_of": "claims",
+    "strip_client_credentials": "identity_headers",
+    "subject_of": "claims",
+    "unverified_kid": "validate",
+    "validate_token": "validate",
+}
+
+__all__ = sorted(_SUBMODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{submodule}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

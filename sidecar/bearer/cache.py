@@ -19,7 +19,8 @@ Rules, each from a failure seen elsewhere:
   max-age`` says so (jwx/httprc: ``max(max-age, interval)``), capped at a day.
 * **Key rotation**: a token whose ``kid`` is not in the set may be signed by a key published
   since the last fetch, so ``on_unknown_kid`` asks for a refresh — but at most one per
-  ``min_refresh_on_miss`` seconds since the last fetch attempt, and never while one is in flight.
+  ``min_refresh_on_miss`` seconds (the component's ``unknownKidRefreshInterval``, 10 s by
+  default) since the last fetch attempt, and never while one is in flight.
   A flood of random kids therefore costs the issuer one GET per interval, not one per request.
   (Dapr does not refetch on a miss at all; rotation then waits up to 10 minutes.)
 * **Issuer down**: a failed fetch, or a fetched set with no usable key, never replaces a working
@@ -36,11 +37,15 @@ import enum
 import math
 from dataclasses import dataclass
 
-from .config import DEFAULT_JWKS_REFRESH_INTERVAL, MAX_JWKS_REFRESH_INTERVAL
+from .config import (
+    DEFAULT_JWKS_REFRESH_INTERVAL,
+    DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL,
+    MAX_JWKS_REFRESH_INTERVAL,
+)
 from .errors import JwksCacheMisuse, JwksInvalid
 from .jwks import JwksSnapshot, parse_jwks
 
-DEFAULT_MIN_REFRESH_ON_MISS = 60.0
+DEFAULT_MIN_REFRESH_ON_MISS = DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL
 RETRY_FIRST = 5.0
 RETRY_MAX = 60.0
 

@@ -14,9 +14,13 @@ Users already write this for Dapr (components-contrib ``middleware/http/bearer``
         - {name: jwksURL, value: "https://login.example.com/…/certs"}     # optional: else discovery
 
 Dapr decodes metadata names case-insensitively (dapr/kit ``DecodeMetadata``); so do we. Our own
-additions are optional: ``leeway``, ``jwksRefreshInterval``, ``algorithms``, ``resource`` and
-``resourceMetadataURL`` (RFC 9728). Where Dapr is lax we refuse instead, because a bearer
-component that half-loads guards nothing: unknown names, a name given twice (``issuer`` and
+additions are optional: ``leeway``, ``jwksRefreshInterval``, ``unknownKidRefreshInterval`` (the
+least time between two refreshes asked for by tokens naming an unknown ``kid``), ``algorithms``,
+``requiredTokenType`` (the JOSE ``typ`` every token must carry, e.g. ``at+jwt`` for RFC 9068
+access tokens, so an ID token or another JWT from the same issuer is not accepted as one),
+``allowForeignJwksHost`` (see ``discovery.py``), ``resource`` and ``resourceMetadataURL``
+(RFC 9728). Where Dapr is lax we refuse instead, because
+a bearer component that half-loads guards nothing: unknown names, a name given twice (``issuer`` and
 ``issuerURL`` both count as the issuer), ``secretKeyRef`` values and ``ignoreErrors: true``.
 """
 
@@ -52,6 +56,11 @@ MAX_LEEWAY = 300.0  # Dapr's own skew; more would keep stolen tokens alive for n
 DEFAULT_JWKS_REFRESH_INTERVAL = 600.0  # Dapr/jwx min refresh interval, 10 minutes
 MIN_JWKS_REFRESH_INTERVAL = 60.0
 MAX_JWKS_REFRESH_INTERVAL = 86400.0
+# A newly published key is accepted within this long; a flood of made-up kids costs the issuer
+# at most one GET per interval.
+DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL = 10.0
+MIN_UNKNOWN_KID_REFRESH_INTERVAL = 1.0
+MAX_UNKNOWN_KID_REFRESH_INTERVAL = 3600.0
 
 # canonical field → names accepted for it (lower-cased, as Dapr matches them)
 _FIELDS: dict[str, tuple[str, ...]] = {
@@ -60,7 +69,10 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "jwks_url": ("jwksurl",),
     "leeway": ("leeway",),
     "jwks_refresh_interval": ("jwksrefreshinterval",),
+    "unknown_kid_refresh_interval": ("unknownkidrefreshinterval",),
     "algorithms": ("algorithms",),
+    "required_token_type": ("requiredtokentype",),
+    "allow_foreign_jwks_host": ("allowforeignjwkshost",),
     "resource": ("resource",),
     "resource_metadata_url": ("resourcemetadataurl",),
 }
@@ -77,7 +89,14 @@ class BearerConfig:
     jwks_url: str | None = None  # None: found by OIDC discovery from the issuer
     leeway: float = DEFAULT_LEEWAY  # seconds of clock skew forgiven on exp / nbf / iat
     jwks_refresh_interval: float = DEFAULT_JWKS_REFRESH_INTERVAL  # seconds
+    # seconds between refreshes asked for by unknown kids
+    unknown_kid_refresh_interval: float = DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL
     algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS  # a subset of ALLOWED_ALGORITHMS
+    # JOSE header `typ` every token must have (normalised: lower case, no "application/"); None:
+    # not checked, as in Dapr. "at+jwt" is RFC 9068's access-token type.
+    required_token_type: str | None = None
+    # OIDC discovery may name a jwks_uri on another host than the issuer's only when True
+    allow_foreign_jwks_host: bool = False
     resource: str | None = None  # RFC 9728 `resource`: this server's canonical URI
     resource_metadata_url: str | None = None  # where the PRM document is served
     app_scopes: tuple[str, ...] = ()  # Component `scopes`: App IDs that load it; empty = all
@@ -171,8 +190,9 @@ def _metadata_values(items: Any) -> dict[str, tuple[str, str]]:
             raise BearerConfigInvalid("must be a non-empty string", location=f"{where}.name")
         field = _FIELD_OF_NAME.get(name.lower())
         if field is None:
-            known = "issuer, audience, jwksURL, leeway, jwksRefreshInterval, algorithms, "
-            known += "resource, resourceMetadataURL"
+            known = "issuer, audience, jwksURL, leeway, jwksRefreshInterval, "
+            known += "unknownKidRefreshInterval, algorithms, requiredTokenType, "
+            known += "allowForeignJwksHost, resource, resourceMetadataURL"
             raise BearerConfigInvalid(
                 f"unknown metadata name {name!r} (known: {known})", location=f"{where}.name"
             )
@@ -218,7 +238,14 @@ def _build_config(
         jwks_refresh_interval=parsed(
             "jwks_refresh_interval", _refresh_interval, DEFAULT_JWKS_REFRESH_INTERVAL
         ),
+        unknown_kid_refresh_interval=parsed(
+            "unknown_kid_refresh_interval",
+            _unknown_kid_interval,
+            DEFAULT_UNKNOWN_KID_REFRESH_INTERVAL,
+        ),
         algorithms=parsed("algorithms", parse_algorithms, ALLOWED_ALGORITHMS),
+        required_token_type=parsed("required_token_type", token_type),
+        allow_foreign_jwks_host=parsed("allow_foreign_jwks_host", _boolean, False),
         resource=resource,
         resource_metadata_url=parsed("resource_metadata_url", check_url),
         app_scopes=app_scopes,
@@ -248,6 +275,33 @@ def _refresh_interval(value: str) -> float:
         raise ValueError(
             f"must be between {MIN_JWKS_REFRESH_INTERVAL:g}s and {MAX_JWKS_REFRESH_INTERVAL:g}s"
         )
+    return seconds
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def token_type(value: str) -> str:
+    """A JOSE ``typ`` in the form compared: lower case, without ``application/`` (RFC 7515
+    §4.1.9 lets senders omit that prefix, so ``application/at+jwt`` and ``at+jwt`` are one)."""
+    lowered = value.lower()
+    normalised = lowered.removeprefix("application/")
+    if not _MEDIA_TYPE.fullmatch(normalised):
+        raise ValueError(f"{value!r} is not a media type such as 'at+jwt'")
+    return normalised
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{value!r} is not 'true' or 'false'")
+
+
+def _unknown_kid_interval(value: str) -> float:
+    seconds = parse_duration(value)
+    low, high = MIN_UNKNOWN_KID_REFRESH_INTERVAL, MAX_UNKNOWN_KID_REFRESH_INTERVAL
+    if not low <= seconds <= high:
+        raise ValueError(f"must be between {low:g}s and {high:g}s")
     return seconds
 
 

@@ -5,9 +5,17 @@ When a component names no ``jwksURL``, Dapr's bearer middleware GETs
 but only if the document's ``issuer`` equals the configured issuer **exactly** (OIDC Discovery
 §4.3; no slash trimming, no case folding). That equality is what stops a document served for one
 tenant of a multi-tenant IdP from handing us the keys of another.
+
+We also require ``jwks_uri`` to be on the issuer's own origin (scheme, host and port) unless the
+component sets ``allowForeignJwksHost: "true"``: a discovery document that is wrong, or answered
+by something other than the issuer, must not send the sidecar to fetch "keys" from any host it
+can reach (another port on loopback, a metadata service, an internal name). Providers that do
+publish keys elsewhere (Google: accounts.google.com → www.googleapis.com) need the option.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from ._json import loads_object
 from ._urls import check_url
@@ -21,7 +29,9 @@ def discovery_url(issuer: str) -> str:
     return issuer.removesuffix("/") + WELL_KNOWN_OPENID
 
 
-def parse_discovery_document(body: bytes, expected_issuer: str) -> str:
+def parse_discovery_document(
+    body: bytes, expected_issuer: str, *, allow_foreign_host: bool = False
+) -> str:
     """Return the ``jwks_uri`` of a discovery document, or raise ``DiscoveryInvalid``."""
     where = discovery_url(expected_issuer)
     try:
@@ -36,6 +46,21 @@ def parse_discovery_document(body: bytes, expected_issuer: str) -> str:
     if jwks_uri is None:
         raise DiscoveryInvalid(f"{where}: the document has no jwks_uri")
     try:
-        return check_url(jwks_uri)
+        check_url(jwks_uri)
     except ValueError as exc:
         raise DiscoveryInvalid(f"{where}: jwks_uri {exc}") from exc
+    if not allow_foreign_host and origin(jwks_uri) != origin(expected_issuer):
+        scheme, host, port = origin(expected_issuer)
+        raise DiscoveryInvalid(
+            f"{where}: jwks_uri is not on the issuer's origin {scheme}://{host}:{port} "
+            '(set allowForeignJwksHost: "true" on the component if the provider publishes '
+            "its keys elsewhere)"
+        )
+    return jwks_uri
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL ``check_url`` accepted, with the scheme's default port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)

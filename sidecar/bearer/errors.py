@@ -17,6 +17,7 @@ REASONS: dict[str, str] = {
     "authorization_not_bearer": "The Authorization header does not hold one Bearer token",
     "malformed_token": "The access token is not a well-formed JWS compact JWT",
     "algorithm_not_allowed": "The token alg is not in the allowed asymmetric algorithm list",
+    "token_type_invalid": "The token typ is not the required access token type",
     "kid_missing": "The token header has no kid",
     "kid_unknown": "No key in the issuer JWKS has the token kid",
     "kid_ambiguous": "The issuer JWKS holds more than one key with the token kid",

@@ -36,7 +36,7 @@ import trio
 
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
-from .cache import DEFAULT_MIN_REFRESH_ON_MISS, RETRY_FIRST, RETRY_MAX, JwksCache, KeysUnavailable
+from .cache import RETRY_FIRST, RETRY_MAX, JwksCache, KeysUnavailable
 from .config import BearerConfig
 from .discovery import discovery_url, parse_discovery_document
 from .errors import DiscoveryInvalid
@@ -75,10 +75,13 @@ class JwksSource:
         *,
         fetch: Fetch | None = None,
         timeout: float = DEFAULT_FETCH_TIMEOUT,
-        min_refresh_on_miss: float = DEFAULT_MIN_REFRESH_ON_MISS,
+        min_refresh_on_miss: float | None = None,
     ) -> None:
         self.config = config
         self.timeout = timeout
+        # None: the component's unknownKidRefreshInterval (tests may pass their own)
+        if min_refresh_on_miss is None:
+            min_refresh_on_miss = config.unknown_kid_refresh_interval
         self.min_refresh_on_miss = min_refresh_on_miss
         self._fetch: Fetch = fetch if fetch is not None else HttpsGetter(timeout=timeout)
         self._cache: JwksCache | None = None
@@ -146,7 +149,11 @@ class JwksSource:
         url = discovery_url(self.config.issuer)
         try:
             result = await self._get(url)
-            jwks_uri = parse_discovery_document(result.body, self.config.issuer)
+            jwks_uri = parse_discovery_document(
+                result.body,
+                self.config.issuer,
+                allow_foreign_host=self.config.allow_foreign_jwks_host,
+            )
         except (FetchError, DiscoveryInvalid) as exc:
             self._discovery_failures += 1
             retry_in = min(RETRY_FIRST * 2 ** min(self._discovery_failures - 1, 16), RETRY_MAX)

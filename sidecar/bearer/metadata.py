@@ -5,17 +5,23 @@ well-known URIs (MCP 2025-11-25, SEP-985): first the path-suffixed form, then th
 §3.1 builds the well-known URI by inserting ``/.well-known/oauth-protected-resource`` between the
 host and the path of the resource identifier, so the resource ``https://h/mcp`` is described at
 ``https://h/.well-known/oauth-protected-resource/mcp``.
+
+Without a configured ``resource`` (or an audience that is a URL), an MCP server's resource is the
+URL its caller used, derived per request (``invoked.py``): the caller's sidecar states it, the
+document is served through the same invocation path (``…/method/.well-known/oauth-protected-
+resource/<endpoint>``), and the challenge's ``resource_metadata`` points there.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from ._urls import check_url
 from .claims import SCOPE_TOKEN
 from .config import BearerConfig
+from .invoked import invoked_base
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 
@@ -55,10 +61,42 @@ def protected_resource_metadata_url(resource: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def resource_metadata_url_for(config: BearerConfig) -> str | None:
-    """The ``resource_metadata`` URL for challenges: configured, or derived from ``resource``."""
+def resource_metadata_url_for(
+    config: BearerConfig,
+    endpoint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> str | None:
+    """The ``resource_metadata`` URL for challenges: configured, derived from ``resource``, or
+    (for an MCP server's ``endpoint``) derived from the URL the caller used."""
     if config.resource_metadata_url:
         return config.resource_metadata_url
     if config.resource:
         return protected_resource_metadata_url(config.resource)
-    return None
+    base = invoked_base(headers) if endpoint and headers is not None else None
+    if base is None:
+        return None
+    return f"{base}{WELL_KNOWN_PRM}/{endpoint}"
+
+
+def resource_for(
+    config: BearerConfig, endpoint: str | None, headers: Mapping[str, str]
+) -> str | None:
+    """The ``resource`` an RFC 9728 document names: configured, the audience if it is a URL, or
+    the URL the caller used for an MCP server's ``endpoint``; None if none can be had."""
+    if config.resource:
+        return config.resource
+    if "://" in config.audience:
+        return config.audience
+    base = invoked_base(headers) if endpoint else None
+    return None if base is None else f"{base}/{endpoint}"
+
+
+def resource_derivation_warning(config: BearerConfig, endpoint: str | None) -> str | None:
+    """Why an app behind ``config`` will serve no RFC 9728 metadata, or None if it will."""
+    if config.resource or config.resource_metadata_url or "://" in config.audience or endpoint:
+        return None
+    return (
+        f"bearer component {config.name!r} has no 'resource' and protects an app that is not an "
+        "MCP server, so its resource cannot be derived from requests: no RFC 9728 metadata is "
+        "served and 401 challenges carry no resource_metadata (set 'resource' to the app's URL)"
+    )

@@ -4,7 +4,9 @@ Order of checks, cheapest and least trusting first — nothing from the token pi
 verifier trusts:
 
 1. shape: three base64url segments, bounded length (``malformed_token``);
-2. header ``alg`` in the *configured* allow-list (``none`` and HS* can never be in it);
+2. header ``alg`` in the *configured* allow-list (``none`` and HS* can never be in it), and
+   header ``typ`` equal to the configured ``requiredTokenType`` if there is one (RFC 9068 §4:
+   ``at+jwt``, so an ID token from the same issuer is not taken for an access token);
 3. header ``kid`` present, found exactly once in the snapshot;
 4. the key fits the algorithm: its type (RSA ↔ RS*/PS*, EC curve ↔ ES*, OKP ↔ EdDSA, ``oct`` ↔
    nothing), its ``use``/``key_ops`` allow verification, and its own ``alg`` (if any) is the
@@ -69,6 +71,8 @@ def validate_token(
     """Return what ``token`` proves, or raise ``TokenRejected`` naming the check that failed."""
     header = _unverified_header(token)
     alg = _allowed_algorithm(header, config.algorithms)
+    if config.required_token_type is not None:
+        _check_token_type(header, config.required_token_type)
     kid = _key_id(header)
     entry = _entry_for(kid, keys)
     _check_key_fits(entry, alg)
@@ -112,6 +116,12 @@ def _allowed_algorithm(header: Mapping[str, Any], allowed: tuple[str, ...]) -> s
     if not isinstance(alg, str) or alg not in allowed:
         raise TokenRejected("algorithm_not_allowed")
     return alg
+
+
+def _check_token_type(header: Mapping[str, Any], required: str) -> None:
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != required:
+        raise TokenRejected("token_type_invalid")
 
 
 def _key_id(header: Mapping[str, Any]) -> str:

@@ -40,6 +40,12 @@ class JsonTooLarge(JsonRejected):
     http_status = 413
 
 
+class JsonTooComplex(JsonTooLarge):
+    """More JSON values than we parse per body: refused before the parse is paid for."""
+
+    code = "ERR_MCP_JSON_TOO_COMPLEX"
+
+
 class ResponseFilterFailed(McpError):
     """An upstream response that must be filtered could not be: answer 502, never pass it on."""
 

@@ -31,6 +31,8 @@ from ..bearer import (
     protected_resource_metadata,
     protected_resource_metadata_paths,
     refresh_may_help,
+    resource_derivation_warning,
+    resource_for,
     resource_metadata_url_for,
     scope_decision,
     unverified_kid,
@@ -63,6 +65,13 @@ class BearerKeySources:
     def on_policy(self, policy: InboundPolicy) -> None:
         if policy.bearer is not None:
             self.ensure(policy.bearer)
+            warning = resource_derivation_warning(policy.bearer, _endpoint(policy))
+            if warning is not None:
+                log.warning(warning, component=policy.bearer.name)
+
+
+def _endpoint(policy: InboundPolicy) -> str | None:
+    return policy.mcp.method if policy.mcp is not None else None
 
 
 def _realm(policy: InboundPolicy, request: InboundRequest) -> str:
@@ -74,7 +83,7 @@ def metadata_response(policy: InboundPolicy, request: InboundRequest) -> bytes |
     config = policy.bearer
     if config is None or request.verb != "GET" or not request.method.startswith(WELL_KNOWN):
         return None
-    resource = config.resource or (config.audience if "://" in config.audience else None)
+    resource = resource_for(config, _endpoint(policy), request.headers)
     if resource is None:
         return None
     paths = {p.split("?", 1)[0].lstrip("/") for p in protected_resource_metadata_paths(resource)}
@@ -98,7 +107,7 @@ def check_token(
         config=config,
         keys=source.keys(),
         now=time.time(),
-        resource_metadata_url=resource_metadata_url_for(config),
+        resource_metadata_url=resource_metadata_url_for(config, _endpoint(policy), request.headers),
         realm=_realm(policy, request),
         scope_hint=policy.mcp.required_scopes if policy.mcp is not None else (),
     )
@@ -133,7 +142,11 @@ def check_scopes(
         decision = scope_decision(
             verified,
             needed,
-            resource_metadata_url=resource_metadata_url_for(config) if config else None,
+            resource_metadata_url=(
+                resource_metadata_url_for(config, _endpoint(policy), request.headers)
+                if config
+                else None
+            ),
             realm=request.callee.app_id,
         )
         if not decision.allowed:

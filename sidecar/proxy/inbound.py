@@ -222,7 +222,7 @@ class InboundProxy:
     def on_policy(self, policy: InboundPolicy) -> None:
         """Called with each new policy before it takes effect: warm the bearer keys."""
         if policy.bearer is not None:
-            self.bearer_sources().ensure(policy.bearer)
+            self.bearer_sources().on_policy(policy)  # ensure the source; warn if no RFC 9728
 
     async def _judge_mcp(self, conn: HttpConnection, route, inbound: InboundRequest):
         """The MCP policy: (decision, body to forward, response plan, items it granted)."""

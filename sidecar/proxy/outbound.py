@@ -20,6 +20,7 @@ import trio
 
 from identity import AppIdentity, IdentityError, PeerIdentityMismatch, expect_peer_identity
 
+from ..bearer.invoked import INVOKED_AS_HEADERS, invoked_as_headers
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.headers import LOCAL_ONLY, forwardable, framing_for
@@ -181,7 +182,8 @@ class OutboundProxy:
             raise AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}") from exc
         key = (address, expected)
         upstream = await self.pool.acquire(key)
-        headers = forwardable(request.headers, LOCAL_ONLY)
+        headers = forwardable(request.headers, LOCAL_ONLY | INVOKED_AS_HEADERS)
+        headers += invoked_as_headers(request.target, request.headers)  # for RFC 9728 (bearer)
         headers.append((b"host", f"{invocation.app_id}.{invocation.namespace}".encode()))
         headers += framing_for(request.headers)
         head = request_head(request.method, invocation.target.wire_path, headers)

@@ -56,9 +56,14 @@ def claims(
     return out
 
 
-def sign(key: RSAKey, payload: dict[str, Any], *, kid: str | None = "default") -> str:
-    """RS256 over ``payload``; ``kid`` defaults to the key's own, ``None`` leaves it out."""
-    header: dict[str, Any] = {"alg": "RS256", "typ": "at+jwt"}
+def sign(
+    key: RSAKey, payload: dict[str, Any], *, kid: str | None = "default", typ: str | None = "at+jwt"
+) -> str:
+    """RS256 over ``payload``; ``kid`` defaults to the key's own, ``None`` leaves it (or ``typ``)
+    out."""
+    header: dict[str, Any] = {"alg": "RS256"}
+    if typ is not None:
+        header["typ"] = typ
     if kid == "default":
         header["kid"] = key.kid
     elif kid is not None:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 RUN_FILE = "defense-in-depth.yaml"
-PINNED_PORTS = (9000, 8000, 5101, 5102, 5103, 5104)
+PINNED_PORTS = (9000, 8000, 5101, 5102, 5103, 5104, 3502)
 STARTUP_TIMEOUT = 60.0
 CURL = re.compile(
     r"```sh\n(curl -s -X POST http://127\.0\.0\.1:(\d+)/run(?: -d '([^']*)')?)\n```\n\n"
