@@ -24,17 +24,18 @@ import trio
 from identity import AppIdentity, TrustBundle
 
 from .admin import AdminHandler
-from .audit import AuditLog
+from .audit import AuditLog, AuditSettings
 from .errors import SidecarError
 from .http.server import HttpServer, ServerLimits
 from .identity_source import IdentityHolder, run_ca_identity, watch_svid_dir
-from .metrics import SidecarMetrics
+from .metrics import SidecarMetrics, granted_tool_names
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
 from .registry import Registry, SidecarRecord, StaticPeers
 from .state.policy_builder import deny_all_policy
 from .state.store import MeshStore
 from .state.watcher import PolicyHolder, parse_config_option, watch_policy
+from .tracing import Tracing
 
 log = structlog.get_logger("trustmesh.sidecar")
 
@@ -63,6 +64,7 @@ class SidecarOptions:
     api_token: bytes | None = None
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
+    audit: AuditSettings | None = None  # None: <home>/audit/<namespace>.<app-id>.jsonl
     handle_signals: bool = True
 
 
@@ -105,10 +107,16 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         "Seconds until this sidecar's SVID expires.",
         holder.seconds_until_expiry,
     )
-    audit = AuditLog(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl")
+    audit = AuditLog(
+        opts.audit or AuditSettings(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl"),
+        signer=lambda: holder.current.svid if holder.current is not None else None,
+        tracing=Tracing.from_environment(opts.app_id),
+    )
+    metrics.watch_audit(audit)
     registered = False
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(audit.run)
             await _start_identity(opts, holder, nursery)
             store = MeshStore(opts.home)
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
@@ -120,7 +128,12 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 return record.inbound_address if record is not None else None
 
             outbound = OutboundProxy(
-                OutboundConfig(me, api_token=opts.api_token), resolve, holder, metrics, nursery
+                OutboundConfig(me, api_token=opts.api_token),
+                resolve,
+                holder,
+                metrics,
+                nursery,
+                audit=audit,
             )
             inbound = InboundProxy(
                 InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
@@ -132,7 +145,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     store,
                     me,
                     parse_config_option(opts.config, store),
-                    on_policy=inbound.on_policy,
+                    on_policy=lambda new: _on_policy(new, inbound, metrics),
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
@@ -176,6 +189,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                         "admin": _fmt(admin_address),
                     },
                     "policy": policy.status(),
+                    "audit": audit.status(),
                 }
 
             async with trio.open_nursery() as serving:
@@ -213,7 +227,14 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         if registered:
             registry.unregister(me.app_id, me.namespace, os.getpid())
         audit.close()
+        audit.tracing.shutdown()
         log.info("sidecar stopped", spiffe_id=str(me))
+
+
+def _on_policy(new_policy, inbound: InboundProxy, metrics: SidecarMetrics) -> None:
+    inbound.on_policy(new_policy)
+    # The tool label's values: only names some grant names (a bounded set).
+    metrics.set_granted_tools(granted_tool_names(new_policy.mcp.policy) if new_policy.mcp else ())
 
 
 async def _drain_on_signal(running: RunningSidecar) -> None:

@@ -1,0 +1,253 @@
+"""Walking an audit log: sequence, chain, checkpoints, and the head it must reach.
+
+The verifier names the first line that is wrong, not merely the first place the chain stops
+matching: when a record's successor no longer matches it but the successor still matches *its*
+successor, the record itself was edited, and that is the line reported. A record deleted or
+two records swapped show as a ``seq`` out of order at the line where it happens. Truncating the
+newest records leaves a chain that is intact as far as it goes, so it is caught only against a
+head seen elsewhere: the running sidecar's (``/v1/status``) or a checkpoint copied off the host.
+
+A last line without its newline is what a crash (``kill -9``) mid-write leaves: it is reported
+as a warning and the log verifies up to the last complete record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from identity import TrustBundle
+
+from .checkpoint import CheckpointInvalid, verify_checkpoint
+from .record import CHECKPOINT, DECISION, GENESIS, encode, line_hash
+
+
+@dataclass(frozen=True)
+class Break:
+    file: Path | None
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = (
+            ""
+            if self.file is None
+            else f"{self.file}:{self.line}: "
+            if self.line
+            else f"{self.file}: "
+        )
+        return where + self.message
+
+
+@dataclass
+class Line:
+    file: Path
+    number: int
+    raw: bytes
+    entry: dict[str, Any] | None  # None: not a JSON object
+
+
+@dataclass
+class Report:
+    records: int = 0
+    checkpoints: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    owner: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: Break | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.error is None
+
+
+def read_lines(files: Sequence[Path], report: Report) -> list[Line]:
+    lines: list[Line] = []
+    for index, path in enumerate(files):
+        data = path.read_bytes()
+        parts = data.split(b"\n")
+        tail = parts.pop()  # b"" when the file ends with a newline
+        for number, raw in enumerate(parts, 1):
+            lines.append(Line(path, number, raw, _parse(raw)))
+        if tail:
+            if index == len(files) - 1:
+                report.warnings.append(
+                    f"{path}:{len(parts) + 1}: incomplete last record ignored (a write cut "
+                    "short, as a crash leaves it)"
+                )
+            else:
+                lines.append(Line(path, len(parts) + 1, tail, None))
+    return lines
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _owner_of(entry: dict[str, Any]) -> str | None:
+    if entry.get("kind") == CHECKPOINT:
+        return entry.get("spiffe_id")
+    return entry.get("callee") if entry.get("direction") == "inbound" else entry.get("caller")
+
+
+def _first_owner(lines: list[Line]) -> str | None:
+    for line in lines:
+        if line.entry is not None and line.entry.get("kind") == CHECKPOINT:
+            return line.entry.get("spiffe_id")
+    for line in lines:
+        if line.entry is not None:
+            return _owner_of(line.entry)
+    return None
+
+
+def verify_lines(
+    lines: list[Line],
+    report: Report,
+    bundle: TrustBundle | None,
+    expected_owner: str | None = None,
+) -> Report:
+    report.owner = expected_owner or _first_owner(lines)
+    prev, expected_seq = GENESIS, 1
+    for i, line in enumerate(lines):
+        error = _check_line(line, prev, expected_seq, report, bundle)
+        if error is None and i + 1 < len(lines) and _mismatch_is_this_line(lines, i):
+            error = (
+                "record changed after it was written "
+                "(its hash no longer matches the next record's prev)"
+            )
+        if error is not None:
+            report.error = Break(line.file, line.number, error)
+            return report
+        entry = line.entry
+        assert entry is not None
+        prev, expected_seq = line_hash(line.raw), entry["seq"] + 1
+        report.head_seq, report.head_hash = entry["seq"], prev
+        if entry.get("kind") == CHECKPOINT:
+            report.checkpoints += 1
+        else:
+            report.records += 1
+    if bundle is None and report.checkpoints:
+        report.warnings.append("checkpoint signatures not checked: no trust bundle given")
+    return report
+
+
+def _mismatch_is_this_line(lines: list[Line], i: int) -> bool:
+    """The next record does not chain to this one, but chains on to its own successor: the
+    next record is genuine, so this one is what changed."""
+    this, after = lines[i], lines[i + 1]
+    if after.entry is None or after.entry.get("prev") == line_hash(this.raw):
+        return False
+    if i + 2 < len(lines):
+        beyond = lines[i + 2]
+        return (
+            beyond.entry is not None
+            and beyond.entry.get("prev") == line_hash(after.raw)
+            and (
+                after.entry.get("seq") == this.entry.get("seq", 0) + 1  # type: ignore[union-attr]
+            )
+        )
+    return after.entry.get("seq") == this.entry.get("seq", 0) + 1  # type: ignore[union-attr]
+
+
+def _check_line(
+    line: Line, prev: str, expected_seq: int, report: Report, bundle: TrustBundle | None
+) -> str | None:
+    entry = line.entry
+    if entry is None:
+        return "not a JSON record"
+    seq = entry.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return "record has no integer seq"
+    if seq != expected_seq:
+        if expected_seq == 1:
+            return f"log starts at seq {seq}: the records before it are missing"
+        if seq > expected_seq:
+            return f"seq {seq} where {expected_seq} was expected: records deleted or reordered"
+        return f"seq {seq} where {expected_seq} was expected: records reordered or duplicated"
+    if entry.get("prev") != prev:
+        return "chain broken: prev is not the hash of the record before"
+    kind = entry.get("kind")
+    if kind not in (DECISION, CHECKPOINT):
+        return f"unknown record kind {kind!r}"
+    owner = _owner_of(entry)
+    if report.owner is not None and owner != report.owner:
+        return f"record belongs to {owner}, not to this log's sidecar {report.owner}"
+    if kind == CHECKPOINT and bundle is not None:
+        try:
+            verify_checkpoint(entry, bundle)
+        except CheckpointInvalid as exc:
+            return f"forged checkpoint: {exc}"
+    return None
+
+
+def check_head(lines: list[Line], report: Report, seq: int, hash_: str, source: str) -> None:
+    """The log must still hold the record ``seq`` with hash ``hash_`` (seen by ``source``)."""
+    if report.error is not None:
+        return
+    for line in lines:
+        if line.entry is not None and line.entry.get("seq") == seq:
+            if line_hash(line.raw) != hash_:
+                report.error = Break(
+                    line.file, line.number, f"record {seq} differs from the one {source} holds"
+                )
+            return
+    last = lines[-1] if lines else None
+    report.error = Break(
+        last.file if last else None,
+        None,
+        f"log ends at seq {report.head_seq} but {source} has seq {seq}: "
+        "the newest records were removed",
+    )
+
+
+def verify_copied_checkpoint(
+    lines: list[Line], report: Report, checkpoint: dict[str, Any], bundle: TrustBundle | None
+) -> None:
+    if report.error is not None:
+        return
+    if bundle is not None:
+        try:
+            verify_checkpoint(checkpoint, bundle)
+        except CheckpointInvalid as exc:
+            report.error = Break(None, None, f"the copied checkpoint is not genuine: {exc}")
+            return
+    if report.owner is not None and checkpoint.get("spiffe_id") != report.owner:
+        report.error = Break(
+            None,
+            None,
+            f"the copied checkpoint is from {checkpoint.get('spiffe_id')}, not {report.owner}",
+        )
+        return
+    check_head(
+        lines, report, checkpoint["seq"], line_hash(encode(checkpoint)), "the copied checkpoint"
+    )
+
+
+def verify_files(
+    files: Sequence[Path],
+    bundle: TrustBundle | None,
+    *,
+    expected_owner: str | None = None,
+) -> tuple[Report, list[Line]]:
+    report = Report()
+    lines = read_lines(files, report)
+    return verify_lines(lines, report, bundle, expected_owner), lines
+
+
+def verify_chain(path: Path) -> int:
+    """Walk one file's chain (no signatures); return its decision count or raise ``ValueError``
+    naming the line of the first break."""
+    report, _ = verify_files([path], None)
+    if report.error is not None:
+        raise ValueError(
+            f"audit chain broken at line {report.error.line} of {path}: {report.error.message}"
+        )
+    return report.records
