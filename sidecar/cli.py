@@ -24,6 +24,7 @@ COMMANDS = {
     "run": ("sidecar.cli_run", "run_command"),
     "stop": ("sidecar.cli_run", "stop_command"),
     "list": ("sidecar.cli_run", "list_command"),
+    "audit": ("sidecar.cli_audit", "audit_group"),
 }
 
 
