@@ -73,7 +73,9 @@ def _running_head(home: Path, current: Path | None) -> tuple[dict | None, str | 
     if record is None:
         return None, "no running sidecar for this log: its head was not checked"
     status = admin_status(record, timeout=3.0)
-    audit = (status or {}).get("audit") or {}
+    if status is None:
+        return None, "the running sidecar did not answer: its head was not checked"
+    audit = status.get("audit") or {}
     destination = audit.get("destination")
     if not destination or Path(destination).resolve() != current.resolve():
         return None, "the running sidecar writes another file: its head was not checked"
@@ -115,7 +117,8 @@ def verify_command(files, app_id, namespace, bundle, checkpoint_file, no_live, h
         raise click.ClickException(f"{exc} (pass --bundle with the mesh's trust bundle)") from None
     copied = _load_checkpoint(checkpoint_file) if checkpoint_file else None
     head, why_not = (None, "--no-live given") if no_live else _running_head(home_path, current)
-    report, lines = verify_files(paths, trust)
+    owner = f"/ns/{namespace}/{app_id}" if app_id else None
+    report, lines = verify_files(paths, trust, expected_owner=owner)
     if head is not None:
         check_head(lines, report, int(head["seq"]), str(head["hash"]), "the running sidecar")
     if copied is not None:

@@ -99,12 +99,11 @@ def _owner_of(entry: dict[str, Any]) -> str | None:
 
 
 def _first_owner(lines: list[Line]) -> str | None:
-    for line in lines:
-        if line.entry is not None and line.entry.get("kind") == CHECKPOINT:
-            return line.entry.get("spiffe_id")
-    for line in lines:
-        if line.entry is not None:
-            return _owner_of(line.entry)
+    """Whose log this is, as its first decision says (a forger's checkpoint does not decide)."""
+    for kind in (DECISION, CHECKPOINT):
+        for line in lines:
+            if line.entry is not None and line.entry.get("kind") == kind:
+                return _owner_of(line.entry)
     return None
 
 
@@ -114,7 +113,14 @@ def verify_lines(
     bundle: TrustBundle | None,
     expected_owner: str | None = None,
 ) -> Report:
-    report.owner = expected_owner or _first_owner(lines)
+    """``expected_owner``: the log's sidecar as a SPIFFE ID, or its ``/ns/<ns>/<app-id>`` tail."""
+    report.owner = _first_owner(lines)
+    if expected_owner and report.owner and not report.owner.endswith(expected_owner):
+        first = lines[0]
+        report.error = Break(
+            first.file, first.number, f"log of {report.owner}, not of {expected_owner}"
+        )
+        return report
     prev, expected_seq = GENESIS, 1
     for i, line in enumerate(lines):
         error = _check_line(line, prev, expected_seq, report, bundle)
