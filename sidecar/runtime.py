@@ -65,6 +65,7 @@ class SidecarOptions:
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
     audit: AuditSettings | None = None  # None: <home>/audit/<namespace>.<app-id>.jsonl
+    tracing: Tracing | None = None  # None: from the OTEL_* variables (off when unset)
     handle_signals: bool = True
 
 
@@ -110,7 +111,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     audit = AuditLog(
         opts.audit or AuditSettings(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl"),
         signer=lambda: holder.current.svid if holder.current is not None else None,
-        tracing=Tracing.from_environment(opts.app_id),
+        tracing=opts.tracing or Tracing.from_environment(opts.app_id),
     )
     metrics.watch_audit(audit)
     registered = False
