@@ -15,6 +15,11 @@ from typing import Any
 # Where a request names the item it is about (tools/call and prompts/get by name, resources by URI).
 _ITEM_FIELDS = ("name", "uri")
 MAX_LISTED = 32  # a hostile batch must not make the record unbounded
+MAX_TEXT = 256  # nor a 4 MiB tool name
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +59,17 @@ def summarize(body: bytes | None) -> McpSummary:
     for message in messages[:MAX_LISTED]:
         if not isinstance(message, dict) or not isinstance(message.get("method"), str):
             continue
-        methods.append(message["method"])
+        methods.append(_bounded(message["method"]))
         params = message.get("params")
         if not isinstance(params, dict):
             continue
         for field in _ITEM_FIELDS:
             if isinstance(params.get(field), str):
-                names.append(params[field])
+                names.append(_bounded(params[field]))
                 break
         arguments = params.get("arguments")
         if isinstance(arguments, dict):
-            keys.extend(k for k in arguments if k not in keys)
+            keys.extend(_bounded(k) for k in arguments if _bounded(k) not in keys)
         traceparent = traceparent or _meta_traceparent(params)
     return McpSummary(
         tuple(methods), tuple(names[:MAX_LISTED]), tuple(keys[:MAX_LISTED]), traceparent

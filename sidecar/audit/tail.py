@@ -33,6 +33,15 @@ def record_time(record: dict[str, Any]) -> dt.datetime | None:
         return None
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """Callers choose tool names and paths: never let one drive the operator's terminal
+    (escape sequences) or fake a line (newlines, bidi overrides)."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _app_id(spiffe_id: str | None) -> str:
     return (spiffe_id or "-").rsplit("/", 1)[-1]
 
@@ -83,4 +92,5 @@ def format_line(record: dict[str, Any]) -> str:
     took = record.get("duration_ms")
     took_text = f"{took:.1f}ms" if isinstance(took, int | float) else "-"
     direction = "in " if record.get("direction") == "inbound" else "out"
-    return f"{when} {verdict} {direction} {who}  {what}  {why}  {status} {took_text}"
+    line = f"{when} {verdict} {direction} {who}  {what}  {why}  {status} {took_text}"
+    return _printable(line)

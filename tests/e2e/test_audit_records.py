@@ -221,3 +221,18 @@ def test_metrics_carry_the_labels_an_operator_filters_by(world):
     allowed = {s["tool"] for s in samples if s["decision"] == "allow"}
     assert {"add", "echo"} <= allowed
     assert "trustmesh_audit_healthy 1.0" in text
+
+
+def test_audit_log_stdout_writes_the_same_records_as_json_lines(world):
+    sidecar = world.mcp.mesh.sidecar(
+        "stdout-api", app_port=world.app.ready["port"], extra=["--audit-log", "stdout"]
+    )
+    url = world.url("client", "stdout-api", "echo")
+    assert httpx.post(url, timeout=10).status_code == 200
+    assert sidecar.stop() == 0  # SIGTERM: the buffered record and a last checkpoint go out
+    lines = [json.loads(x) for x in sidecar.popen.stdout.read().decode().splitlines()]
+    records = [x for x in lines if x.get("kind") in ("decision", "checkpoint")]
+    assert [r["kind"] for r in records] == ["decision", "checkpoint"]
+    assert (records[0]["caller"], records[0]["decision"]) == (CLIENT, "allow")
+    assert set(DECISION_FIELDS) <= records[0].keys()
+    assert not world.log_path("stdout-api").exists()

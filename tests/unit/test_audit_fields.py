@@ -220,3 +220,19 @@ def test_metrics_registries_are_isolated():
     first, second = SidecarMetrics(), SidecarMetrics()
     observe(first)
     assert _samples(first) and not _samples(second)
+
+
+def test_tail_never_prints_a_callers_control_characters():
+    hostile = RECORD | {"names": ["x\x1b]0;pwned\x07\nFAKE allow"], "path": "a\u202eb"}
+    line = format_line(hostile)
+    assert "\x1b" not in line and "\n" not in line and "\u202e" not in line
+    assert "\\x1b]0;pwned\\x07\\x0aFAKE allow" in line
+
+
+def test_names_and_keys_are_bounded_in_length():
+    long = "n" * 100_000
+    summary = summarize(
+        body({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": long, "arguments": {long: 1}}})
+    )  # fmt: skip
+    assert len(summary.names[0]) == 257 and len(summary.arg_keys[0]) == 257
