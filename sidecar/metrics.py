@@ -9,6 +9,9 @@ Label values an operator filters by: direction, caller, callee, decision, layer,
 method and tool. The tool label is bounded: a name no grant of the current policy names is
 counted as ``other``, so a caller cannot grow the series by inventing tool names; MCP methods
 outside the protocol's method table are ``other`` too.
+
+``prometheus_client`` is imported at the first scrape, not at start: it brings ~12 MiB of
+modules (its HTTP servers among them) that an idle sidecar does not need.
 """
 
 from __future__ import annotations
@@ -16,13 +19,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 OTHER = "other"
@@ -55,7 +51,9 @@ class Counter:
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
-    def family(self) -> CounterMetricFamily:
+    def family(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
         for labels, value in self.values.items():
             family.add_metric(labels, value)
@@ -76,7 +74,9 @@ class Histogram:
         counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
         self.sums[labels] += value
 
-    def family(self) -> HistogramMetricFamily:
+    def family(self) -> Any:
+        from prometheus_client.core import HistogramMetricFamily
+
         family = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
         for labels, counts in self.counts.items():
             running, buckets = 0, []
@@ -94,6 +94,8 @@ class _Collector:
         self.metrics = metrics
 
     def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m = self.metrics
         yield m.requests.family()
         yield m.latency.family()
@@ -128,8 +130,7 @@ class SidecarMetrics:
         self.counters: list[tuple[str, str, Callable[[], float]]] = []
         self.granted_tools: frozenset[str] = frozenset()
         self._methods = _known_methods()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        self.registry: Any = None  # this sidecar's own CollectorRegistry, made at first scrape
 
     def set_granted_tools(self, names: Iterable[str]) -> None:
         """The tool names some grant names (wildcards excluded): the tool label's values."""
@@ -204,6 +205,11 @@ class SidecarMetrics:
         )
 
     def render(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self.registry is None:
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(_Collector(self))
         return generate_latest(self.registry)
 
 

@@ -67,3 +67,16 @@ async def test_one_trace_one_span_per_hop_across_two_sidecars(mesh):
     )
     assert inbound.attributes["trustmesh.callee"] == "spiffe://public/ns/default/server"
     assert inbound.attributes["http.response.status_code"] == 200
+
+
+def test_a_sidecar_process_imports_neither_opentelemetry_nor_prometheus_client_at_start():
+    """Optional and scrape-time dependencies stay out of an idle sidecar's memory."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sidecar.runtime, sidecar.cli_sidecar\n"
+        "print(sorted(m for m in ('opentelemetry', 'prometheus_client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
