@@ -118,11 +118,14 @@ def verify_command(files, app_id, namespace, bundle, checkpoint_file, no_live, h
     copied = _load_checkpoint(checkpoint_file) if checkpoint_file else None
     head, why_not = (None, "--no-live given") if no_live else _running_head(home_path, current)
     owner = f"/ns/{namespace}/{app_id}" if app_id else None
-    report, lines = verify_files(paths, trust, expected_owner=owner)
-    if head is not None:
-        check_head(lines, report, int(head["seq"]), str(head["hash"]), "the running sidecar")
+    watch = [int(head["seq"])] if head is not None else []
     if copied is not None:
-        verify_copied_checkpoint(lines, report, copied, trust)
+        watch.append(int(copied["seq"]))
+    report = verify_files(paths, trust, expected_owner=owner, watch=watch)
+    if head is not None:
+        check_head(report, int(head["seq"]), str(head["hash"]), "the running sidecar")
+    if copied is not None:
+        verify_copied_checkpoint(report, copied, trust)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.error is not None:
@@ -146,7 +149,11 @@ def _load_checkpoint(path: str) -> dict:
         entry = json.loads(lines[-1]) if lines else None
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(entry, dict) or entry.get("kind") != "checkpoint":
+    if (
+        not isinstance(entry, dict)
+        or entry.get("kind") != "checkpoint"
+        or not isinstance(entry.get("seq"), int)
+    ):
         raise click.ClickException(f"{path} does not hold a checkpoint record")
     return entry
 

@@ -13,8 +13,10 @@ as a warning and the log verifies up to the last complete record.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,29 +61,28 @@ class Report:
     owner: str | None = None
     warnings: list[str] = field(default_factory=list)
     error: Break | None = None
+    seen: dict[int, tuple[str, Line]] = field(default_factory=dict)  # watched seq → hash, line
+    last: Line | None = None
 
     @property
     def intact(self) -> bool:
         return self.error is None
 
 
-def read_lines(files: Sequence[Path], report: Report) -> list[Line]:
-    lines: list[Line] = []
+def iter_lines(files: Sequence[Path], report: Report) -> Iterator[Line]:
+    """Lines one at a time (a log may be many rotated files of 64 MiB: never all in memory)."""
     for index, path in enumerate(files):
-        data = path.read_bytes()
-        parts = data.split(b"\n")
-        tail = parts.pop()  # b"" when the file ends with a newline
-        for number, raw in enumerate(parts, 1):
-            lines.append(Line(path, number, raw, _parse(raw)))
-        if tail:
-            if index == len(files) - 1:
-                report.warnings.append(
-                    f"{path}:{len(parts) + 1}: incomplete last record ignored (a write cut "
-                    "short, as a crash leaves it)"
-                )
-            else:
-                lines.append(Line(path, len(parts) + 1, tail, None))
-    return lines
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if raw.endswith(b"\n"):
+                    yield Line(path, number, raw[:-1], _parse(raw[:-1]))
+                elif index == len(files) - 1:
+                    report.warnings.append(
+                        f"{path}:{number}: incomplete last record ignored (a write cut short, "
+                        "as a crash leaves it)"
+                    )
+                else:
+                    yield Line(path, number, raw, None)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -98,33 +99,57 @@ def _owner_of(entry: dict[str, Any]) -> str | None:
     return entry.get("callee") if entry.get("direction") == "inbound" else entry.get("caller")
 
 
-def _first_owner(lines: list[Line]) -> str | None:
-    """Whose log this is, as its first decision says (a forger's checkpoint does not decide)."""
-    for kind in (DECISION, CHECKPOINT):
-        for line in lines:
-            if line.entry is not None and line.entry.get("kind") == kind:
-                return _owner_of(line.entry)
-    return None
+def _owner_and_lines(lines: Iterator[Line]) -> tuple[str | None, Iterator[Line]]:
+    """Whose log this is, as its first decision says (a forger's checkpoint does not decide);
+    reads ahead only as far as that first decision."""
+    seen: list[Line] = []
+    owner = None
+    for line in lines:
+        seen.append(line)
+        if line.entry is not None and line.entry.get("kind") == DECISION:
+            owner = _owner_of(line.entry)
+            break
+    else:
+        checkpoints = [x for x in seen if x.entry is not None and x.entry.get("kind") == CHECKPOINT]
+        owner = _owner_of(checkpoints[0].entry) if checkpoints else None  # type: ignore[arg-type]
+    return owner, itertools.chain(seen, lines)
+
+
+def _windows(lines: Iterator[Line]) -> Iterator[tuple[Line, Line | None, Line | None]]:
+    """Each line with the two after it (what naming an edited record needs)."""
+    window: collections.deque[Line] = collections.deque()
+    for line in lines:
+        window.append(line)
+        if len(window) == 3:
+            yield window[0], window[1], window[2]
+            window.popleft()
+    while window:
+        yield window[0], window[1] if len(window) > 1 else None, None
+        window.popleft()
 
 
 def verify_lines(
-    lines: list[Line],
+    lines: Iterable[Line],
     report: Report,
     bundle: TrustBundle | None,
     expected_owner: str | None = None,
+    watch: Iterable[int] = (),
 ) -> Report:
-    """``expected_owner``: the log's sidecar as a SPIFFE ID, or its ``/ns/<ns>/<app-id>`` tail."""
-    report.owner = _first_owner(lines)
-    if expected_owner and report.owner and not report.owner.endswith(expected_owner):
-        first = lines[0]
-        report.error = Break(
-            first.file, first.number, f"log of {report.owner}, not of {expected_owner}"
-        )
-        return report
+    """Walk the chain. ``expected_owner``: the log's sidecar as a SPIFFE ID or its
+    ``/ns/<ns>/<app-id>`` tail; ``watch``: seqs whose hash and place to remember (heads to
+    compare with afterwards)."""
+    watched = set(watch)
+    report.owner, stream = _owner_and_lines(iter(lines))
     prev, expected_seq = GENESIS, 1
-    for i, line in enumerate(lines):
+    for line, after, beyond in _windows(stream):
+        report.last = line
+        if expected_owner and report.owner and not report.owner.endswith(expected_owner):
+            report.error = Break(
+                line.file, line.number, f"log of {report.owner}, not of {expected_owner}"
+            )
+            return report
         error = _check_line(line, prev, expected_seq, report, bundle)
-        if error is None and i + 1 < len(lines) and _mismatch_is_this_line(lines, i):
+        if error is None and after is not None and _mismatch_is_this_line(line, after, beyond):
             error = (
                 "record changed after it was written "
                 "(its hash no longer matches the next record's prev)"
@@ -136,6 +161,8 @@ def verify_lines(
         assert entry is not None
         prev, expected_seq = line_hash(line.raw), entry["seq"] + 1
         report.head_seq, report.head_hash = entry["seq"], prev
+        if entry["seq"] in watched:
+            report.seen[entry["seq"]] = (prev, line)
         if entry.get("kind") == CHECKPOINT:
             report.checkpoints += 1
         else:
@@ -145,22 +172,19 @@ def verify_lines(
     return report
 
 
-def _mismatch_is_this_line(lines: list[Line], i: int) -> bool:
+def _mismatch_is_this_line(this: Line, after: Line, beyond: Line | None) -> bool:
     """The next record does not chain to this one, but chains on to its own successor: the
     next record is genuine, so this one is what changed."""
-    this, after = lines[i], lines[i + 1]
     if after.entry is None or after.entry.get("prev") == line_hash(this.raw):
         return False
-    if i + 2 < len(lines):
-        beyond = lines[i + 2]
-        return (
-            beyond.entry is not None
-            and beyond.entry.get("prev") == line_hash(after.raw)
-            and (
-                after.entry.get("seq") == this.entry.get("seq", 0) + 1  # type: ignore[union-attr]
-            )
-        )
-    return after.entry.get("seq") == this.entry.get("seq", 0) + 1  # type: ignore[union-attr]
+    in_sequence = after.entry.get("seq") == this.entry.get("seq", 0) + 1  # type: ignore[union-attr]
+    if beyond is None:
+        return in_sequence
+    return (
+        in_sequence
+        and beyond.entry is not None
+        and (beyond.entry.get("prev") == line_hash(after.raw))
+    )
 
 
 def _check_line(
@@ -194,20 +218,21 @@ def _check_line(
     return None
 
 
-def check_head(lines: list[Line], report: Report, seq: int, hash_: str, source: str) -> None:
-    """The log must still hold the record ``seq`` with hash ``hash_`` (seen by ``source``)."""
-    if report.error is not None:
+def check_head(report: Report, seq: int, hash_: str, source: str) -> None:
+    """The log must still hold the record ``seq`` with hash ``hash_`` (seen by ``source``);
+    ``seq`` must have been among the walk's ``watch``."""
+    if report.error is not None or seq == 0:  # seq 0: the sidecar has written nothing yet
         return
-    for line in lines:
-        if line.entry is not None and line.entry.get("seq") == seq:
-            if line_hash(line.raw) != hash_:
-                report.error = Break(
-                    line.file, line.number, f"record {seq} differs from the one {source} holds"
-                )
-            return
-    last = lines[-1] if lines else None
+    seen = report.seen.get(seq)
+    if seen is not None:
+        found, line = seen
+        if found != hash_:
+            report.error = Break(
+                line.file, line.number, f"record {seq} differs from the one {source} holds"
+            )
+        return
     report.error = Break(
-        last.file if last else None,
+        report.last.file if report.last else None,
         None,
         f"log ends at seq {report.head_seq} but {source} has seq {seq}: "
         "the newest records were removed",
@@ -215,7 +240,7 @@ def check_head(lines: list[Line], report: Report, seq: int, hash_: str, source: 
 
 
 def verify_copied_checkpoint(
-    lines: list[Line], report: Report, checkpoint: dict[str, Any], bundle: TrustBundle | None
+    report: Report, checkpoint: dict[str, Any], bundle: TrustBundle | None
 ) -> None:
     if report.error is not None:
         return
@@ -232,9 +257,7 @@ def verify_copied_checkpoint(
             f"the copied checkpoint is from {checkpoint.get('spiffe_id')}, not {report.owner}",
         )
         return
-    check_head(
-        lines, report, checkpoint["seq"], line_hash(encode(checkpoint)), "the copied checkpoint"
-    )
+    check_head(report, checkpoint["seq"], line_hash(encode(checkpoint)), "the copied checkpoint")
 
 
 def verify_files(
@@ -242,16 +265,16 @@ def verify_files(
     bundle: TrustBundle | None,
     *,
     expected_owner: str | None = None,
-) -> tuple[Report, list[Line]]:
+    watch: Iterable[int] = (),
+) -> Report:
     report = Report()
-    lines = read_lines(files, report)
-    return verify_lines(lines, report, bundle, expected_owner), lines
+    return verify_lines(iter_lines(files, report), report, bundle, expected_owner, watch)
 
 
 def verify_chain(path: Path) -> int:
     """Walk one file's chain (no signatures); return its decision count or raise ``ValueError``
     naming the line of the first break."""
-    report, _ = verify_files([path], None)
+    report = verify_files([path], None)
     if report.error is not None:
         raise ValueError(
             f"audit chain broken at line {report.error.line} of {path}: {report.error.message}"

@@ -47,7 +47,7 @@ def make(tmp_path, svid=None, **settings) -> AuditLog:
 
 
 def check(tmp_path, mesh_ca, **kw):
-    report, _ = verify_files(log_files(tmp_path / "default.server.jsonl"), mesh_ca.bundle, **kw)
+    report = verify_files(log_files(tmp_path / "default.server.jsonl"), mesh_ca.bundle, **kw)
     assert report.error is None, report.error
     return report
 
@@ -114,7 +114,7 @@ async def test_files_rotate_by_size_and_the_chain_continues_across_them(tmp_path
     assert report.records == 60 and report.checkpoints >= 8
     # Drop a middle file: the break is named in the next one.
     files[1].unlink()
-    broken, _ = verify_files(log_files(tmp_path / "default.server.jsonl"), mesh_ca.bundle)
+    broken = verify_files(log_files(tmp_path / "default.server.jsonl"), mesh_ca.bundle)
     assert broken.error is not None and broken.error.file == files[2]
     assert "deleted or reordered" in broken.error.message
 
@@ -139,7 +139,7 @@ async def test_a_torn_last_line_is_cut_on_restart(tmp_path, mesh_ca, svid):
     path = tmp_path / "default.server.jsonl"
     with path.open("ab") as handle:
         handle.write(b'{"seq":5,"time":"2026-')  # what kill -9 mid-write leaves
-    torn, _ = verify_files([path], mesh_ca.bundle)
+    torn = verify_files([path], mesh_ca.bundle)
     assert torn.error is None and "incomplete last record" in torn.warnings[0]
     second = make(tmp_path, svid)
     second.record(**decision(4))
@@ -233,11 +233,24 @@ def test_owner_is_checked_against_the_app_id(tmp_path, mesh_ca):
     audit.record(**decision())
     audit.close()
     files = log_files(tmp_path / "default.server.jsonl")
-    report, _ = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/other")
+    report = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/other")
     assert report.error is not None and "not of /ns/default/other" in report.error.message
-    ok, _ = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/server")
+    ok = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/server")
     assert ok.error is None
 
 
 def test_identity_is_the_svid_of_the_checkpoint(svid):
     assert svid.identity == AppIdentity("public", "default", "server")
+
+
+def test_an_empty_log_matches_a_head_of_nothing_written(tmp_path, mesh_ca):
+    from sidecar.audit.verify import check_head
+
+    audit = make(tmp_path)
+    files = log_files(tmp_path / "default.server.jsonl")
+    report = verify_files(files, mesh_ca.bundle, watch=[0, 3])
+    check_head(report, audit.written_seq, audit.written_hash, "the running sidecar")
+    assert report.error is None and report.records == 0
+    check_head(report, 3, "ab" * 32, "the running sidecar")
+    assert "the newest records were removed" in report.error.message
+    audit.close()
