@@ -109,9 +109,11 @@ def verify_checkpoint(entry: dict[str, Any], bundle: TrustBundle) -> str:
         at = dt.datetime.fromisoformat(str(entry.get("time", "")).replace("Z", "+00:00"))
     except (ValueError, UnicodeError) as exc:
         raise CheckpointInvalid(f"checkpoint is malformed: {exc}") from exc
+    if not chain:
+        raise CheckpointInvalid("checkpoint carries no certificate")
     try:
         _verify_signature(chain[0].public_key(), raw, encode(unsigned))
-    except InvalidSignature:
+    except (InvalidSignature, ValueError, TypeError):
         raise CheckpointInvalid("checkpoint signature does not verify") from None
     _chains_to_bundle(chain, bundle, at)
     try:

@@ -236,3 +236,26 @@ def test_names_and_keys_are_bounded_in_length():
               "params": {"name": long, "arguments": {long: 1}}})
     )  # fmt: skip
     assert len(summary.names[0]) == 257 and len(summary.arg_keys[0]) == 257
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"svid": ""},
+        {"svid": "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"},
+        {"sig": "not base64!"},
+        {"sig": ""},
+        {"time": 5},
+        {"svid": None},
+    ],
+)
+def test_a_malformed_checkpoint_is_invalid_never_a_crash(change, mesh_ca):
+    import time
+
+    from sidecar.audit import CheckpointInvalid, checkpoint_entry, verify_checkpoint
+    from tests._support.pki import issue
+
+    entry = checkpoint_entry(5, time.time(), "0" * 64, 4, issue(mesh_ca, "server"))
+    assert verify_checkpoint(entry, mesh_ca.bundle) == "spiffe://public/ns/default/server"
+    with pytest.raises(CheckpointInvalid):
+        verify_checkpoint(entry | change, mesh_ca.bundle)
