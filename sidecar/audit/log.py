@@ -145,6 +145,7 @@ class AuditLog:
         """Sign the current head with the SVID (skipped when there is no SVID yet)."""
         svid = self.signer()
         if svid is None or self.sink is None:
+            self._last_checkpoint = time.monotonic()  # no SVID yet: try again a period later
             return False
         self._append(checkpoint_entry(self._seq + 1, time.time(), self._prev, self.records, svid))
         self.checkpoints += 1

@@ -254,3 +254,14 @@ def test_an_empty_log_matches_a_head_of_nothing_written(tmp_path, mesh_ca):
     check_head(report, 3, "ab" * 32, "the running sidecar")
     assert "the newest records were removed" in report.error.message
     audit.close()
+
+
+async def test_without_an_svid_the_checkpoint_waits_a_period_instead_of_spinning(
+    tmp_path, autojump_clock
+):
+    audit = make(tmp_path, None, checkpoint_seconds=60)  # no SVID: nothing can sign
+    audit._last_checkpoint = 0.0  # the period is over
+    audit.record(**decision())
+    assert audit.checkpoint() is False
+    assert audit._last_checkpoint > 0.0  # the next try is a whole period away
+    audit.close()
