@@ -236,3 +236,28 @@ def test_audit_log_stdout_writes_the_same_records_as_json_lines(world):
     assert (records[0]["caller"], records[0]["decision"]) == (CLIENT, "allow")
     assert set(DECISION_FIELDS) <= records[0].keys()
     assert not world.log_path("stdout-api").exists()
+
+
+def test_tail_follow_prints_new_decisions_as_they_arrive(world):
+    import select
+    import subprocess
+    import time
+
+    from tests._support.procs import REPO, TRUSTMESH
+
+    argv = [*TRUSTMESH, "audit", "tail", "--app-id", "api", "--follow", "--denied", "-o", "json",
+            "--home", str(world.home)]  # fmt: skip
+    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        existing = follower.stdout.readline()  # the intruder's denial already on record
+        assert json.loads(existing)["caller"] == "spiffe://public/ns/default/intruder"
+        assert httpx.post(world.url("client", "api", "echo"), timeout=10).status_code == 200
+        assert httpx.post(world.url("intruder", "api", "again"), timeout=10).status_code == 403
+        deadline = time.monotonic() + 10
+        while not select.select([follower.stdout], [], [], 0.2)[0]:
+            assert time.monotonic() < deadline, "tail --follow printed nothing new"
+        new = json.loads(follower.stdout.readline())
+        assert (new["path"], new["decision"]) == ("again", "deny")  # the allowed call: filtered
+    finally:
+        follower.terminate()
+        follower.wait(10)
