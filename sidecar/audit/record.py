@@ -47,13 +47,18 @@ DECISION_FIELDS = (
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
+_last_second: list = [None, ""]  # (whole second, its text): one strftime a second, not a record
+
+
 def rfc3339(ts: float) -> str:
     """UTC with microseconds and a ``Z``: sortable as text and unambiguous across hosts."""
     whole = int(ts)
     micros = round((ts - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    if _last_second[0] != whole:
+        _last_second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_last_second[1]}.{micros:06d}Z"
 
 
 def encode(entry: dict[str, Any]) -> bytes:
@@ -66,7 +71,6 @@ def line_hash(line: bytes) -> str:
 
 def decision_entry(seq: int, ts: float, fields: dict[str, Any], prev: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"seq": seq, "time": rfc3339(ts), "kind": DECISION}
-    for name in DECISION_FIELDS:
-        entry[name] = fields.get(name)
+    entry.update(zip(DECISION_FIELDS, map(fields.get, DECISION_FIELDS), strict=True))
     entry["prev"] = prev
     return entry
