@@ -130,7 +130,7 @@ class OutboundProxy:
         hop = self.audit.begin("outbound", request.headers, request.method)
         result = ExchangeResult()
         target_label = "-"
-        refused: SidecarError | InvalidPath | None = None
+        refused = None  # the error or denial answered instead of sending (for the record)
         try:
             refusal = self.audit.refusal()  # fail closed while records cannot be kept
             if refusal is not None:
