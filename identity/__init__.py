@@ -11,6 +11,16 @@ from ._errors import (
     PeerIdentityMismatch,
     SvidError,
 )
+from ._mapping import (
+    BINDING_KIND,
+    IdentityBinding,
+    IdentityMap,
+    IdentityMapError,
+    app_identity_of,
+    current_identity_map,
+    install_identity_map,
+    parse_binding,
+)
 from ._peer import leaf_app_identity, leaf_spiffe_uri, peer_identity
 from ._pemfiles import atomic_write
 from ._spiffe_id import (
@@ -36,10 +46,14 @@ from ._svid import (
 from ._tls import client_context, expect_peer_identity, server_context, ssl_peer_identity
 
 __all__ = [
+    "BINDING_KIND",
     "DEFAULT_NAMESPACE",
     "DEFAULT_TRUST_DOMAIN",
     "AppIdentity",
+    "IdentityBinding",
     "IdentityError",
+    "IdentityMap",
+    "IdentityMapError",
     "InvalidSpiffeId",
     "NotAnAppIdentity",
     "PeerIdentityError",
@@ -48,15 +62,19 @@ __all__ = [
     "SvidError",
     "TrustBundle",
     "X509Svid",
+    "app_identity_of",
     "atomic_write",
     "certificates_to_pem",
     "client_context",
+    "current_identity_map",
     "expect_peer_identity",
+    "install_identity_map",
     "leaf_app_identity",
     "leaf_spiffe_uri",
     "load_pem_certificates",
     "load_pem_private_key",
     "load_svid_dir",
+    "parse_binding",
     "peer_identity",
     "private_key_to_pem",
     "save_svid_dir",

@@ -1,7 +1,8 @@
 """Reading an App identity off a certificate.
 
 The caller's identity comes from its leaf certificate and nowhere else. A leaf is accepted only
-if it has exactly one URI SAN, that URI is a SPIFFE ID of the App form, and it is not a CA
+if it has exactly one URI SAN, that URI is a SPIFFE ID the mesh's identity map turns into an App
+(``_mapping``: the Dapr form, the ServiceAccount form, or a bound ID), and it is not a CA
 certificate (X.509-SVID spec §4.1: leaf SVIDs set ``cA`` false). The chain itself has already
 been verified by OpenSSL during the handshake; this module decides *who* that chain names.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from ._errors import IdentityError, PeerIdentityError
+from ._mapping import app_identity_of
 from ._spiffe_id import AppIdentity
 
 
@@ -36,7 +38,7 @@ def leaf_spiffe_uri(cert: x509.Certificate) -> str:
 def leaf_app_identity(cert: x509.Certificate) -> AppIdentity:
     uri = leaf_spiffe_uri(cert)
     try:
-        return AppIdentity.from_spiffe_id(uri)
+        return app_identity_of(uri)
     except IdentityError as exc:
         raise PeerIdentityError(f"certificate SPIFFE ID is not an App ID: {exc}") from exc
 

@@ -12,14 +12,17 @@ checked in the same order as go-spiffe so that an ID one accepts the other accep
 Everything is matched with ``re.fullmatch``: py-spiffe once accepted a trailing newline because
 ``$`` matches before one.
 
-An :class:`AppIdentity` is the Dapr form ``spiffe://<td>/ns/<namespace>/<app-id>`` and nothing
-else: a SPIFFE ID with any other path is a valid workload ID, but not an App ID.
+An :class:`AppIdentity` is trust domain + namespace + App ID. Its canonical SPIFFE ID is the Dapr
+form ``spiffe://<td>/ns/<namespace>/<app-id>``; one read off a certificate through the mesh's
+identity map (``_mapping``) also carries the SPIFFE ID it came from (e.g. SPIRE's
+``.../ns/<ns>/sa/<service-account>``), which is what it prints as. Equality and hashing use the
+three mapped parts only, so ACLs, grants and sessions keep one key per App.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._errors import InvalidSpiffeId, NotAnAppIdentity
 
@@ -157,12 +160,15 @@ def validate_namespace(namespace: str) -> str:
 class AppIdentity:
     """Who an app is in the mesh: ``spiffe://<trust_domain>/ns/<namespace>/<app_id>``.
 
-    App IDs are case-sensitive, as in Dapr. Comparing two identities compares all three parts.
+    App IDs are case-sensitive, as in Dapr. Comparing two identities compares all three parts;
+    ``source`` (the SPIFFE ID a certificate presented, when it is not the Dapr form) is carried
+    for display and audit, never compared.
     """
 
     trust_domain: str
     namespace: str
     app_id: str
+    source: SpiffeId | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -184,7 +190,12 @@ class AppIdentity:
 
     @property
     def spiffe_id(self) -> SpiffeId:
+        """The SPIFFE ID this identity was presented as (the Dapr form when built from parts)."""
+        if self.source is not None:
+            return self.source
         return SpiffeId.from_parts(self.trust_domain, "ns", self.namespace, self.app_id)
 
     def __str__(self) -> str:
+        if self.source is not None:
+            return str(self.source)
         return f"{SCHEME_PREFIX}{self.trust_domain}/ns/{self.namespace}/{self.app_id}"

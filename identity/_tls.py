@@ -18,6 +18,7 @@ import ssl
 import tempfile
 
 from ._errors import PeerIdentityError, PeerIdentityMismatch
+from ._mapping import current_identity_map
 from ._peer import peer_identity
 from ._spiffe_id import AppIdentity
 from ._svid import TrustBundle, X509Svid
@@ -83,8 +84,14 @@ def ssl_peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> AppIdentity:
 def expect_peer_identity(
     ssl_object: ssl.SSLObject | ssl.SSLSocket, expected: AppIdentity
 ) -> AppIdentity:
-    """Raise :class:`PeerIdentityMismatch` unless the peer is exactly ``expected``."""
+    """Raise :class:`PeerIdentityMismatch` unless the peer is exactly ``expected``.
+
+    "Exactly" is spelled through the identity map: the peer's SPIFFE ID must be one the map
+    derives for ``expected`` (its bound ID, or its Dapr / ServiceAccount form when unbound).
+    """
     actual = ssl_peer_identity(ssl_object)
-    if actual != expected:
-        raise PeerIdentityMismatch(f"peer presented {actual} but {expected} was expected")
+    allowed = current_identity_map().spiffe_ids_for(expected)
+    if actual != expected or actual.spiffe_id not in allowed:
+        wanted = " or ".join(str(sid) for sid in allowed)
+        raise PeerIdentityMismatch(f"peer presented {actual} but {wanted} was expected")
     return actual

@@ -109,9 +109,39 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
     "bundle.pem (or tls.crt/tls.key/ca.crt) from here and reload on change.",
 )
 @click.option(
+    "--identity",
+    type=click.Choice(["auto", "builtin", "files", "spire"]),
+    default="auto",
+    show_default=True,
+    help="Where the SVID comes from: the bundled CA (--ca-url), files (--svid-dir), or the "
+    "SPIFFE Workload API (spire; socket from $SPIFFE_ENDPOINT_SOCKET). auto: by the flags given.",
+)
+@click.option(
+    "--spiffe-endpoint",
+    help="Workload API socket for --identity spire (default $SPIFFE_ENDPOINT_SOCKET).",
+)
+@click.option(
     "--peers",
     type=click.Path(dir_okay=False),
     help="Static YAML map of app-id to host:port, for hosts that share no mesh directory.",
+)
+@click.option(
+    "--resolve",
+    type=click.Choice(["registry", "peers", "dns"]),
+    help="How App IDs become addresses: the home's registry (default), the --peers file, or "
+    "DNS names from --dns-template.",
+)
+@click.option(
+    "--dns-template",
+    default="{app_id}-dapr.{namespace}.svc.cluster.local:{port}",
+    show_default=True,
+    help="For --resolve dns; {port} is --inbound-port (the same on every sidecar).",
+)
+@click.option(
+    "--policy-dir",
+    type=click.Path(file_okay=False),
+    help="Read configurations, components, MCP policies and App ID bindings from this "
+    "directory (a mounted ConfigMap) instead of the home; reloaded when kubelet swaps it.",
 )
 @click.option(
     "--api-token-file",
@@ -184,7 +214,12 @@ def sidecar_command(**kw) -> None:
         token=token,
         ca_bundle=Path(kw["ca_bundle"]) if kw["ca_bundle"] else None,
         svid_dir=Path(kw["svid_dir"]) if kw["svid_dir"] else None,
+        identity=kw["identity"],
+        spiffe_endpoint=kw["spiffe_endpoint"],
         peers=Path(kw["peers"]) if kw["peers"] else None,
+        resolve=kw["resolve"],
+        dns_template=kw["dns_template"],
+        policy_dir=Path(kw["policy_dir"]) if kw["policy_dir"] else None,
         api_token=api_token.encode() if api_token else None,
         config=kw["config"],
         audit=_audit_settings(kw, home),

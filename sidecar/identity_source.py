@@ -12,30 +12,43 @@ so a rotation never changes anything under a request in flight.
   renewal over mTLS with a new key at half the certificate's lifetime. If the CA is unreachable
   the current SVID keeps serving and renewal retries with exponential back-off, each failure
   logged, until it works or the SVID expires.
+* ``--identity spire``: the SPIFFE Workload API (``identity_spire.py``).
+
+Which App an SVID (ours or a peer's) is depends on the mesh's identity map: ``AppIdentityBinding``
+resources in the home or the ``--policy-dir``, loaded by :func:`watch_identity_map` *before* the
+SVID (a bound SPIFFE ID may be our own) and swapped whole when the bindings change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import trio
 
 from identity import (
+    BINDING_KIND,
     AppIdentity,
+    IdentityBinding,
     IdentityError,
+    IdentityMap,
     TrustBundle,
     X509Svid,
     client_context,
+    current_identity_map,
+    install_identity_map,
     load_svid_dir,
+    parse_binding,
     server_context,
     svid_dir_layout,
 )
 
-from .errors import SidecarError
+from .errors import ResourceInvalid, SidecarError
 
 log = structlog.get_logger("trustmesh.identity")
 
@@ -213,3 +226,73 @@ def _retryable(exc: BaseException) -> bool:
     """Transport trouble is worth retrying; a refusal from the CA is final."""
     status = getattr(exc, "http_status", None)
     return not (isinstance(status, int) and 400 <= status < 500)
+
+
+# -- the mesh's identity map (AppIdentityBinding resources) -----------------------------------
+
+
+def parse_binding_resource(document: Mapping[str, Any]) -> IdentityBinding:
+    """``AppIdentityBinding`` as a store resource: the identity package's parser, with the
+    error type every resource validator raises (so ``trustmesh apply`` names file and line)."""
+    try:
+        return parse_binding(document)
+    except IdentityError as exc:
+        raise ResourceInvalid(str(exc)) from exc
+
+
+def identity_map_from_resources(resources: Mapping[tuple[str, str], Any]) -> IdentityMap:
+    """The map from a snapshot's resources; a binding that did not read fails the whole map,
+    since a missing binding would hand its App ID to the default ServiceAccount form."""
+    bindings = []
+    for (kind, name), document in sorted(resources.items()):
+        if kind != BINDING_KIND:
+            continue
+        if isinstance(document, Exception):
+            raise IdentityUnavailable(f"AppIdentityBinding {name!r}: {document}")
+        try:
+            bindings.append(parse_binding(document))
+        except IdentityError as exc:
+            raise IdentityUnavailable(f"AppIdentityBinding {name!r}: {exc}") from exc
+    try:
+        return IdentityMap(bindings)
+    except IdentityError as exc:
+        raise IdentityUnavailable(str(exc)) from exc
+
+
+async def watch_identity_map(
+    load: Callable[[], IdentityMap],
+    signature: Callable[[], object],
+    *,
+    poll_interval: float = 0.25,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Install the mesh's identity map now (failing if it is broken: with no map yet, a guess
+    could hand an App ID to the wrong workload), then swap in each new valid one."""
+    from .state.store import StoreBusy
+
+    seen = signature()
+    for attempt in range(50):
+        try:
+            install_identity_map(load())
+            break
+        except StoreBusy:
+            if attempt == 49:
+                raise IdentityUnavailable("the identity map stayed busy; try again") from None
+            await trio.sleep(0.02)  # a writer (or kubelet) is mid-change: read the next set
+        except (SidecarError, IdentityError, OSError) as exc:
+            raise IdentityUnavailable(f"cannot load the identity map: {exc}") from exc
+    task_status.started()
+    while True:
+        await trio.sleep(poll_interval)
+        current = signature()
+        if current == seen:
+            continue
+        try:
+            new_map = load()
+        except (SidecarError, IdentityError, OSError) as exc:
+            log.error("identity map refused; keeping the current one", error=str(exc))
+        else:
+            seen = current
+            if new_map != current_identity_map():
+                install_identity_map(new_map)
+                log.info("identity map applied", bindings=len(new_map.bindings))

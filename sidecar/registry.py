@@ -8,7 +8,11 @@ without a stat and a liveness check on every request. A record whose process is 
 ignored, so a crashed sidecar does not send callers to a port some other process may now own.
 
 Hosts that share no directory use a static ``--peers`` file (YAML map of ``app-id`` or
-``app-id.namespace`` → ``host:port``) instead.
+``app-id.namespace`` → ``host:port``) or DNS with a template (``--resolve dns``; default Dapr's
+Kubernetes form ``{app_id}-dapr.{namespace}.svc.cluster.local:{port}``, ``{port}`` being the
+inbound port every sidecar of the mesh listens on). Whatever answers, the outbound peer check
+stays exact: the sidecar at that address must prove the target's identity over mTLS, so a
+resolver can misroute a call into a refusal, never into the wrong app.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import string
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from identity import atomic_write
+from identity import IdentityError, atomic_write, validate_app_id, validate_namespace
 
 from .errors import SidecarError
 
@@ -145,3 +151,70 @@ class StaticPeers:
 
     def lookup(self, app_id: str, namespace: str) -> tuple[str, int] | None:
         return self._peers.get((app_id, namespace))
+
+
+DEFAULT_DNS_TEMPLATE = "{app_id}-dapr.{namespace}.svc.cluster.local:{port}"
+_TEMPLATE_FIELDS = {"app_id", "namespace", "port"}
+RESOLUTION_MODES = ("registry", "peers", "dns")
+
+Resolve = Callable[[str, str], tuple[str, int] | None]
+
+
+class DnsNames:
+    """``--resolve dns``: an App ID's inbound address is a name, made from a template."""
+
+    def __init__(self, template: str, port: int) -> None:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        except ValueError as exc:
+            raise RegistryError(f"invalid DNS template {template!r}: {exc}") from exc
+        unknown = fields - _TEMPLATE_FIELDS
+        if unknown or "app_id" not in fields:
+            raise RegistryError(
+                f"invalid DNS template {template!r}: use {{app_id}}, {{namespace}} and {{port}}"
+                + (f", not {', '.join(sorted(unknown))}" if unknown else "")
+            )
+        if "{port}" in template and not 0 < port < 65536:
+            raise RegistryError(
+                "--resolve dns needs --inbound-port: the port every sidecar's inbound listener "
+                "uses, which the DNS template's {port} stands for"
+            )
+        self.template, self.port = template, port
+        split_address(self._format("app", "default"))  # fail now on a template with no port
+
+    def _format(self, app_id: str, namespace: str) -> str:
+        return self.template.format(app_id=app_id, namespace=namespace, port=self.port)
+
+    def lookup(self, app_id: str, namespace: str) -> tuple[str, int] | None:
+        try:  # only names that are App IDs reach DNS: nothing a caller writes becomes a host
+            validate_app_id(app_id)
+            validate_namespace(namespace)
+        except IdentityError:
+            return None
+        return split_address(self._format(app_id, namespace))
+
+
+def build_resolver(
+    mode: str,
+    registry: Registry,
+    *,
+    default_namespace: str,
+    peers: Path | None = None,
+    dns_template: str = DEFAULT_DNS_TEMPLATE,
+    port: int = 0,
+) -> Resolve:
+    """The App ID → inbound address function for one of :data:`RESOLUTION_MODES`."""
+    if mode == "peers":
+        if peers is None:
+            raise RegistryError("--resolve peers needs --peers FILE")
+        return StaticPeers(peers, default_namespace).lookup
+    if mode == "dns":
+        return DnsNames(dns_template, port).lookup
+    if mode != "registry":
+        raise RegistryError(f"unknown resolution mode {mode!r}: use {', '.join(RESOLUTION_MODES)}")
+
+    def from_registry(app_id: str, namespace: str) -> tuple[str, int] | None:
+        record = registry.lookup(app_id, namespace)
+        return record.inbound_address if record is not None else None
+
+    return from_registry

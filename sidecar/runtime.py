@@ -27,12 +27,19 @@ from .admin import AdminHandler
 from .audit import AuditLog, AuditSettings
 from .errors import SidecarError
 from .http.server import HttpServer, ServerLimits
-from .identity_source import IdentityHolder, run_ca_identity, watch_svid_dir
+from .identity_source import (
+    IdentityHolder,
+    identity_map_from_resources,
+    run_ca_identity,
+    watch_identity_map,
+    watch_svid_dir,
+)
 from .metrics import SidecarMetrics, granted_tool_names
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
-from .registry import Registry, SidecarRecord, StaticPeers
+from .registry import DEFAULT_DNS_TEMPLATE, Registry, SidecarRecord, build_resolver
 from .state.policy_builder import deny_all_policy
+from .state.policy_dir import PolicyDirStore
 from .state.store import MeshStore
 from .state.watcher import PolicyHolder, parse_config_option, watch_policy
 from .tracing import Tracing
@@ -60,7 +67,14 @@ class SidecarOptions:
     token: str | None = None
     ca_bundle: Path | None = None
     svid_dir: Path | None = None
+    identity: str = "auto"  # auto | builtin (--ca-url) | files (--svid-dir) | spire
+    spiffe_endpoint: str | None = None  # Workload API socket (default $SPIFFE_ENDPOINT_SOCKET)
     peers: Path | None = None
+    resolve: str | None = (
+        None  # registry | peers | dns (default: peers with --peers, else registry)
+    )
+    dns_template: str = DEFAULT_DNS_TEMPLATE
+    policy_dir: Path | None = None  # read-only policy (a mounted ConfigMap) instead of the home
     api_token: bytes | None = None
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -101,7 +115,14 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     me = AppIdentity(opts.trust_domain, opts.namespace, opts.app_id)
     holder = IdentityHolder(me)
     registry = Registry(opts.home)
-    peers = StaticPeers(opts.peers, opts.namespace) if opts.peers else None
+    resolve = build_resolver(
+        opts.resolve or ("peers" if opts.peers else "registry"),
+        registry,
+        default_namespace=opts.namespace,
+        peers=opts.peers,
+        dns_template=opts.dns_template,
+        port=opts.inbound_port,
+    )
     metrics = SidecarMetrics()
     metrics.add_gauge(
         "trustmesh_svid_expiry_seconds",
@@ -118,15 +139,17 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
+            store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
+            await nursery.start(
+                watch_identity_map,
+                lambda: identity_map_from_resources(
+                    store.snapshot(me.app_id, me.namespace).resources
+                ),
+                store.signature,
+            )
             await _start_identity(opts, holder, nursery)
-            store = MeshStore(opts.home)
+            me = holder.material().svid.identity  # the same App, carrying its SVID's SPIFFE ID
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
-
-            def resolve(app_id: str, namespace: str) -> tuple[str, int] | None:
-                if peers is not None:
-                    return peers.lookup(app_id, namespace)
-                record = registry.lookup(app_id, namespace)
-                return record.inbound_address if record is not None else None
 
             outbound = OutboundProxy(
                 OutboundConfig(me, api_token=opts.api_token),
@@ -247,6 +270,19 @@ async def _drain_on_signal(running: RunningSidecar) -> None:
 
 
 async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery) -> None:
+    if opts.identity == "spire":
+        if opts.svid_dir is not None or opts.ca_url is not None:
+            raise SidecarConfigError(
+                "--identity spire takes the SVID from the Workload API: drop --svid-dir/--ca-url"
+            )
+        from .identity_spire import run_workload_api_identity
+
+        await nursery.start(run_workload_api_identity, holder, opts.spiffe_endpoint)
+        return
+    if opts.identity == "files" and opts.svid_dir is None:
+        raise SidecarConfigError("--identity files needs --svid-dir DIR")
+    if opts.identity == "builtin" and opts.ca_url is None:
+        raise SidecarConfigError("--identity builtin needs --ca-url URL and --token")
     if opts.svid_dir is not None and opts.ca_url is not None:
         raise SidecarConfigError("give either --svid-dir or --ca-url/--token, not both")
     if opts.svid_dir is not None:
@@ -265,7 +301,9 @@ async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery)
         bundle = TrustBundle.load(bundle_path)
         await nursery.start(run_ca_identity, holder, opts.ca_url, opts.token, bundle)
         return
-    raise SidecarConfigError("no identity source: pass --svid-dir DIR or --ca-url URL --token T")
+    raise SidecarConfigError(
+        "no identity source: pass --svid-dir DIR, --ca-url URL --token T, or --identity spire"
+    )
 
 
 def _fmt(address: tuple[str, int] | None) -> str:

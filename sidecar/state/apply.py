@@ -17,6 +17,7 @@ from .store import KIND_DIRS, AppBinding, MeshStore
 
 def validators() -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     from ..bearer.config import parse_bearer_component
+    from ..identity_source import parse_binding_resource
     from ..mcp.policy import parse_policy
     from ..policy.configuration import parse_configuration
 
@@ -24,6 +25,7 @@ def validators() -> dict[str, Callable[[Mapping[str, Any]], Any]]:
         "Configuration": parse_configuration,
         "Component": parse_bearer_component,
         "MCPServerAccessPolicy": parse_policy,
+        "AppIdentityBinding": parse_binding_resource,
     }
 
 

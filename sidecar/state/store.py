@@ -34,6 +34,7 @@ KIND_DIRS = {
     "Configuration": "configurations",
     "Component": "components",
     "MCPServerAccessPolicy": "mcpserverpolicies",
+    "AppIdentityBinding": "appidentitybindings",  # SPIFFE ID → App ID (identity map)
 }
 
 

@@ -265,3 +265,13 @@ async def test_without_an_svid_the_checkpoint_waits_a_period_instead_of_spinning
     assert audit.checkpoint() is False
     assert audit._last_checkpoint > 0.0  # the next try is a whole period away
     audit.close()
+
+
+def test_a_service_account_identity_owns_the_log_of_its_namespace(tmp_path, mesh_ca):
+    audit = make(tmp_path)
+    audit.record(**decision(callee="spiffe://public/ns/default/sa/server-sa"))
+    audit.close()
+    files = log_files(tmp_path / "default.server.jsonl")
+    assert verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/server").error is None
+    other = verify_files(files, mesh_ca.bundle, expected_owner="/ns/prod/server")
+    assert other.error is not None

@@ -36,7 +36,8 @@ def test_a_leaf_with_one_app_uri_names_that_app() -> None:
         (
             {"uris": ("spiffe://public/workload",)},
             "certificate SPIFFE ID is not an App ID: spiffe://public/workload is not an App ID: "
-            "expected spiffe://<trust-domain>/ns/<namespace>/<app-id>",
+            "expected spiffe://<trust-domain>/ns/<namespace>/<app-id>, "
+            ".../ns/<namespace>/sa/<service-account>, or an AppIdentityBinding",
         ),
         (
             {"uris": ("spiffe://public/ns/default/web?admin=1",)},

@@ -1,0 +1,1 @@
+"""Running the mesh on Kubernetes: manifests rendered from a run file and the home's policy."""
