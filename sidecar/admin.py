@@ -2,7 +2,8 @@
 
 ``/readyz`` is what runners and ``--wait`` rely on, so it is honest: ready means an SVID is
 loaded, the listeners are up and (for an app with a port) the app accepts connections.
-``/v1/status`` reports the policy version in force, which is what ``--wait`` compares.
+``/v1/status`` reports the policy version in force, which is what ``--wait`` compares, and the
+audit log's head (seq + hash) and health, which is what ``trustmesh audit verify`` compares.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import trio
 from .http.connection import HttpConnection
 from .http.server import ConnectionInfo, send_error, send_simple_response
 from .metrics import SidecarMetrics
+
+# Prometheus text format 0.0.4, what prometheus_client's generate_latest writes.
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class AdminHandler:
@@ -64,9 +68,7 @@ class AdminHandler:
             ready = all(checks.values())
             await _json(conn, 200 if ready else 503, {"ready": ready, "checks": checks})
         elif path == b"/metrics":
-            await send_simple_response(
-                conn, 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
-            )
+            await send_simple_response(conn, 200, self.metrics.render(), METRICS_CONTENT_TYPE)
         elif path == b"/v1/status":
             await _json(conn, 200, self.status())
         else:

@@ -25,6 +25,7 @@ COMMANDS = {
     "stop": ("sidecar.cli_run", "stop_command"),
     "list": ("sidecar.cli_run", "list_command"),
     "logs": ("sidecar.cli_run", "logs_command"),
+    "audit": ("sidecar.cli_audit", "audit_group"),
     "k8s": ("sidecar.k8s.cli", "k8s_group"),
 }
 

@@ -13,6 +13,7 @@ from ca import CAError
 from ca.home import resolve_home
 from identity import IdentityError
 
+from .audit import STDOUT, AuditSettings
 from .errors import SidecarError
 from .logsetup import configure_logging
 from .runtime import SidecarOptions, print_ready_line, run_sidecar
@@ -38,6 +39,23 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise click.ClickException(f"cannot read {what} file {path}: {exc.strerror}") from exc
+
+
+def _audit_settings(kw: dict, home: Path) -> AuditSettings:
+    where = kw["audit_log"]
+    if where is None:
+        destination: Path | str | None = home / "audit" / f"{kw['namespace']}.{kw['app_id']}.jsonl"
+    elif where in ("none", STDOUT):
+        destination = None if where == "none" else STDOUT
+    else:
+        destination = Path(where)
+    return AuditSettings(
+        destination,
+        fail_closed=kw["audit_fail_closed"],
+        checkpoint_every=kw["audit_checkpoint_every"],
+        checkpoint_seconds=kw["audit_checkpoint_seconds"],
+        max_file_bytes=kw["audit_max_bytes"],
+    )
 
 
 @click.command("sidecar")
@@ -137,6 +155,38 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
     "(default: the one attached with 'trustmesh appid update').",
 )
 @click.option(
+    "--audit-log",
+    metavar="FILE|stdout|none",
+    help="Where decision records go (default <home>/audit/<namespace>.<app-id>.jsonl); "
+    "'stdout' writes them as JSON lines, 'none' keeps none.",
+)
+@click.option(
+    "--audit-fail-closed",
+    is_flag=True,
+    help="Deny requests (503) while the audit log cannot keep up or cannot write.",
+)
+@click.option(
+    "--audit-checkpoint-every",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Records between signed checkpoints.",
+)
+@click.option(
+    "--audit-checkpoint-seconds",
+    type=click.FloatRange(0.01),
+    default=60.0,
+    show_default=True,
+    help="Longest time between signed checkpoints while records arrive.",
+)
+@click.option(
+    "--audit-max-bytes",
+    type=click.IntRange(1024),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Rotate the audit file at this size (the chain continues in the next file).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -172,6 +222,7 @@ def sidecar_command(**kw) -> None:
         policy_dir=Path(kw["policy_dir"]) if kw["policy_dir"] else None,
         api_token=api_token.encode() if api_token else None,
         config=kw["config"],
+        audit=_audit_settings(kw, home),
     )
 
     async def main() -> None:

@@ -24,7 +24,7 @@ import trio
 from identity import AppIdentity, TrustBundle
 
 from .admin import AdminHandler
-from .audit import AuditLog
+from .audit import AuditLog, AuditSettings
 from .errors import SidecarError
 from .http.server import HttpServer, ServerLimits
 from .identity_source import (
@@ -35,7 +35,7 @@ from .identity_source import (
     watch_svid_dir,
 )
 from .mcp.sessions import seen_tools_path, write_seen_tools
-from .metrics import SidecarMetrics
+from .metrics import SidecarMetrics, granted_tool_names
 from .proxy.inbound import InboundConfig, InboundProxy
 from .proxy.outbound import OutboundConfig, OutboundProxy
 from .registry import DEFAULT_DNS_TEMPLATE, Registry, SidecarRecord, build_resolver
@@ -43,6 +43,7 @@ from .state.policy_builder import deny_all_policy
 from .state.policy_dir import PolicyDirStore
 from .state.store import MeshStore
 from .state.watcher import PolicyHolder, parse_config_option, watch_policy
+from .tracing import Tracing
 
 log = structlog.get_logger("trustmesh.sidecar")
 
@@ -78,6 +79,8 @@ class SidecarOptions:
     api_token: bytes | None = None
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
+    audit: AuditSettings | None = None  # None: <home>/audit/<namespace>.<app-id>.jsonl
+    tracing: Tracing | None = None  # None: from the OTEL_* variables (off when unset)
     handle_signals: bool = True
 
 
@@ -127,10 +130,16 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         "Seconds until this sidecar's SVID expires.",
         holder.seconds_until_expiry,
     )
-    audit = AuditLog(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl")
+    audit = AuditLog(
+        opts.audit or AuditSettings(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl"),
+        signer=lambda: holder.current.svid if holder.current is not None else None,
+        tracing=opts.tracing or Tracing.from_environment(opts.app_id),
+    )
+    metrics.watch_audit(audit)
     registered = False
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(audit.run)
             store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
             await nursery.start(
                 watch_identity_map,
@@ -144,7 +153,12 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
 
             outbound = OutboundProxy(
-                OutboundConfig(me, api_token=opts.api_token), resolve, holder, metrics, nursery
+                OutboundConfig(me, api_token=opts.api_token),
+                resolve,
+                holder,
+                metrics,
+                nursery,
+                audit=audit,
             )
             inbound = InboundProxy(
                 InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
@@ -159,7 +173,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     store,
                     me,
                     parse_config_option(opts.config, store),
-                    on_policy=inbound.on_policy,
+                    on_policy=lambda new: _on_policy(new, inbound, metrics),
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
@@ -203,6 +217,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                         "admin": _fmt(admin_address),
                     },
                     "policy": policy.status(),
+                    "audit": audit.status(),
                 }
 
             async with trio.open_nursery() as serving:
@@ -240,7 +255,14 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         if registered:
             registry.unregister(me.app_id, me.namespace, os.getpid())
         audit.close()
+        audit.tracing.shutdown()
         log.info("sidecar stopped", spiffe_id=str(me))
+
+
+def _on_policy(new_policy, inbound: InboundProxy, metrics: SidecarMetrics) -> None:
+    inbound.on_policy(new_policy)
+    # The tool label's values: only names some grant names (a bounded set).
+    metrics.set_granted_tools(granted_tool_names(new_policy.mcp.policy) if new_policy.mcp else ())
 
 
 async def _drain_on_signal(running: RunningSidecar) -> None:

@@ -18,7 +18,7 @@ import trio
 
 from identity import AppIdentity
 
-from ..audit import AuditLog
+from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.headers import CALLER_HEADERS, LOCAL_ONLY, forwardable, framing_for
@@ -121,13 +121,18 @@ class InboundProxy:
     async def handle(
         self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo
     ) -> None:
-        started = trio.current_time()
+        hop = self.audit.begin("inbound", request.headers, request.method)
         policy = self.policy()  # one policy version judges the whole request
         result = ExchangeResult()
         decision: Decision | None = None
         caller = info.peer_identity
         method = "?"
+        verified = None
         try:
+            decision = self.audit.refusal()  # fail closed while records cannot be kept
+            if decision is not None:
+                await self._answer(conn, decision, result)
+                return
             if caller is None:
                 decision = Decision.deny(
                     "identity", "ERR_PEER_IDENTITY", info.peer_identity_error or "no identity", 403
@@ -153,7 +158,6 @@ class InboundProxy:
             if not decision.allowed:
                 await self._answer(conn, decision, result)
                 return
-            verified = None
             if policy.bearer is not None:
                 bearer_gate = _bearer_gate()
                 metadata = bearer_gate.metadata_response(policy, inbound)
@@ -209,7 +213,7 @@ class InboundProxy:
             else:
                 await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
-            self._record(caller, request, method, decision, result, policy, started)
+            self._record(caller, request, method, decision, result, policy, hop, verified)
 
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
@@ -236,6 +240,7 @@ class InboundProxy:
         if refusal is not None:
             return refusal, None, None, ()
         body = await read_whole_body(conn, self.config.max_inspected_body)
+        note_body(body)
         verdict = mcp_route.judge_body(
             route, inbound, body, self.config.max_inspected_body, self.mcp_sessions
         )
@@ -306,7 +311,7 @@ class InboundProxy:
             headers.append((b"content-length", str(len(body)).encode()))
         else:
             headers += framing_for(request.headers)
-        head = request_head(request.method, target.wire_path, headers)
+        head = request_head(request.method, target.wire_path, propagate(headers))
         upstream = await self.app_pool.acquire("app")
         try:
             await relay_exchange(
@@ -324,23 +329,26 @@ class InboundProxy:
             raise
         self.app_pool.release("app", upstream)
 
-    def _record(self, caller, request, method, decision, result, policy, started) -> None:
-        elapsed = trio.current_time() - started
+    def _record(self, caller, request, method, decision, result, policy, hop, verified) -> None:
+        elapsed = hop.elapsed()
         allowed = decision is None or decision.allowed
         caller_text = str(caller) if caller is not None else "-"
         self.audit.record(
+            hop,
+            direction="inbound",
             callee=str(self.config.me),
             caller=caller_text,
+            bearer_subject=verified.subject if verified is not None else None,
             verb=request.method.decode("ascii", "replace"),
-            method=method,
+            path=method,
             decision="allow" if allowed else "deny",
             layer=decision.layer if decision else "request",
             reason=decision.reason if decision else "-",
             rule=decision.rule if decision else None,
             message=None if allowed else decision.message,
             status=result.status,
+            response_bytes=result.bytes_down,
             policy_version=policy.version,
-            duration_ms=round(elapsed * 1000, 3),
         )
         self.metrics.observe_request(
             "inbound",
@@ -349,8 +357,8 @@ class InboundProxy:
             decision="allow" if allowed else "deny",
             layer=decision.layer if decision else "request",
             reason=decision.reason if decision else "-",
-            mcp_method=None,
-            tool=None,
+            mcp_method=hop.mcp_method,
+            tool=hop.tool,
             status=result.status,
             seconds=elapsed,
         )

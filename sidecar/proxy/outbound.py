@@ -20,6 +20,7 @@ import trio
 
 from identity import AppIdentity, IdentityError, PeerIdentityMismatch, expect_peer_identity
 
+from ..audit import AuditLog, outbound_fields, propagate
 from ..bearer.invoked import INVOKED_AS_HEADERS, invoked_as_headers
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
@@ -76,11 +77,13 @@ class OutboundProxy:
         identity: IdentityHolder,
         metrics: SidecarMetrics,
         nursery: trio.Nursery,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         self.resolve = resolve
         self.identity = identity
         self.metrics = metrics
+        self.audit = audit or AuditLog(None)
         self.pool = ConnectionPool(
             nursery, self._dial, generation=lambda: identity.generation, idle_timeout=30.0
         )
@@ -125,10 +128,16 @@ class OutboundProxy:
     async def handle(
         self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo
     ) -> None:
-        started = trio.current_time()
+        hop = self.audit.begin("outbound", request.headers, request.method)
         result = ExchangeResult()
         target_label = "-"
+        refused = None  # the error or denial answered instead of sending (for the record)
         try:
+            refusal = self.audit.refusal()  # fail closed while records cannot be kept
+            if refusal is not None:
+                refused = refusal
+                await self._answer(conn, refusal, result)
+                return
             check_outbound_request(
                 request.method, request.target, request.headers, self.config.api_token
             )
@@ -145,21 +154,33 @@ class OutboundProxy:
         except (SidecarError, InvalidPath) as exc:
             if result.head_sent:
                 raise ConnectionLost(f"upstream failed mid-response: {exc}") from exc
+            refused = exc
             result.status = exc.http_status
             await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
-            self.metrics.observe_request(
-                "outbound",
-                caller=self.config.me.app_id,
-                callee=target_label,
-                decision="-",
-                layer="-",
-                reason="-",
-                mcp_method=None,
-                tool=None,
-                status=result.status,
-                seconds=trio.current_time() - started,
-            )
+            self._record(request, target_label, refused, result, hop)
+
+    def _record(self, request, target_label: str, refused, result: ExchangeResult, hop) -> None:
+        """One audit record and one count per request sent or refused."""
+        fields = outbound_fields(self.config.me, request, target_label, refused, result)
+        if fields is not None:  # a health probe answered here is not a decision
+            self.audit.record(hop, **fields)
+        self.metrics.observe_request(
+            "outbound",
+            caller=self.config.me.app_id,
+            callee=target_label,
+            decision="deny" if refused is not None else "allow",
+            layer="outbound",
+            reason=getattr(refused, "reason", None) or getattr(refused, "code", "sent"),
+            mcp_method=None,
+            tool=None,
+            status=result.status,
+            seconds=hop.elapsed(),
+        )
+
+    async def _answer(self, conn: HttpConnection, decision, result: ExchangeResult) -> None:
+        result.status = decision.status
+        await send_simple_response(conn, decision.status, decision.response_body())
 
     async def _forward(
         self,
@@ -186,7 +207,7 @@ class OutboundProxy:
         headers += invoked_as_headers(request.target, request.headers)  # for RFC 9728 (bearer)
         headers.append((b"host", f"{invocation.app_id}.{invocation.namespace}".encode()))
         headers += framing_for(request.headers)
-        head = request_head(request.method, invocation.target.wire_path, headers)
+        head = request_head(request.method, invocation.target.wire_path, propagate(headers))
         try:
             await relay_exchange(
                 result, conn, upstream, head, head_timeout=self.config.response_head_timeout

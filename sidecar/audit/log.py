@@ -1,0 +1,258 @@
+"""The audit log a sidecar writes: records chained in memory, written by a flush task.
+
+``record`` is on the request path, so it only encodes, hashes and appends to a list; a task wakes
+when the list stops being empty, waits up to ``flush_interval`` (100 ms) to gather a batch, and
+hands it to the sink in a worker thread. ``close`` (shutdown, SIGTERM) writes whatever is left and
+a last checkpoint, so a drained sidecar loses nothing; ``kill -9`` loses at most the unflushed
+batch and leaves a log that verifies up to its last complete record.
+
+When the disk fails the batch is kept and retried; when the buffer is full new records are
+dropped and counted. Both show on ``/v1/status`` and ``/metrics``; with ``fail_closed`` the proxies
+ask :meth:`refusal` first and answer 503 instead of serving a request they cannot record.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from identity import X509Svid
+
+from ..policy.decision import Decision
+from ..tracing import Tracing
+from . import hop as hops
+from .checkpoint import checkpoint_entry
+from .record import GENESIS, decision_entry, encode, line_hash
+from .sinks import FileSink, StdoutSink
+
+log = structlog.get_logger("trustmesh.audit")
+
+STDOUT = "stdout"
+
+
+@dataclass
+class AuditSettings:
+    destination: Path | str | None  # a file path, "stdout", or None (records not kept)
+    fail_closed: bool = False
+    max_buffer: int = 10_000  # records waiting for the disk
+    flush_interval: float = 0.1
+    checkpoint_every: int = 1000  # records
+    checkpoint_seconds: float = 60.0
+    max_file_bytes: int = 64 * 1024 * 1024
+
+
+class AuditLog:
+    def __init__(
+        self,
+        settings: AuditSettings | Path | None,
+        *,
+        signer: Callable[[], X509Svid | None] = lambda: None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        if not isinstance(settings, AuditSettings):
+            settings = AuditSettings(settings)
+        self.settings = settings
+        self.signer = signer
+        self.tracing = tracing or Tracing()
+        destination = settings.destination
+        if destination is None:
+            self.sink = None
+        elif destination == STDOUT:
+            self.sink = StdoutSink()
+        else:
+            self.sink = FileSink(Path(destination), settings.max_file_bytes)
+        self.enabled = self.sink is not None
+        self._seq, self._prev = self.sink.resume() if self.sink else (0, GENESIS)
+        self.written_seq, self.written_hash = self._seq, self._prev
+        self._buffer: list[bytes] = []
+        self._buffer_first_seq = self._seq + 1
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._wake: trio.Event | None = None
+        self.records = 0
+        self.checkpoints = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self.last_error: str | None = None
+        self._failing = False
+
+    # --- the request path ---------------------------------------------------------------
+
+    def begin(self, direction: str, headers: Iterable[tuple[bytes, bytes]], verb: bytes):
+        """Open the hop of one request (the trace context it carries, its start time)."""
+        hop = hops.Hop(direction, headers, verb, self.tracing)
+        hops.enter(hop)
+        return hop
+
+    def refusal(self) -> Decision | None:
+        """With ``fail_closed``: the denial to answer while records cannot be kept."""
+        if not self.settings.fail_closed or self.healthy:
+            return None
+        why = "its buffer is full" if self.buffer_full else f"writing failed: {self.last_error}"
+        return Decision.deny(
+            "audit",
+            "ERR_AUDIT_UNAVAILABLE",
+            f"request refused: the audit log cannot record it ({why})",
+            503,
+        )
+
+    def record(self, hop: hops.Hop | None = None, **fields: Any) -> None:
+        """One decision. ``hop`` fills in what the proxy did not: MCP method, names, argument
+        keys, trace id and duration; its span (if any) ends here."""
+        if hop is not None:
+            hops.leave()
+            if hop.span is None and hop.tracing.enabled:
+                hop.ensure_span()
+            if "mcp_method" not in fields:
+                summary = hop.summary()
+                fields["mcp_method"] = summary.method
+                fields["names"] = list(summary.names) or None
+                fields["arg_keys"] = list(summary.arg_keys) or None
+            fields.setdefault("trace_id", hop.trace_id())
+            fields.setdefault("duration_ms", round(hop.elapsed() * 1000, 3))
+            if hop.span is not None:
+                hop.tracing.finish(hop.span, hop, fields)
+        if fields.get("decision") == "deny":
+            log.warning("request denied", **{k: v for k, v in fields.items() if v is not None})
+        if self.sink is None:
+            return
+        if len(self._buffer) >= self.settings.max_buffer:
+            self.dropped += 1
+            return
+        self._append(decision_entry(self._seq + 1, time.time(), fields, self._prev))
+        self.records += 1
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self.settings.checkpoint_every:
+            self.checkpoint()
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = encode(entry)
+        if not self._buffer:
+            self._buffer_first_seq = entry["seq"]
+            if self._wake is not None:
+                self._wake.set()
+        self._buffer.append(line + b"\n")
+        self._seq, self._prev = entry["seq"], line_hash(line)
+
+    def checkpoint(self) -> bool:
+        """Sign the current head with the SVID (skipped when there is no SVID yet)."""
+        svid = self.signer()
+        if svid is None or self.sink is None:
+            self._last_checkpoint = time.monotonic()  # no SVID yet: try again a period later
+            return False
+        self._append(checkpoint_entry(self._seq + 1, time.time(), self._prev, self.records, svid))
+        self.checkpoints += 1
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        return True
+
+    # --- health -------------------------------------------------------------------------
+
+    @property
+    def buffer_full(self) -> bool:
+        return len(self._buffer) >= self.settings.max_buffer
+
+    @property
+    def healthy(self) -> bool:
+        return not self._failing and not self.buffer_full
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "destination": None if self.sink is None else self.sink.describe,
+            "head": {"seq": self.written_seq, "hash": self.written_hash},
+            "buffered": len(self._buffer),
+            "records": self.records,
+            "checkpoints": self.checkpoints,
+            "dropped": self.dropped,
+            "write_errors": self.write_errors,
+            "healthy": self.healthy,
+            "last_error": self.last_error,
+            "fail_closed": self.settings.fail_closed,
+        }
+
+    # --- the flush task -----------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if self.sink is None:
+            return
+        while True:
+            self._wake = trio.Event()
+            if self._buffer:
+                self._wake.set()
+            due = self._last_checkpoint + self.settings.checkpoint_seconds - time.monotonic()
+            with trio.move_on_after(max(0.0, due) if self._since_checkpoint else math.inf):
+                await self._wake.wait()
+                await trio.sleep(self.settings.flush_interval)
+            if self._since_checkpoint and (
+                time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds
+            ):
+                self.checkpoint()
+            await self.flush()
+            if self._failing:
+                await trio.sleep(self.settings.flush_interval)  # retry, not spin
+
+    async def flush(self) -> None:
+        batch = self._take()
+        if batch is None:
+            return
+        data, first_seq, head = batch
+        try:
+            await trio.to_thread.run_sync(self.sink.write, data, first_seq)
+        except OSError as exc:
+            self._failed(data, first_seq, exc)
+            return
+        self._written(head)
+
+    def _take(self) -> tuple[bytes, int, tuple[int, str]] | None:
+        if not self._buffer or self.sink is None:
+            return None
+        data, first_seq = b"".join(self._buffer), self._buffer_first_seq
+        self._buffer = []
+        return data, first_seq, (self._seq, self._prev)
+
+    def _failed(self, data: bytes, first_seq: int, exc: OSError) -> None:
+        self.write_errors += 1
+        if not self._failing:
+            log.error("audit log write failed", error=str(exc))
+        self._failing = True
+        self.last_error = exc.strerror or str(exc)
+        # Kept, in order, ahead of anything recorded meanwhile: the chain must not skip them.
+        self._buffer.insert(0, data)
+        self._buffer_first_seq = first_seq
+
+    def _written(self, head: tuple[int, str]) -> None:
+        if self._failing:
+            log.info("audit log writable again")
+        self._failing = False
+        self.written_seq, self.written_hash = head
+
+    def close(self) -> None:
+        """Shutdown: a last checkpoint, everything buffered written (synchronously), file closed."""
+        if self.sink is None:
+            return
+        if self._since_checkpoint:
+            self.checkpoint()
+        batch = self._take()
+        if batch is not None:
+            data, first_seq, head = batch
+            try:
+                self.sink.write(data, first_seq)
+            except OSError as exc:
+                self._failed(data, first_seq, exc)
+                log.error("audit records lost at shutdown", records=self.buffered, error=str(exc))
+            else:
+                self._written(head)
+        self.sink.close()
+        self.sink = None
