@@ -25,6 +25,7 @@ import yaml
 from identity import atomic_write
 
 from .errors import SidecarError
+from .state import yaml_loader
 
 LOOKUP_TTL = 0.5
 
@@ -133,7 +134,7 @@ class StaticPeers:
 
     def __init__(self, path: Path, default_namespace: str) -> None:
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = yaml_loader.safe_load(yaml_loader.read_text(path))
         except (OSError, yaml.YAMLError) as exc:
             raise RegistryError(f"cannot read peers file {path}: {exc}") from exc
         if not isinstance(data, dict):

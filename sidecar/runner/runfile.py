@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ..state import yaml_loader
 from .errors import RunFileError
 
 DEFAULT_FILE_NAME = "dapr.yaml"
@@ -470,7 +471,7 @@ def parse_run_file(text: str, path: Path) -> RunFile:
     source = str(path)
     reader = _Reader(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml_loader.compose(text)
     except yaml.composer.ComposerError as exc:
         raise RunFileError(f"{source}: a run file holds one YAML document") from exc
     except yaml.YAMLError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResourceInvalid
-from .documents import Document, DocumentError, load_documents
+from .documents import Document, DocumentError, load_documents, read_file
 from .store import KIND_DIRS, AppBinding, MeshStore
 
 
@@ -40,11 +40,7 @@ def read_documents(
     checks = validators()
     accepted: list[Document] = []
     for path in _expand(paths):
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DocumentError(f"cannot read {path}: {exc.strerror}") from exc
-        for document in load_documents(text, str(path)):
+        for document in load_documents(read_file(path), str(path)):
             if skipped is not None and _foreign_component(document):
                 skipped.append(f"{path}:{document.line}: component {document.name!r}")
                 continue

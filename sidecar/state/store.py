@@ -29,6 +29,7 @@ import yaml
 from identity import atomic_write
 
 from ..errors import SidecarError
+from . import yaml_loader
 
 KIND_DIRS = {
     "Configuration": "configurations",
@@ -87,8 +88,15 @@ class Snapshot:
         return value
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value shared by two fields out twice: the store's reader refuses anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(doc: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False).encode()
 
 
 class MeshStore:
@@ -129,10 +137,15 @@ class MeshStore:
 
     def _read_yaml(self, path: Path) -> dict[str, Any] | None:
         try:
-            text = path.read_text()
+            data = yaml_loader.safe_load(yaml_loader.read_text(path))
         except FileNotFoundError:
             return None
-        data = yaml.safe_load(text)
+        except yaml_loader.FileUnreadable as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            line, problem = yaml_loader.problem_text(exc)
+            where = f":{line}" if line is not None else ""
+            raise StoreError(f"{path}{where}: {problem}") from None
         if not isinstance(data, dict):
             raise StoreError(f"{path} does not hold a mapping")
         return data
@@ -166,8 +179,8 @@ class MeshStore:
                 for path in sorted((self.root / directory).glob("*.yaml")):
                     try:
                         doc = self._read_yaml(path)
-                    except (StoreError, yaml.YAMLError) as exc:
-                        snap.resources[(kind, path.stem)] = StoreError(f"{path}: {exc}")
+                    except StoreError as exc:  # names the file (and line)
+                        snap.resources[(kind, path.stem)] = exc
                         continue
                     if doc is not None:
                         snap.resources[(kind, path.stem)] = doc
