@@ -14,12 +14,16 @@ from identity import IdentityError, validate_app_id, validate_namespace
 
 from .cli_support import (
     admin_status,
+    change_line,
     expiry_text,
     fail,
     home_option,
+    looked_in,
     open_store,
     report_change,
+    report_replaced,
     wait_options,
+    warn_unknown_app_ids,
 )
 from .errors import ResourceInvalid
 from .policy.configuration import (
@@ -80,8 +84,11 @@ def configuration_create(
     except ResourceInvalid as exc:
         raise fail(exc) from None
     path, store = open_store(home)
+    callers = [app_id for app_id, _ in _parse_policy_option(policies)]
+    warn_unknown_app_ids(path, store, callers, namespace)
     with store.change() as change:
         change.put("Configuration", name, configuration_to_document(config))
+    report_replaced(change.replaced)
     report_change(path, change.generation, wait, wait_timeout)
 
 
@@ -90,10 +97,10 @@ def configuration_create(
 @home_option
 def configuration_get(name, home) -> None:
     """Print configuration NAME as YAML."""
-    _, store = open_store(home)
+    path, store = open_store(home)
     doc = store.get("Configuration", name)
     if doc is None:
-        raise click.ClickException(f"configuration {name!r} not found")
+        raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
 
 
@@ -101,7 +108,10 @@ def configuration_get(name, home) -> None:
 @home_option
 def configuration_list(home) -> None:
     """List configurations and the App IDs they are attached to."""
-    _, store = open_store(home)
+    path, store = open_store(home)
+    if not store.names("Configuration"):
+        click.echo(f"no configurations {looked_in(path)}")
+        return
     bound: dict[str, list[str]] = {}
     for binding in store.bindings():
         if binding.configuration:
@@ -134,9 +144,11 @@ def configuration_delete(name, home, wait, wait_timeout) -> None:
             f"configuration {name!r} is attached to {', '.join(users)}; "
             "attach another one with 'trustmesh appid update' first"
         )
+    if store.get("Configuration", name) is None:  # checked first: a miss writes nothing
+        raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     with store.change() as change:
         if not change.delete("Configuration", name):
-            raise click.ClickException(f"configuration {name!r} not found")
+            raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     report_change(path, change.generation, wait, wait_timeout)
 
 
@@ -165,9 +177,10 @@ def apply_command(files, home, wait, wait_timeout) -> None:
     if not accepted:
         raise click.ClickException("no documents to apply")
     path, store = open_store(home)
-    generation = store_documents(store, accepted)
+    replaced: dict[tuple[str, str], int] = {}
+    generation = store_documents(store, accepted, replaced=replaced)
     for document in accepted:
-        click.echo(f"{document.kind.lower()}/{document.name} applied")
+        click.echo(change_line(document.kind, document.name, replaced))
     report_change(path, generation, wait, wait_timeout)
 
 
@@ -197,9 +210,10 @@ def appid_update(app_id, app_config, namespace, home, wait, wait_timeout) -> Non
     path, store = open_store(home)
     if app_config and store.get("Configuration", app_config) is None:
         raise click.ClickException(
-            f"configuration {app_config!r} not found; create it with "
+            f"configuration {app_config!r} not found {looked_in(path)}; create it with "
             "'trustmesh configuration create' or 'trustmesh apply -f'"
         )
+    warn_unknown_app_ids(path, store, [app_id], namespace)
     with store.change() as change:
         binding = store.binding(app_id, namespace) or AppBinding(app_id, namespace)
         binding.configuration = app_config or None
@@ -255,6 +269,9 @@ def appid_list(home) -> None:
     """List App IDs known to the store or running."""
     path, store = open_store(home)
     rows = _app_rows(path, store, None, None)
+    if not rows:
+        click.echo(f"no App IDs {looked_in(path)}")
+        return
     header = ("APP ID", "NAMESPACE", "CONFIGURATION", "MCP", "RUNNING", "HTTP", "SVID EXPIRY")
     _table(
         [header]

@@ -12,7 +12,14 @@ import yaml
 
 from identity import IdentityError, validate_app_id, validate_namespace
 
-from .cli_support import fail, home_option, open_store, report_change, wait_options
+from .cli_support import (
+    fail,
+    home_option,
+    looked_in,
+    open_store,
+    report_change,
+    wait_options,
+)
 from .errors import ResourceInvalid
 from .http.path import normalize_method
 from .mcp import (
@@ -42,7 +49,8 @@ def _load(store, name: str) -> MCPServerAccessPolicy:
     document = store.get(KIND, name)
     if document is None:
         raise click.ClickException(
-            f"MCP server {name!r} is not registered; run 'trustmesh mcpserver create {name}'"
+            f"MCP server {name!r} is not registered {looked_in(store.home)}; "
+            f"run 'trustmesh mcpserver create {name}'"
         )
     try:
         return parse_policy(document)
@@ -119,10 +127,10 @@ def access_get(name, output, home) -> None:
 @home_option
 def access_list(home) -> None:
     """Show every MCP server's access policy."""
-    _, store = open_store(home)
+    path, store = open_store(home)
     names = store.names(KIND)
     if not names:
-        click.echo("no MCP servers registered")
+        click.echo(f"no MCP servers registered {looked_in(path)}")
     for name in names:
         click.echo(_describe(_load(store, name)))
 

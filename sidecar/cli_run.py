@@ -11,9 +11,7 @@ import json
 import click
 import trio
 
-from ca.home import resolve_home
-
-from .cli_support import home_option
+from .cli_support import home_option, resolve_cli_home
 from .errors import SidecarError
 from .runner import RunnerError, load_run_file
 from .runner.control import list_rows, stop_app, stop_run
@@ -22,11 +20,8 @@ from .runner.runfile import resolve_run_file_path
 from .runner.runner import Runner, RunOptions
 
 
-def _home(home: str | None):
-    try:
-        return resolve_home(home, create=True)
-    except Exception as exc:  # CAStorageError and friends: one line
-        raise click.ClickException(str(exc)) from None
+def _home(home: str | None, create: bool = True):
+    return resolve_cli_home(home, create=create)
 
 
 @click.command("run")
@@ -87,7 +82,7 @@ def stop_command(
     """Stop a run (-f) or one app (--app-id); wait until its processes are gone."""
     if (run_file is None) == (app_id is None):
         raise click.UsageError("give either -f FILE or --app-id ID")
-    path = _home(home)
+    path = _home(home, create=False)
     try:
         if run_file is not None:
             message = trio.run(stop_run, path, resolve_run_file_path(run_file), timeout)
@@ -107,12 +102,13 @@ def _cell(value) -> str:
 @home_option
 def list_command(output: str, home: str | None) -> None:
     """List running sidecars (like 'dapr list')."""
-    rows = list_rows(_home(home))
+    path = _home(home, create=False)
+    rows = list_rows(path)
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("No trustmesh instances found.")
+        click.echo(f"No trustmesh instances found in {path}.")
         return
     columns = (
         ("APP ID", "app_id"),

@@ -80,12 +80,22 @@ def _expand(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def store_documents(
-    store: MeshStore, documents: list[Document], bindings: Iterable[AppBinding] = ()
+    store: MeshStore,
+    documents: list[Document],
+    bindings: Iterable[AppBinding] = (),
+    *,
+    replaced: dict[tuple[str, str], int] | None = None,
 ) -> int | None:
-    """Write validated documents (and App ID bindings) as one change; return its version."""
+    """Write validated documents (and App ID bindings) as one change; return its version.
+
+    With a ``replaced`` dict, each (kind, name) that already existed is recorded there with
+    the version it replaced (0 for a copy the store did not write), for the caller to report.
+    """
     with store.change() as change:
         for document in documents:
             change.put(document.kind, document.name, document.body)
         for binding in bindings:
             change.put_binding(binding)
+    if replaced is not None:
+        replaced.update(change.replaced)
     return change.generation

@@ -12,6 +12,7 @@ sidecar that has never had a valid policy denies everything (503) and says why.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,28 @@ class PolicyHolder:
         self.current = initial
         self.generation: int | None = None  # store generation the current policy came from
         self.error: str | None = None
+        # The store version of the latest refused load, and the one at which this same error
+        # first appeared: ``--wait`` tells "your change broke this sidecar" (the error started
+        # at or after the new version) from "this sidecar was already broken" (it started
+        # before, and each new version just fails the same way).
+        self.error_generation: int | None = None
+        self.error_since: int | None = None
         self.loads = 0
 
     def __call__(self) -> InboundPolicy:
         return self.current
+
+    def refused(self, reason: str, generation: int | None) -> None:
+        if reason != self.error or self.error_since is None:
+            self.error_since = generation
+        self.error, self.error_generation = reason, generation
+        if self.generation is None:
+            self.current = deny_all_policy(reason)
+
+    def applied(self, policy: InboundPolicy, generation: int) -> None:
+        self.current, self.generation = policy, generation
+        self.error = self.error_generation = self.error_since = None
+        self.loads += 1
 
     def status(self) -> dict:
         return {
@@ -46,6 +65,8 @@ class PolicyHolder:
             "generation": self.generation,
             "sources": dict(self.current.sources),
             "error": self.error,
+            "error_generation": self.error_generation,
+            "error_since": self.error_since,
         }
 
 
@@ -79,13 +100,6 @@ def _file_stat(override: ConfigOverride | None) -> tuple:
     return (st.st_mtime_ns, st.st_size)
 
 
-def load_policy(
-    store: MeshStore, me: AppIdentity, override: ConfigOverride | None
-) -> tuple[InboundPolicy, int]:
-    snapshot = store.snapshot(me.app_id, me.namespace, blocking=False)
-    return build_inbound_policy(snapshot, me, _with_file(override)), snapshot.generation
-
-
 def current_signature(store: MeshStore, override: ConfigOverride | None) -> tuple:
     return (store.signature(), _file_stat(override))
 
@@ -95,6 +109,7 @@ class Refused:
     """A load that failed for a reason worth reporting (the last good policy stays)."""
 
     reason: str
+    generation: int | None  # the store version that failed to load, when known
 
 
 BUSY = object()  # a writer is mid-change; read again once it is done
@@ -111,12 +126,19 @@ def check_for_change(
     signature = current_signature(store, override)
     if signature == last:
         return signature, None
+    generation = None
     try:
-        return signature, load_policy(store, me, override)
+        snapshot = store.snapshot(me.app_id, me.namespace, blocking=False)
+        generation = snapshot.generation
+        policy = build_inbound_policy(snapshot, me, _with_file(override))
     except StoreBusy:
         return signature, BUSY
     except (SidecarError, OSError, ValueError, yaml.YAMLError) as exc:
-        return signature, Refused(str(exc))
+        if generation is None:
+            with contextlib.suppress(SidecarError, OSError):
+                generation = store.generation()
+        return signature, Refused(str(exc), generation)
+    return signature, (policy, generation)
 
 
 async def watch_policy(
@@ -149,17 +171,14 @@ async def watch_policy(
             continue
         if isinstance(outcome, Refused):
             signature = current
-            holder.error = outcome.reason
-            if holder.generation is None:
-                holder.current = deny_all_policy(outcome.reason)
+            holder.refused(outcome.reason, outcome.generation)
             log.error("policy refused; keeping the last good one", error=outcome.reason)
         elif outcome is not None:
             signature = current
             policy, generation = outcome
             if on_policy is not None:
                 on_policy(policy)  # e.g. warm the bearer keys before the first request
-            holder.current, holder.generation, holder.error = policy, generation, None
-            holder.loads += 1
+            holder.applied(policy, generation)
             log.info("policy applied", version=policy.version, sources=dict(policy.sources))
         if not started:
             started = True

@@ -157,6 +157,12 @@ def read_text(path: Path | str, limit: int = MAX_BYTES) -> str:
 
 def problem_text(exc: yaml.YAMLError) -> tuple[int | None, str]:
     """(1-based line or None, the problem) of any PyYAML error, for one-line messages."""
+    if isinstance(exc, yaml.reader.ReaderError):  # its str() spans lines; say it in one
+        return None, (
+            f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML"
+            if isinstance(exc.character, int)
+            else f"cannot decode byte #x{exc.character[0]:02x} at position {exc.position}"
+        )
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     return (mark.line + 1 if mark is not None else None), problem
