@@ -20,6 +20,7 @@ from pathlib import Path
 from ._errors import CAStorageError
 
 HOME_ENV = "TRUSTMESH_HOME"
+CEILING_ENV = "TRUSTMESH_CEILING_DIRECTORIES"
 DEFAULT_HOME = ".trustmesh"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -44,9 +45,18 @@ def resolve_home(option: str | os.PathLike[str] | None = None, *, create: bool =
 
 
 def find_home(start: Path | None = None) -> Path | None:
-    """The nearest ``.trustmesh`` directory at ``start`` (default: the cwd) or above it."""
+    """The nearest ``.trustmesh`` directory at ``start`` (default: the cwd) or above it.
+
+    ``$TRUSTMESH_CEILING_DIRECTORIES`` (paths separated by ``os.pathsep``) are directories the
+    search does not climb into, as ``GIT_CEILING_DIRECTORIES`` for git: for trees where a parent
+    is shared (a temporary directory, a network mount) and its mesh is not this project's.
+    """
     here = (start or Path.cwd()).absolute()
+    raw_ceilings = os.environ.get(CEILING_ENV, "").split(os.pathsep)
+    ceilings = {Path(raw).absolute() for raw in raw_ceilings if raw}
     for directory in (here, *here.parents):
+        if directory in ceilings and directory != here:
+            return None
         candidate = directory / DEFAULT_HOME
         if candidate.is_dir():
             return candidate

@@ -24,10 +24,15 @@ class CliResult:
 class Cli:
     """``cli("configuration", "list")`` runs ``trustmesh configuration list`` in ``cwd``."""
 
-    def __init__(self, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
         self.capsys = capsys
         self.monkeypatch = monkeypatch
         monkeypatch.delenv("TRUSTMESH_HOME", raising=False)
+        # Home discovery stops at the test's own directory: a .trustmesh some other run left
+        # in a shared parent (/tmp) must not become this test's mesh.
+        monkeypatch.setenv("TRUSTMESH_CEILING_DIRECTORIES", str(tmp_path.parent))
 
     def __call__(self, *argv: str, cwd: Path | None = None, env: dict | None = None) -> CliResult:
         with self.monkeypatch.context() as patch:

@@ -17,8 +17,8 @@ from tests._support.cli_calls import Cli, files_under, one_line_error
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    return Cli(capsys, monkeypatch)
+def cli(capsys, monkeypatch, tmp_path):
+    return Cli(capsys, monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -43,6 +43,21 @@ def test_a_command_deep_in_the_project_finds_the_mesh_created_at_its_top(cli, pr
     assert changed.code == 0, changed.stderr
     assert "configuration/acl replaced version 1" in changed.stdout
     assert not (deep / ".trustmesh").exists()  # no second mesh beside the first
+
+
+def test_the_nearest_mesh_wins_and_a_ceiling_stops_the_search(cli, project):
+    top, deep = project
+    services = top / "services"
+    cli("configuration", "create", "outer", "--default-action", "deny", cwd=top)
+    inner_home = str(services / ".trustmesh")  # (from services/ it would find top's mesh)
+    cli("configuration", "create", "inner", "--default-action", "deny", "--home", inner_home)
+    listed = cli("configuration", "list", cwd=deep)
+    assert "inner" in listed.stdout and "outer" not in listed.stdout
+
+    fenced = cli(
+        "configuration", "list", cwd=deep, env={"TRUSTMESH_CEILING_DIRECTORIES": str(services)}
+    )
+    assert fenced.stdout == f"no configurations in {deep / '.trustmesh'} (no mesh there yet)\n"
 
 
 def test_environment_beats_discovery_and_home_option_beats_environment(cli, project, tmp_path):

@@ -23,8 +23,8 @@ from tests._support.cli_calls import Cli, files_under, one_line_error
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    return Cli(capsys, monkeypatch)
+def cli(capsys, monkeypatch, tmp_path):
+    return Cli(capsys, monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from tests._support.cli_calls import Cli
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    return Cli(capsys, monkeypatch)
+def cli(capsys, monkeypatch, tmp_path):
+    return Cli(capsys, monkeypatch, tmp_path)
 
 
 @pytest.fixture

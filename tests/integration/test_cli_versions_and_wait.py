@@ -42,8 +42,8 @@ spec:
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    return Cli(capsys, monkeypatch)
+def cli(capsys, monkeypatch, tmp_path):
+    return Cli(capsys, monkeypatch, tmp_path)
 
 
 def test_create_and_apply_on_an_existing_name_say_which_version_they_replaced(cli, tmp_path):
