@@ -15,9 +15,11 @@ from identity import IdentityError, validate_app_id, validate_namespace
 from .cli_support import (
     admin_status,
     change_line,
+    closest,
     expiry_text,
     fail,
     home_option,
+    known_app_ids,
     looked_in,
     open_store,
     report_change,
@@ -257,6 +259,14 @@ def appid_get(app_id, namespace, home) -> None:
     """Show one App ID: configuration, running sidecar, SVID expiry."""
     _check_app(app_id, namespace)
     path, store = open_store(home)
+    known = known_app_ids(path, store, namespace)
+    if app_id not in known:
+        close = closest(app_id, known)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise click.ClickException(
+            f"App ID {app_id!r} not found {looked_in(path)} in namespace {namespace!r} "
+            f"(no binding, running sidecar or MCP server){hint}"
+        )
     (row,) = _app_rows(path, store, app_id, namespace)
     width = max(len(k) for k in row)
     for key, value in row.items():

@@ -174,6 +174,12 @@ def known_app_ids(home: Path, store: MeshStore, namespace: str) -> set[str]:
     return known
 
 
+def closest(name: str, known: set[str]) -> str | None:
+    """The known name ``name`` is most likely a typo of, if any is close enough."""
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
 def warn_unknown_app_ids(
     home: Path, store: MeshStore, app_ids: list[str], namespace: str = "default"
 ) -> None:
@@ -189,11 +195,9 @@ def warn_unknown_app_ids(
     for app_id in dict.fromkeys(app_ids):
         if app_id in known:
             continue
-        close = difflib.get_close_matches(app_id, sorted(known), n=1, cutoff=0.6)
+        close = closest(app_id, known)
         hint = (
-            f"did you mean {close[0]!r}?"
-            if close
-            else "it will match once an app with that ID joins"
+            f"did you mean {close!r}?" if close else "it will match once an app with that ID joins"
         )
         click.echo(
             f"warning: App ID {app_id!r} is new to the mesh in {home} (in namespace "

@@ -559,7 +559,7 @@ def resolve_run_file_path(raw: str | os.PathLike[str]) -> Path:
 def load_run_file(raw: str | os.PathLike[str]) -> RunFile:
     path = resolve_run_file_path(raw)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = yaml_loader.read_text(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -69,3 +69,14 @@ def test_the_namespace_of_the_policy_is_the_one_searched(cli, home):
                  "--home", str(home))  # fmt: skip
     assert "App ID 'mcp-client' is new to the mesh" in result.stderr
     assert "in namespace 'payments'" in result.stderr
+
+
+def test_appid_get_of_an_unknown_app_id_names_the_home_and_the_closest_name(cli, home):
+    result = cli("appid", "get", "mcp-clien", "--home", str(home))
+    assert result.code == 1
+    assert result.stderr == (
+        f"trustmesh: App ID 'mcp-clien' not found in {home} in namespace 'default' (no binding, "
+        "running sidecar or MCP server); did you mean 'mcp-client'?\n"
+    )
+    known = cli("appid", "get", "mcp-client", "--home", str(home))
+    assert known.code == 0 and "configuration   base" in known.stdout

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sidecar.runner.errors import RunFileError
-from sidecar.runner.runfile import parse_run_file
+from sidecar.runner.runfile import load_run_file, parse_run_file
 from sidecar.state import yaml_loader
 from sidecar.state.apply import read_documents
 from sidecar.state.documents import DocumentError, load_documents
@@ -138,3 +138,13 @@ def test_refusals_are_yaml_errors_with_a_mark_for_existing_handlers():
 def test_read_text_keeps_file_not_found_for_callers_that_mean_absent(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         yaml_loader.read_text(tmp_path / "missing.yaml")
+
+
+def test_run_files_are_read_with_the_same_bounds(tmp_path):
+    huge = tmp_path / "dapr.yaml"
+    huge.write_bytes(b"#" * (yaml_loader.MAX_BYTES + 1))
+    with pytest.raises(RunFileError, match=r"dapr.yaml: cannot read: larger than 512 KiB"):
+        load_run_file(huge)
+    huge.write_bytes(b"version: 1\n\0")
+    with pytest.raises(RunFileError, match=r"dapr.yaml: cannot read: is a binary file"):
+        load_run_file(tmp_path)
