@@ -235,6 +235,7 @@ def _app_rows(home, store, only: str | None, namespace: str | None):
         record, binding = running.get(key), bindings.get(key)
         status = admin_status(record) if record is not None else None
         svid = (status or {}).get("svid") or {}
+        cell, sentence = _policy_in_force(record, status)
         rows.append(
             {
                 "app_id": key[1],
@@ -245,10 +246,31 @@ def _app_rows(home, store, only: str | None, namespace: str | None):
                 "http": record.http if record else "-",
                 "inbound": (record.inbound or "-") if record else "-",
                 "svid_expiry": expiry_text(svid.get("not_after")),
-                "policy_version": ((status or {}).get("policy") or {}).get("generation", "-"),
+                "policy": sentence,
+                "policy_cell": cell,
             }
         )
     return rows
+
+
+def _policy_in_force(record, status: dict | None) -> tuple[str, str]:
+    """What the app's sidecar enforces, said plainly, as (table cell, full sentence).
+
+    A stored policy no sidecar runs is not in force, and a sidecar refusing a newer version
+    still enforces the older one: both are said, never left for the reader to infer.
+    """
+    if record is None:
+        return "not enforced", "not enforced: no running sidecar"
+    if status is None:
+        return "unknown", "unknown: the sidecar does not answer"
+    policy = status.get("policy") or {}
+    version, error = policy.get("generation"), policy.get("error")
+    enforced = f"version {version}" if isinstance(version, int) else "none: denies every call"
+    if not error:
+        return enforced, enforced
+    refused = policy.get("error_generation")
+    what = f"version {refused}" if isinstance(refused, int) else "a newer version"
+    return f"{enforced}; refusing {what}", f"{enforced}; refusing {what}: {error}"
 
 
 @appid_group.command("get")
@@ -268,6 +290,7 @@ def appid_get(app_id, namespace, home) -> None:
             f"(no binding, running sidecar or MCP server){hint}"
         )
     (row,) = _app_rows(path, store, app_id, namespace)
+    del row["policy_cell"]  # the table's short form of "policy"
     width = max(len(k) for k in row)
     for key, value in row.items():
         click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
@@ -282,7 +305,16 @@ def appid_list(home) -> None:
     if not rows:
         click.echo(f"no App IDs {looked_in(path)}")
         return
-    header = ("APP ID", "NAMESPACE", "CONFIGURATION", "MCP", "RUNNING", "HTTP", "SVID EXPIRY")
+    header = (
+        "APP ID",
+        "NAMESPACE",
+        "CONFIGURATION",
+        "MCP",
+        "RUNNING",
+        "HTTP",
+        "SVID EXPIRY",
+        "POLICY IN FORCE",
+    )
     _table(
         [header]
         + [
@@ -294,6 +326,7 @@ def appid_list(home) -> None:
                 r["running"],
                 r["http"],
                 r["svid_expiry"],
+                r["policy_cell"],
             )
             for r in rows
         ]

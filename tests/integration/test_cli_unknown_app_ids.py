@@ -79,4 +79,13 @@ def test_appid_get_of_an_unknown_app_id_names_the_home_and_the_closest_name(cli,
         "running sidecar or MCP server); did you mean 'mcp-client'?\n"
     )
     known = cli("appid", "get", "mcp-client", "--home", str(home))
-    assert known.code == 0 and "configuration   base" in known.stdout
+    assert known.code == 0
+    assert known.stdout.splitlines()[2:] == [
+        "configuration  base",
+        "mcp server     no",
+        "running        no",
+        "http           -",
+        "inbound        -",
+        "svid expiry    -",
+        "policy         not enforced: no running sidecar",
+    ]

@@ -95,8 +95,16 @@ def test_wait_stops_at_once_at_the_sidecar_that_refuses_the_new_version(mesh, tm
         "enforcing version 1: component 'missing-bearer' named by configuration 'piped' does "
         "not exist\n"
     )
-    shown = tm(mesh, "appid", "get", "server")
-    assert "configuration   piped" in shown.stdout  # saved, as the error says
+    shown = tm(mesh, "appid", "get", "server").stdout.splitlines()
+    assert "configuration  piped" in shown  # saved, as the error says; and not in force:
+    assert (
+        "policy         version 1; refusing version 2: component 'missing-bearer' named by "
+        "configuration 'piped' does not exist"
+    ) in shown
+    listed = tm(mesh, "appid", "list").stdout.splitlines()
+    assert next(line for line in listed if line.startswith("server ")).endswith(
+        "version 1; refusing version 2"
+    )
     # The sidecar still enforces version 1 (no configuration: every mesh caller allowed).
     answer = httpx.get(f"{client.url()}/v1.0/invoke/server/method/echo", timeout=10)
     assert answer.status_code == 200
