@@ -1,13 +1,14 @@
-"""A watched config file replaced by a YAML alias bomb must not stall the sidecar.
+"""A watched file replaced by a YAML alias bomb must not stall the sidecar.
 
-The review's attack: a 640-byte anchor/alias tree (8 levels, fan-out 9) written into the file a
-sidecar watches (``--config FILE``) stopped the data plane and the admin port for seconds,
-because the file was parsed on the event loop and the duplicate-key check walked every alias.
-Here a caller keeps calling through real sidecars on a fixed schedule while the file is swapped
-for the bomb: its median latency stays within 2× of the calm median (the ratio the issue asks
-for), the bomb is refused and reported with file and line, and the last good policy still
-decides — the allowed caller gets through, the stranger is denied and never reaches the app.
-The twin: a valid file written after the bomb is picked up, so refusing did not wedge the watcher.
+The review's attack: a 640-byte anchor/alias tree (8 levels, fan-out 9) written into a file a
+sidecar watches (its ``--config FILE``, or its configuration in the mesh store) stopped the data
+plane and the admin port for seconds, because the file was parsed on the event loop and the
+duplicate-key check walked every alias. Here a caller keeps calling through real sidecars on a
+fixed schedule while the file is swapped for the bomb: its median latency stays within 2× of the
+calm median (the ratio the issue asks for), the bomb is refused and reported with file and line,
+and the last good policy still decides — the allowed caller gets through, the stranger is denied
+and never reaches the app. The twin: a valid file written after the bomb is picked up, so
+refusing did not wedge the watcher.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from identity import AppIdentity, save_svid_dir
+from sidecar.state.store import AppBinding, MeshStore
 from tests._support.pki import utcnow
 from tests._support.procs import ProcessSet
 
@@ -135,14 +138,28 @@ def sidecar(procs, ca, home: Path, app_id: str, app_port: int | None = None, ext
     return procs.sidecar(app_id, home, svid_dir=directory, app_port=app_port, extra=list(extra))
 
 
-def test_alias_bomb_in_watched_config_is_refused_without_stalling_callers(tmp_path, procs, mesh_ca):
+def watched_file(where: str, tmp_path: Path, home: Path) -> tuple[Path, list[str]]:
+    """The good configuration, in a ``--config`` file or in the mesh store bound to the app."""
+    document = yaml.safe_load(CONFIG.format(caller_action="allow"))
+    if where == "config-file":
+        config = tmp_path / "target-acl.yaml"
+        config.write_text(CONFIG.format(caller_action="allow"))
+        return config, ["--config", str(config)]
+    store = MeshStore(home)
+    with store.change() as change:
+        change.put("Configuration", "target-acl", document)
+        change.put_binding(AppBinding("target", configuration="target-acl"))
+    return store.path("Configuration", "target-acl"), []
+
+
+@pytest.mark.parametrize("where", ["config-file", "store-file"])
+def test_alias_bomb_in_a_watched_file_is_refused_without_stalling_callers(
+    tmp_path, procs, mesh_ca, where
+):
     home = tmp_path / "home"
-    config = tmp_path / "target-acl.yaml"
-    config.write_text(CONFIG.format(caller_action="allow"))
+    config, extra = watched_file(where, tmp_path, home)
     app = procs.start("app", QUICK_APP)
-    target = sidecar(
-        procs, mesh_ca, home, "target", app.ready["port"], extra=["--config", str(config)]
-    )
+    target = sidecar(procs, mesh_ca, home, "target", app.ready["port"], extra=extra)
     caller = sidecar(procs, mesh_ca, home, "caller")
     stranger = sidecar(procs, mesh_ca, home, "stranger")
     wait_for(lambda: admin_status(target)["policy"]["generation"] is not None, what="policy")
@@ -166,6 +183,7 @@ def test_alias_bomb_in_watched_config_is_refused_without_stalling_callers(tmp_pa
     time.sleep(WINDOW)
     scheduled.stop.set()
     scheduled.thread.join(60)
+    assert not scheduled.thread.is_alive(), "a call was still stalled a minute after the bomb"
 
     calm, calm_calls = scheduled.median_between(calm_start, bomb_start)
     stormy, stormy_calls = scheduled.median_between(bomb_start, bomb_start + WINDOW)
