@@ -139,3 +139,35 @@ def test_nothing_is_left_behind_by_refused_input(cli, tmp_path):
     (tmp_path / "bad.yaml").write_bytes(b"\0")
     one_line_error(cli("apply", "-f", "bad.yaml", cwd=tmp_path))
     assert files_under(tmp_path) == ["bad.yaml"]
+
+
+def test_a_home_the_user_may_not_write_is_named_with_the_reason(cli, home, monkeypatch):
+    """As root every directory is writable, so the refusal is the OS's answer, simulated."""
+    import sidecar.state.store as store_module
+
+    real_open = store_module.os.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).startswith(str(home)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.os, "open", refuse)
+    written = cli("configuration", "create", "acl", "--default-action", "deny", "--home", str(home))
+    assert one_line_error(written) == (
+        f"trustmesh: cannot write the mesh home {home}: Permission denied"
+    )
+
+
+def test_a_file_the_store_may_not_write_is_named_with_the_reason(cli, home, monkeypatch):
+    import sidecar.state.store as store_module
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store_module, "atomic_write", refuse)
+    written = cli("configuration", "create", "acl", "--default-action", "deny", "--home", str(home))
+    target = home / "resources" / "configurations" / "acl.yaml"
+    assert one_line_error(written) == (
+        f"trustmesh: cannot write {target} in the mesh home: Permission denied"
+    )
