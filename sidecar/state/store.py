@@ -11,7 +11,12 @@ Layout (YAML, 0600, written with write + rename)::
 Writers take an exclusive ``flock`` for the whole change and bump the generation once at the
 end; readers take a shared lock for the whole read. So a sidecar never sees half of a multi-file
 ``apply``: it sees the store before the change or after it. The generation is what sidecars
-report as the version they enforce, and what ``--wait`` waits for.
+report as the version they enforce, and what ``--wait`` waits for. Each resource file opens
+with ``# trustmesh: version N``, the version that wrote it, so a replacement can name it.
+
+Only writers create the home (0700) and this directory: reading a mesh that does not exist yet
+reads it empty. Files are read with :mod:`.yaml_loader` (no anchors, bounded size), and written
+without anchors, so the store always reads back what it wrote.
 """
 
 from __future__ import annotations
