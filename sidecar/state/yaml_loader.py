@@ -93,15 +93,18 @@ except ImportError:  # pragma: no cover - a PyYAML built without libyaml
     _EventParser = _PurePythonEvents
 
 
-class BoundedLoader(Composer, _EventParser, SafeConstructor, Resolver):
-    """``SafeLoader`` that refuses anchors and aliases and stops at the size bounds.
+class _Bounds(Composer):
+    """A ``SafeLoader``'s composer that refuses anchors and aliases and stops at the bounds.
 
     The check sits in ``compose_node``, which the composer calls once per node before building
-    it: an alias is refused before it is resolved, so its cost is never paid.
+    it: an alias is refused before it is resolved, so its cost is never paid. Concrete loaders
+    below add the event parser (``_events``), the safe constructor and the resolver.
     """
 
+    _events: type
+
     def __init__(self, stream: str, *, deadline: float | None = None) -> None:
-        _EventParser.__init__(self, stream)
+        self._events.__init__(self, stream)
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
@@ -137,6 +140,16 @@ class BoundedLoader(Composer, _EventParser, SafeConstructor, Resolver):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class BoundedLoader(_Bounds, _EventParser, SafeConstructor, Resolver):
+    _events = _EventParser
+
+
+class PurePythonBoundedLoader(_Bounds, _PurePythonEvents, SafeConstructor, Resolver):
+    """The same bounds over PyYAML's own scanner (what runs where libyaml is missing)."""
+
+    _events = _PurePythonEvents
 
 
 class _PacedConstructor(yaml.SafeLoader):

@@ -153,3 +153,19 @@ def test_run_files_are_read_with_the_same_bounds(tmp_path):
     huge.write_bytes(b"version: 1\n\0")
     with pytest.raises(RunFileError, match=r"dapr.yaml: cannot read: is a binary file"):
         load_run_file(tmp_path)
+
+
+@pytest.fixture(params=["libyaml", "pure-python"])
+def either_parser(request, monkeypatch):
+    """Run a test with libyaml's events and with PyYAML's own scanner (its fallback)."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(yaml_loader, "BoundedLoader", yaml_loader.PurePythonBoundedLoader)
+
+
+def test_both_parsers_refuse_the_bomb_and_the_bounds_alike(either_parser):
+    with pytest.raises(DocumentError, match=r"^bomb.yaml:9: anchor &a0 refused"):
+        load_documents(alias_bomb(), "bomb.yaml")
+    with pytest.raises(DocumentError, match=r"nested deeper than 64 levels"):
+        load_documents("[" * 100 + "]" * 100, "f.yaml")
+    docs = load_documents("kind: Configuration\nmetadata: {name: ok}\n", "f.yaml")
+    assert docs[0].body == {"kind": "Configuration", "metadata": {"name": "ok"}}
