@@ -68,7 +68,8 @@ home_option = click.option(
     "--home",
     type=click.Path(file_okay=False),
     default=None,
-    help="Mesh state directory (default: $TRUSTMESH_HOME, else ./.trustmesh).",
+    help="Mesh home (default: $TRUSTMESH_HOME, else the nearest .trustmesh/ in this directory "
+    "or its parents, else ./.trustmesh).",
 )
 
 

@@ -1,7 +1,8 @@
 """The mesh state directory and where the CA keeps its files inside it.
 
 Every ``trustmesh`` command and every sidecar agrees on one directory: the ``--home`` option if
-given, else ``$TRUSTMESH_HOME``, else ``./.trustmesh``. It holds keys, so it is created 0700 and
+given, else ``$TRUSTMESH_HOME``, else the nearest ``.trustmesh/`` in the current directory or its
+parents, else ``./.trustmesh``. It holds keys, so it is created 0700 and
 an existing one that others can read is tightened, not trusted as is. The CA's files sit in
 ``<home>/ca/``; other packages add their own sub-directories beside it.
 """
@@ -19,22 +20,47 @@ from pathlib import Path
 from ._errors import CAStorageError
 
 HOME_ENV = "TRUSTMESH_HOME"
+CEILING_ENV = "TRUSTMESH_CEILING_DIRECTORIES"
 DEFAULT_HOME = ".trustmesh"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
 def resolve_home(option: str | os.PathLike[str] | None = None, *, create: bool = False) -> Path:
-    """The state directory: ``option`` > ``$TRUSTMESH_HOME`` > ``./.trustmesh``.
+    """The state directory: ``option`` > ``$TRUSTMESH_HOME`` > the nearest ``.trustmesh/`` in
+    the current directory or its parents (as git finds ``.git``) > ``./.trustmesh``.
 
+    So every command run anywhere inside a project reaches the one mesh created at its top.
     With ``create`` the directory (and parents) is made 0700 if missing, and an existing one is
     chmod-ed to 0700. The path is returned absolute so a later ``chdir`` cannot move it.
     """
-    raw = option if option not in (None, "") else os.environ.get(HOME_ENV) or DEFAULT_HOME
-    home = Path(raw).expanduser().absolute()
+    raw = option if option not in (None, "") else os.environ.get(HOME_ENV)
+    if raw:
+        home = Path(raw).expanduser().absolute()
+    else:
+        home = find_home() or Path(DEFAULT_HOME).absolute()
     if create:
         ensure_private_dir(home)
     return home
+
+
+def find_home(start: Path | None = None) -> Path | None:
+    """The nearest ``.trustmesh`` directory at ``start`` (default: the cwd) or above it.
+
+    ``$TRUSTMESH_CEILING_DIRECTORIES`` (paths separated by ``os.pathsep``) are directories the
+    search does not climb into, as ``GIT_CEILING_DIRECTORIES`` for git: for trees where a parent
+    is shared (a temporary directory, a network mount) and its mesh is not this project's.
+    """
+    here = (start or Path.cwd()).absolute()
+    raw_ceilings = os.environ.get(CEILING_ENV, "").split(os.pathsep)
+    ceilings = {Path(raw).absolute() for raw in raw_ceilings if raw}
+    for directory in (here, *here.parents):
+        if directory in ceilings and directory != here:
+            return None
+        candidate = directory / DEFAULT_HOME
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -41,10 +41,54 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attribute)
 
 
+class HomeDefault(dict):
+    """``trustmesh --home H SUBCOMMAND``: H becomes the default of every subcommand's --home.
+
+    Click hands each sub-context ``default_map.get(<command name>)``; answering with this same
+    mapping at every level reaches nested commands (``configuration create``) and any command
+    group (``ca``) without each one knowing about the top-level option. A --home given after
+    the subcommand still wins, as an explicit value beats a default.
+    """
+
+    def __init__(self, home: str) -> None:
+        super().__init__(home=home)
+
+    def get(self, key, default=None):
+        return self["home"] if key == "home" else self
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trustmesh")
-def cli() -> None:
+@click.option("--home", help="Mesh home for the subcommand (same as its own --home).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
     """trustmesh: zero-trust service invocation and tool-level policy for MCP servers."""
+    if home:
+        ctx.default_map = HomeDefault(home)
+
+
+def known_error_message(exc: BaseException) -> str | None:
+    """The one line to show for an error a user can cause, or None for a bug.
+
+    Every package's error hierarchy is user-facing by design (its messages name the file, field
+    or App ID at fault), and an OSError is the machine saying no (a full disk, a read-only
+    home): neither is an "internal error". Each package's base class is listed once, here, so a
+    new error in any package is covered the day it is written.
+    """
+    from ca import CAError
+    from identity import IdentityError
+
+    from .errors import SidecarError
+
+    if isinstance(exc, BaseExceptionGroup):  # trio wraps task failures
+        found = (known_error_message(inner) for inner in exc.exceptions)
+        return next((message for message in found if message is not None), None)
+    if isinstance(exc, SidecarError | CAError | IdentityError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        return f"{exc.filename}: {reason}" if exc.filename else reason
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,5 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
-        click.echo(f"trustmesh: internal error: {type(exc).__name__}: {exc}", err=True)
+        message = known_error_message(exc)
+        if message is not None:
+            click.echo(f"trustmesh: {message}", err=True)
+            sys.exit(1)
+        click.echo(
+            f"trustmesh: internal error: {type(exc).__name__}: {exc} "
+            "(a bug: please report it with the command that caused it)",
+            err=True,
+        )
         sys.exit(70)

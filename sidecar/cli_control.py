@@ -14,12 +14,18 @@ from identity import IdentityError, validate_app_id, validate_namespace
 
 from .cli_support import (
     admin_status,
+    change_line,
+    closest,
     expiry_text,
     fail,
     home_option,
+    known_app_ids,
+    looked_in,
     open_store,
     report_change,
+    report_replaced,
     wait_options,
+    warn_unknown_app_ids,
 )
 from .errors import ResourceInvalid
 from .policy.configuration import (
@@ -80,8 +86,11 @@ def configuration_create(
     except ResourceInvalid as exc:
         raise fail(exc) from None
     path, store = open_store(home)
+    callers = [app_id for app_id, _ in _parse_policy_option(policies)]
+    warn_unknown_app_ids(path, store, callers, namespace)
     with store.change() as change:
         change.put("Configuration", name, configuration_to_document(config))
+    report_replaced(change.replaced)
     report_change(path, change.generation, wait, wait_timeout)
 
 
@@ -90,10 +99,10 @@ def configuration_create(
 @home_option
 def configuration_get(name, home) -> None:
     """Print configuration NAME as YAML."""
-    _, store = open_store(home)
+    path, store = open_store(home)
     doc = store.get("Configuration", name)
     if doc is None:
-        raise click.ClickException(f"configuration {name!r} not found")
+        raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
 
 
@@ -101,7 +110,10 @@ def configuration_get(name, home) -> None:
 @home_option
 def configuration_list(home) -> None:
     """List configurations and the App IDs they are attached to."""
-    _, store = open_store(home)
+    path, store = open_store(home)
+    if not store.names("Configuration"):
+        click.echo(f"no configurations {looked_in(path)}")
+        return
     bound: dict[str, list[str]] = {}
     for binding in store.bindings():
         if binding.configuration:
@@ -134,9 +146,11 @@ def configuration_delete(name, home, wait, wait_timeout) -> None:
             f"configuration {name!r} is attached to {', '.join(users)}; "
             "attach another one with 'trustmesh appid update' first"
         )
+    if store.get("Configuration", name) is None:  # checked first: a miss writes nothing
+        raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     with store.change() as change:
         if not change.delete("Configuration", name):
-            raise click.ClickException(f"configuration {name!r} not found")
+            raise click.ClickException(f"configuration {name!r} not found {looked_in(path)}")
     report_change(path, change.generation, wait, wait_timeout)
 
 
@@ -165,9 +179,10 @@ def apply_command(files, home, wait, wait_timeout) -> None:
     if not accepted:
         raise click.ClickException("no documents to apply")
     path, store = open_store(home)
-    generation = store_documents(store, accepted)
+    replaced: dict[tuple[str, str], int] = {}
+    generation = store_documents(store, accepted, replaced=replaced)
     for document in accepted:
-        click.echo(f"{document.kind.lower()}/{document.name} applied")
+        click.echo(change_line(document.kind, document.name, replaced))
     report_change(path, generation, wait, wait_timeout)
 
 
@@ -197,9 +212,10 @@ def appid_update(app_id, app_config, namespace, home, wait, wait_timeout) -> Non
     path, store = open_store(home)
     if app_config and store.get("Configuration", app_config) is None:
         raise click.ClickException(
-            f"configuration {app_config!r} not found; create it with "
+            f"configuration {app_config!r} not found {looked_in(path)}; create it with "
             "'trustmesh configuration create' or 'trustmesh apply -f'"
         )
+    warn_unknown_app_ids(path, store, [app_id], namespace)
     with store.change() as change:
         binding = store.binding(app_id, namespace) or AppBinding(app_id, namespace)
         binding.configuration = app_config or None
@@ -221,6 +237,7 @@ def _app_rows(home, store, only: str | None, namespace: str | None):
         record, binding = running.get(key), bindings.get(key)
         status = admin_status(record) if record is not None else None
         svid = (status or {}).get("svid") or {}
+        cell, sentence = _policy_in_force(record, status)
         rows.append(
             {
                 "app_id": key[1],
@@ -231,10 +248,31 @@ def _app_rows(home, store, only: str | None, namespace: str | None):
                 "http": record.http if record else "-",
                 "inbound": (record.inbound or "-") if record else "-",
                 "svid_expiry": expiry_text(svid.get("not_after")),
-                "policy_version": ((status or {}).get("policy") or {}).get("generation", "-"),
+                "policy": sentence,
+                "policy_cell": cell,
             }
         )
     return rows
+
+
+def _policy_in_force(record, status: dict | None) -> tuple[str, str]:
+    """What the app's sidecar enforces, said plainly, as (table cell, full sentence).
+
+    A stored policy no sidecar runs is not in force, and a sidecar refusing a newer version
+    still enforces the older one: both are said, never left for the reader to infer.
+    """
+    if record is None:
+        return "not enforced", "not enforced: no running sidecar"
+    if status is None:
+        return "unknown", "unknown: the sidecar does not answer"
+    policy = status.get("policy") or {}
+    version, error = policy.get("generation"), policy.get("error")
+    enforced = f"version {version}" if isinstance(version, int) else "none: denies every call"
+    if not error:
+        return enforced, enforced
+    refused = policy.get("error_generation")
+    what = f"version {refused}" if isinstance(refused, int) else "a newer version"
+    return f"{enforced}; refusing {what}", f"{enforced}; refusing {what}: {error}"
 
 
 @appid_group.command("get")
@@ -245,7 +283,16 @@ def appid_get(app_id, namespace, home) -> None:
     """Show one App ID: configuration, running sidecar, SVID expiry."""
     _check_app(app_id, namespace)
     path, store = open_store(home)
+    known = known_app_ids(path, store, namespace)
+    if app_id not in known:
+        close = closest(app_id, known)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise click.ClickException(
+            f"App ID {app_id!r} not found {looked_in(path)} in namespace {namespace!r} "
+            f"(no binding, running sidecar or MCP server){hint}"
+        )
     (row,) = _app_rows(path, store, app_id, namespace)
+    del row["policy_cell"]  # the table's short form of "policy"
     width = max(len(k) for k in row)
     for key, value in row.items():
         click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
@@ -257,7 +304,19 @@ def appid_list(home) -> None:
     """List App IDs known to the store or running."""
     path, store = open_store(home)
     rows = _app_rows(path, store, None, None)
-    header = ("APP ID", "NAMESPACE", "CONFIGURATION", "MCP", "RUNNING", "HTTP", "SVID EXPIRY")
+    if not rows:
+        click.echo(f"no App IDs {looked_in(path)}")
+        return
+    header = (
+        "APP ID",
+        "NAMESPACE",
+        "CONFIGURATION",
+        "MCP",
+        "RUNNING",
+        "HTTP",
+        "SVID EXPIRY",
+        "POLICY IN FORCE",
+    )
     _table(
         [header]
         + [
@@ -269,6 +328,7 @@ def appid_list(home) -> None:
                 r["running"],
                 r["http"],
                 r["svid_expiry"],
+                r["policy_cell"],
             )
             for r in rows
         ]

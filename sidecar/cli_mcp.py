@@ -25,6 +25,7 @@ from .cli_support import (
     admin_status,
     fail,
     home_option,
+    looked_in,
     open_store,
     report_change,
     wait_options,
@@ -210,7 +211,8 @@ def _load(store, name: str) -> MCPServerAccessPolicy:
     document = store.get(KIND, name)
     if document is None:
         raise click.ClickException(
-            f"MCP server {name!r} is not registered; run 'trustmesh mcpserver create {name}'"
+            f"MCP server {name!r} is not registered {looked_in(store.home)}; "
+            f"run 'trustmesh mcpserver create {name}'"
         )
     try:
         return parse_policy(document, server_namespace=_server_namespace(store, name))
@@ -355,7 +357,7 @@ def access_list(home) -> None:
     home_path, store = open_store(home)
     names = store.names(KIND)
     if not names:
-        click.echo("no MCP servers registered")
+        click.echo(f"no MCP servers registered {looked_in(home_path)}")
     for name in names:
         click.echo(_describe(_load(store, name)))
         _warn(not_enforced(home_path, store, name))

@@ -13,9 +13,7 @@ from pathlib import Path
 import click
 import trio
 
-from ca.home import resolve_home
-
-from .cli_support import expiry_text, home_option
+from .cli_support import expiry_text, home_option, resolve_cli_home
 from .errors import SidecarError
 from .runner import RunnerError, load_run_file
 from .runner.control import age_text, list_rows, orphaned_runs, stop_app, stop_run
@@ -24,11 +22,8 @@ from .runner.runfile import LOG_LEVELS, resolve_run_file_path, single_app_run
 from .runner.runner import Runner, RunOptions
 
 
-def _home(home: str | None):
-    try:
-        return resolve_home(home, create=True)
-    except Exception as exc:  # CAStorageError and friends: one line
-        raise click.ClickException(str(exc)) from None
+def _home(home: str | None, create: bool = True):
+    return resolve_cli_home(home, create=create)
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
@@ -162,7 +157,7 @@ def stop_command(
     """Stop a run (-f) or one app (--app-id); wait until its processes are gone."""
     if (run_file is None) == (app_id is None):
         raise click.UsageError("give either -f FILE or --app-id ID")
-    path = _home(home)
+    path = _home(home, create=False)
     try:
         if run_file is not None:
             message = trio.run(stop_run, path, resolve_run_file_path(run_file), timeout)
@@ -182,7 +177,7 @@ def _cell(value) -> str:
 @home_option
 def list_command(output: str, home: str | None) -> None:
     """List running sidecars (like 'dapr list')."""
-    path = _home(home)
+    path = _home(home, create=False)
     rows = list_rows(path)
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -201,7 +196,7 @@ def list_command(output: str, home: str | None) -> None:
         row["svid_expiry"] = expiry_text(row["svid_not_after"])
         row["age"] = age_text(row["age_seconds"])
     if not rows:
-        click.echo("No trustmesh instances found.")
+        click.echo(f"No trustmesh instances found in {path}.")
         return
     columns = (
         ("APP ID", "app_id"),
@@ -233,7 +228,7 @@ FOLLOW_POLL = 0.2
 @home_option
 def logs_command(app_id: str, follow: bool, home: str | None) -> None:
     """Print an app's log: its own and its sidecar's lines from 'trustmesh run' (home/logs)."""
-    path = log_path(resolve_home(home), app_id)
+    path = log_path(_home(home, create=False), app_id)
     try:
         log = path.open("rb")
     except FileNotFoundError:

@@ -10,10 +10,10 @@ import click
 import trio
 
 from ca import CAError
-from ca.home import resolve_home
 from identity import IdentityError
 
 from .audit import STDOUT, AuditSettings
+from .cli_support import home_option, resolve_cli_home
 from .errors import SidecarError
 from .logsetup import configure_logging
 from .runtime import SidecarOptions, print_ready_line, run_sidecar
@@ -88,7 +88,7 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
     help="Address the mTLS listener binds.",
 )
 @click.option("--admin-port", type=click.IntRange(0, 65535), default=0, show_default=True)
-@click.option("--home", help="Mesh state directory (default $TRUSTMESH_HOME or ./.trustmesh).")
+@home_option
 @click.option("--ca-url", help="The bundled CA's URL (https://127.0.0.1:PORT).")
 @click.option(
     "--token",
@@ -195,7 +195,7 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
 def sidecar_command(**kw) -> None:
     """Run a sidecar for one app: outbound on 127.0.0.1, inbound over mTLS."""
     configure_logging(kw["log_level"])
-    home = resolve_home(kw["home"], create=True)
+    home = resolve_cli_home(kw["home"], create=True)
     token = _read_secret_file(kw["token_file"], "token") or kw["token"]
     api_token = _read_secret_file(kw["api_token_file"], "API token") or os.environ.get(
         "DAPR_API_TOKEN"

@@ -31,6 +31,7 @@ import yaml
 from identity import IdentityError, atomic_write, validate_app_id, validate_namespace
 
 from .errors import SidecarError
+from .state import yaml_loader
 
 LOOKUP_TTL = 0.5
 
@@ -139,7 +140,7 @@ class StaticPeers:
 
     def __init__(self, path: Path, default_namespace: str) -> None:
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = yaml_loader.safe_load(yaml_loader.read_text(path))
         except (OSError, yaml.YAMLError) as exc:
             raise RegistryError(f"cannot read peers file {path}: {exc}") from exc
         if not isinstance(data, dict):

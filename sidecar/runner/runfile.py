@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from ..state import yaml_loader
 from .errors import RunFileError
 
 DEFAULT_FILE_NAME = "dapr.yaml"
@@ -480,7 +481,7 @@ def parse_run_file(text: str, path: Path) -> RunFile:
     source = str(path)
     reader = _Reader(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml_loader.compose(text)
     except yaml.composer.ComposerError as exc:
         raise RunFileError(f"{source}: a run file holds one YAML document") from exc
     except yaml.YAMLError as exc:
@@ -568,7 +569,7 @@ def resolve_run_file_path(raw: str | os.PathLike[str]) -> Path:
 def load_run_file(raw: str | os.PathLike[str]) -> RunFile:
     path = resolve_run_file_path(raw)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = yaml_loader.read_text(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except (OSError, UnicodeDecodeError) as exc:

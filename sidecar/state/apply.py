@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResourceInvalid
-from .documents import Document, DocumentError, load_documents
+from .documents import Document, DocumentError, load_documents, read_file
 from .store import KIND_DIRS, AppBinding, MeshStore
 
 
@@ -42,11 +42,7 @@ def read_documents(
     checks = validators()
     accepted: list[Document] = []
     for path in _expand(paths):
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DocumentError(f"cannot read {path}: {exc.strerror}") from exc
-        for document in load_documents(text, str(path)):
+        for document in load_documents(read_file(path), str(path)):
             if skipped is not None and _foreign_component(document):
                 skipped.append(f"{path}:{document.line}: component {document.name!r}")
                 continue
@@ -86,12 +82,18 @@ def _expand(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def store_documents(
-    store: MeshStore, documents: list[Document], bindings: Iterable[AppBinding] = ()
+    store: MeshStore,
+    documents: list[Document],
+    bindings: Iterable[AppBinding] = (),
+    *,
+    replaced: dict[tuple[str, str], int] | None = None,
 ) -> int | None:
     """Write validated documents (and App ID bindings) as one change; return its version.
 
     An MCP policy's server is registered in the same change when it is not yet (never a policy
-    on disk that no sidecar enforces).
+    on disk that no sidecar enforces). With a ``replaced`` dict, each (kind, name) that already
+    existed is recorded there with the version it replaced (0 for a copy the store did not
+    write), for the caller to report.
     """
     from ..mcp.registration import servers_to_register
 
@@ -102,4 +104,6 @@ def store_documents(
             change.put(document.kind, document.name, document.body)
         for binding in bindings:
             change.put_binding(binding)
+    if replaced is not None:
+        replaced.update(change.replaced)
     return change.generation

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import ResourceInvalid
+from . import yaml_loader
 
 _PATH_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -68,33 +70,44 @@ def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
 
 
 def load_documents(text: str, source: str) -> list[Document]:
-    """All non-empty documents in ``text``; each must be a mapping."""
+    """All non-empty documents in ``text``; each must be a mapping.
+
+    Read with :mod:`.yaml_loader`, so anchors/aliases and oversized input are refused with the
+    file and line before any walk over the tree (the duplicate-key check included) begins.
+    """
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = yaml_loader.compose_all(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}:" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DocumentError(f"{source}:{line} not valid YAML: {problem}") from None
+        line, problem = yaml_loader.problem_text(exc)
+        where = f"{line}:" if line is not None else ""
+        what = "" if isinstance(exc, yaml_loader.YamlRefused) else " not valid YAML:"
+        raise DocumentError(f"{source}:{where}{what} {problem}") from None
     documents = []
     for node in nodes:
         if node is None:
             continue
         line = node.start_mark.line + 1
         _check_duplicate_keys(node, source)
-        loader = yaml.SafeLoader("")
         try:
-            body = loader.construct_document(node)
+            body = yaml_loader.construct(node)
         except yaml.YAMLError as exc:
             raise DocumentError(f"{source}:{line}: cannot read document: {exc}") from None
-        finally:
-            loader.dispose()
         if body is None:
             continue
         if not isinstance(body, dict):
             raise DocumentError(f"{source}:{line}: a resource must be a mapping, not a list")
         documents.append(Document(body, source, line, node))
     return documents
+
+
+def read_file(path: Path | str) -> str:
+    """A resource file's text, or a :class:`DocumentError` that names the file and the reason."""
+    try:
+        return yaml_loader.read_text(path)
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such file") from None
+    except yaml_loader.FileUnreadable as exc:
+        raise DocumentError(f"{path}: {exc}") from None
 
 
 def locate(node: yaml.Node, location: str) -> int:

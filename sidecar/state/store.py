@@ -11,7 +11,12 @@ Layout (YAML, 0600, written with write + rename)::
 Writers take an exclusive ``flock`` for the whole change and bump the generation once at the
 end; readers take a shared lock for the whole read. So a sidecar never sees half of a multi-file
 ``apply``: it sees the store before the change or after it. The generation is what sidecars
-report as the version they enforce, and what ``--wait`` waits for.
+report as the version they enforce, and what ``--wait`` waits for. Each resource file opens
+with ``# trustmesh: version N``, the version that wrote it, so a replacement can name it.
+
+Only writers create the home (0700) and this directory: reading a mesh that does not exist yet
+reads it empty. Files are read with :mod:`.yaml_loader` (no anchors, bounded size), and written
+without anchors, so the store always reads back what it wrote.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +32,12 @@ from typing import Any
 
 import yaml
 
+from ca import CAStorageError
+from ca.home import ensure_private_dir
 from identity import atomic_write
 
 from ..errors import SidecarError
+from . import yaml_loader
 
 KIND_DIRS = {
     "Configuration": "configurations",
@@ -62,13 +71,19 @@ class AppBinding:
         return doc
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> AppBinding:
-        return cls(
-            app_id=str(doc["appId"]),
-            namespace=str(doc.get("namespace", "default")),
-            configuration=doc.get("configuration"),
-            mcp_server=doc.get("mcpServer"),
-        )
+    def from_document(cls, doc: dict[str, Any], source: Path | str = "binding") -> AppBinding:
+        """Read a binding file; a hand-edited one with a wrong field is a StoreError naming it."""
+        app_id, namespace = doc.get("appId"), doc.get("namespace", "default")
+        configuration, mcp_server = doc.get("configuration"), doc.get("mcpServer")
+        if not isinstance(app_id, str) or not app_id:
+            raise StoreError(f"{source}: appId must be a non-empty string")
+        if not isinstance(namespace, str):
+            raise StoreError(f"{source}: namespace must be a string")
+        if configuration is not None and not isinstance(configuration, str):
+            raise StoreError(f"{source}: configuration must be a name")
+        if mcp_server is not None and not isinstance(mcp_server, dict):
+            raise StoreError(f"{source}: mcpServer must be a mapping such as {{path: /mcp}}")
+        return cls(app_id, namespace, configuration, mcp_server)
 
 
 @dataclass
@@ -88,19 +103,62 @@ class Snapshot:
         return value
 
 
-def _dump(doc: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value shared by two fields out twice: the store's reader refuses anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+# Each resource file starts with the store version that last wrote it, so a command replacing
+# it can say which version it replaced. A comment, so the document itself stays the user's.
+_VERSION_HEADER = re.compile(rb"# trustmesh: version (\d+)\n")
+
+
+def _dump(doc: dict[str, Any], version: int | None = None) -> bytes:
+    text = yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False).encode()
+    return text if version is None else b"# trustmesh: version %d\n" % version + text
+
+
+def written_version(path: Path) -> int | None:
+    """The store version that last wrote ``path``; 0 for a file written some other way; None
+    when there is no such file."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(64)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0
+    match = _VERSION_HEADER.fullmatch(first)
+    return int(match.group(1)) if match else 0
 
 
 class MeshStore:
     def __init__(self, home: Path) -> None:
-        self.root = Path(home) / "resources"
+        self.home = Path(home)
+        self.root = self.home / "resources"
 
     # -- locking -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self, kind: int) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold the store lock; only a writer creates the home and the store directory.
+
+        A reader of a store that does not exist yet reads it empty without creating anything
+        (a writer creating it meanwhile publishes its files with its generation, all at once).
+        """
+        if not kind & fcntl.LOCK_EX and not self.root.is_dir():
+            yield
+            return
+        try:
+            ensure_private_dir(self.home)
+            self.root.mkdir(exist_ok=True, mode=0o700)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except CAStorageError as exc:
+            raise StoreError(f"cannot write the mesh home: {exc}") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StoreError(f"cannot write the mesh home {self.home}: {reason}") from None
         try:
             try:
                 fcntl.flock(fd, kind)
@@ -130,10 +188,15 @@ class MeshStore:
 
     def _read_yaml(self, path: Path) -> dict[str, Any] | None:
         try:
-            text = path.read_text()
+            data = yaml_loader.safe_load(yaml_loader.read_text(path))
         except FileNotFoundError:
             return None
-        data = yaml.safe_load(text)
+        except yaml_loader.FileUnreadable as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            line, problem = yaml_loader.problem_text(exc)
+            where = f":{line}" if line is not None else ""
+            raise StoreError(f"{path}{where}: {problem}") from None
         if not isinstance(data, dict):
             raise StoreError(f"{path} does not hold a mapping")
         return data
@@ -146,15 +209,16 @@ class MeshStore:
         return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
 
     def binding(self, app_id: str, namespace: str) -> AppBinding | None:
-        doc = self._read_yaml(self.binding_path(app_id, namespace))
-        return AppBinding.from_document(doc) if doc is not None else None
+        path = self.binding_path(app_id, namespace)
+        doc = self._read_yaml(path)
+        return AppBinding.from_document(doc, path) if doc is not None else None
 
     def bindings(self) -> list[AppBinding]:
         directory = self.root / "appids"
         if not directory.is_dir():
             return []
         return [
-            AppBinding.from_document(self._read_yaml(path) or {})
+            AppBinding.from_document(self._read_yaml(path) or {}, path)
             for path in sorted(directory.glob("*/*.yaml"))
         ]
 
@@ -167,8 +231,8 @@ class MeshStore:
                 for path in sorted((self.root / directory).glob("*.yaml")):
                     try:
                         doc = self._read_yaml(path)
-                    except (StoreError, yaml.YAMLError) as exc:
-                        snap.resources[(kind, path.stem)] = StoreError(f"{path}: {exc}")
+                    except StoreError as exc:  # names the file (and line)
+                        snap.resources[(kind, path.stem)] = exc
                         continue
                     if doc is not None:
                         snap.resources[(kind, path.stem)] = doc
@@ -196,9 +260,14 @@ class MeshStore:
         """One atomic change: everything written inside becomes visible with one new version."""
         with self._lock(fcntl.LOCK_EX):
             change = Change(self)
-            yield change
+            try:
+                yield change
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                name = f" {exc.filename}" if exc.filename else ""
+                raise StoreError(f"cannot write{name} in the mesh home: {reason}") from None
             if change.touched:
-                change.generation = self.generation() + 1
+                change.generation = change.next_generation
                 atomic_write(self.root / "generation", f"{change.generation}\n".encode(), 0o600)
 
 
@@ -207,9 +276,16 @@ class Change:
         self.store = store
         self.touched = False
         self.generation: int | None = None
+        self.next_generation = store.generation() + 1  # read under the writer's lock
+        # (kind, name) -> the version a put replaced (0: a copy not written by the store)
+        self.replaced: dict[tuple[str, str], int] = {}
 
     def put(self, kind: str, name: str, doc: dict[str, Any]) -> None:
-        atomic_write(self.store.path(kind, name), _dump(doc), mode=0o600)
+        path = self.store.path(kind, name)
+        previous = written_version(path)
+        if previous is not None:
+            self.replaced.setdefault((kind, name), previous)
+        atomic_write(path, _dump(doc, self.next_generation), mode=0o600)
         self.touched = True
 
     def delete(self, kind: str, name: str) -> bool:

@@ -2,6 +2,9 @@
 
 Every quarter second the watcher compares a cheap signature of the store (file stats) with the
 last one; on a change it reads a snapshot under the store's shared lock and builds a new policy.
+Both run in a worker thread, never on the event loop: reading and parsing files has no place
+between two requests, and a slow or hostile file must not stall serving (files are also read
+with bounded cost, see :mod:`.yaml_loader`).
 A valid result is swapped in whole; an invalid one is logged and reported on ``/v1/status``
 while the last good policy stays in force — a broken file never replaces a working policy. A
 sidecar that has never had a valid policy denies everything (503) and says why.
@@ -9,6 +12,8 @@ sidecar that has never had a valid policy denies everything (503) and says why.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -19,7 +24,7 @@ from identity import AppIdentity
 
 from ..errors import SidecarError
 from ..pipeline import InboundPolicy
-from .documents import DocumentError, load_documents
+from .documents import DocumentError, load_documents, read_file
 from .policy_builder import ConfigOverride, build_inbound_policy, deny_all_policy
 from .store import MeshStore, StoreBusy
 
@@ -31,10 +36,28 @@ class PolicyHolder:
         self.current = initial
         self.generation: int | None = None  # store generation the current policy came from
         self.error: str | None = None
+        # The store version of the latest refused load, and the one at which this same error
+        # first appeared: ``--wait`` tells "your change broke this sidecar" (the error started
+        # at or after the new version) from "this sidecar was already broken" (it started
+        # before, and each new version just fails the same way).
+        self.error_generation: int | None = None
+        self.error_since: int | None = None
         self.loads = 0
 
     def __call__(self) -> InboundPolicy:
         return self.current
+
+    def refused(self, reason: str, generation: int | None) -> None:
+        if reason != self.error or self.error_since is None:
+            self.error_since = generation
+        self.error, self.error_generation = reason, generation
+        if self.generation is None:
+            self.current = deny_all_policy(reason)
+
+    def applied(self, policy: InboundPolicy, generation: int) -> None:
+        self.current, self.generation = policy, generation
+        self.error = self.error_generation = self.error_since = None
+        self.loads += 1
 
     def status(self) -> dict:
         return {
@@ -42,6 +65,8 @@ class PolicyHolder:
             "generation": self.generation,
             "sources": dict(self.current.sources),
             "error": self.error,
+            "error_generation": self.error_generation,
+            "error_since": self.error_since,
         }
 
 
@@ -58,10 +83,7 @@ def parse_config_option(value: str | None, store: MeshStore) -> ConfigOverride |
 def _with_file(override: ConfigOverride | None) -> ConfigOverride | None:
     if override is None or override.source is None:
         return override
-    try:
-        text = Path(override.source).read_text()
-    except OSError as exc:
-        raise DocumentError(f"cannot read {override.source}: {exc.strerror}") from exc
+    text = read_file(override.source)
     documents = [d for d in load_documents(text, override.source) if d.kind == "Configuration"]
     if len(documents) != 1:
         raise DocumentError(f"{override.source}: expected exactly one Configuration document")
@@ -78,11 +100,45 @@ def _file_stat(override: ConfigOverride | None) -> tuple:
     return (st.st_mtime_ns, st.st_size)
 
 
-def load_policy(
-    store: MeshStore, me: AppIdentity, override: ConfigOverride | None
-) -> tuple[InboundPolicy, int]:
-    snapshot = store.snapshot(me.app_id, me.namespace, blocking=False)
-    return build_inbound_policy(snapshot, me, _with_file(override)), snapshot.generation
+def current_signature(store: MeshStore, override: ConfigOverride | None) -> tuple:
+    return (store.signature(), _file_stat(override))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A load that failed for a reason worth reporting (the last good policy stays)."""
+
+    reason: str
+    generation: int | None  # the store version that failed to load, when known
+
+
+BUSY = object()  # a writer is mid-change; read again once it is done
+
+
+def check_for_change(
+    store: MeshStore, me: AppIdentity, override: ConfigOverride | None, last: tuple | None
+) -> tuple[tuple, tuple[InboundPolicy, int] | Refused | object | None]:
+    """One poll, run in a worker thread: (signature, outcome), outcome None when unchanged.
+
+    Everything that touches the disk or parses YAML happens here, so however slow a file is to
+    read, the event loop that serves requests and the admin port never waits for it.
+    """
+    signature = current_signature(store, override)
+    if signature == last:
+        return signature, None
+    generation = None
+    try:
+        snapshot = store.snapshot(me.app_id, me.namespace, blocking=False)
+        generation = snapshot.generation
+        policy = build_inbound_policy(snapshot, me, _with_file(override))
+    except StoreBusy:
+        return signature, BUSY
+    except (SidecarError, OSError, ValueError, yaml.YAMLError) as exc:
+        if generation is None:
+            with contextlib.suppress(SidecarError, OSError):
+                generation = store.generation()
+        return signature, Refused(str(exc), generation)
+    return signature, (policy, generation)
 
 
 async def watch_policy(
@@ -95,29 +151,35 @@ async def watch_policy(
     on_policy=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    # One load at a time per sidecar; a cancelled sidecar does not wait for a load to finish
+    # (the thread's result is dropped, and nothing it does touches the serving state).
+    limiter = trio.CapacityLimiter(1)
     signature = None
     started = False
     while True:
-        current = (store.signature(), _file_stat(override))
-        if current != signature:
-            try:
-                policy, generation = load_policy(store, me, override)
-            except StoreBusy:
-                await trio.sleep(0.02)  # a writer is mid-change; read once it is done
-                continue
-            except (SidecarError, OSError, ValueError, yaml.YAMLError) as exc:
-                signature = current
-                holder.error = str(exc)
-                if holder.generation is None:
-                    holder.current = deny_all_policy(str(exc))
-                log.error("policy refused; keeping the last good one", error=str(exc))
-            else:
-                signature = current
-                if on_policy is not None:
-                    on_policy(policy)  # e.g. warm the bearer keys before the first request
-                holder.current, holder.generation, holder.error = policy, generation, None
-                holder.loads += 1
-                log.info("policy applied", version=policy.version, sources=dict(policy.sources))
+        current, outcome = await trio.to_thread.run_sync(
+            check_for_change,
+            store,
+            me,
+            override,
+            signature,
+            limiter=limiter,
+            abandon_on_cancel=True,
+        )
+        if outcome is BUSY:
+            await trio.sleep(0.02)
+            continue
+        if isinstance(outcome, Refused):
+            signature = current
+            holder.refused(outcome.reason, outcome.generation)
+            log.error("policy refused; keeping the last good one", error=outcome.reason)
+        elif outcome is not None:
+            signature = current
+            policy, generation = outcome
+            if on_policy is not None:
+                on_policy(policy)  # e.g. warm the bearer keys before the first request
+            holder.applied(policy, generation)
+            log.info("policy applied", version=policy.version, sources=dict(policy.sources))
         if not started:
             started = True
             task_status.started()

@@ -202,7 +202,7 @@ def test_readme_walkthrough_each_layer_stops_its_caller_and_nothing_outlives_the
         assert [p for p in pids if alive(p)] == []
         assert processes_under(tmp_path) == []
         listed = trustmesh(example, env, "list")
-        assert listed.stdout.strip() == "No trustmesh instances found."
+        assert listed.stdout.strip() == f"No trustmesh instances found in {example / '.trustmesh'}."
     finally:
         if runner.poll() is None:
             runner.send_signal(signal.SIGTERM)

@@ -133,12 +133,14 @@ def test_readme_walkthrough(example, tmp_path):
         "trustmesh configuration create mcp-db-write-acl --default-action deny "
         "--policy ops-agent:allow --policy admin-agent:allow --policy analyst-agent:allow --wait"
     )
-    assert out.startswith("applied as version 2;") and WAITED in out
+    replaced = "configuration/mcp-db-write-acl replaced version 1\napplied as version 2;"
+    assert out.startswith(replaced) and WAITED in out and replaced in readme
     answer = example.post_run("analyst-agent")
     assert answer["succeeded"] == ["mcp-db-schema", "mcp-db-query", "mcp-db-write"]
     assert answer["refused"] == ["mcp-db-ddl"]
     out = example.step("trustmesh apply -f config/mcp-db-write.yaml --wait", cwd=EXAMPLE)
-    assert out.startswith("configuration/mcp-db-write-acl applied\napplied as version 3;")
+    reapplied = "configuration/mcp-db-write-acl replaced version 2\napplied as version 3;"
+    assert out.startswith(reapplied) and reapplied in readme
     assert example.post_run("analyst-agent") == expected("analyst-agent", ALLOWED["analyst-agent"])
 
     # Stop: nothing outlives the run.
