@@ -136,6 +136,7 @@ def sidecar_command(**kw) -> None:
         svid_dir=Path(kw["svid_dir"]) if kw["svid_dir"] else None,
         peers=Path(kw["peers"]) if kw["peers"] else None,
         api_token=api_token.encode() if api_token else None,
+        app_api_token=os.environ.get("APP_API_TOKEN", "").encode() or None,
         config=kw["config"],
     )
 

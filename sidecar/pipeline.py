@@ -2,8 +2,9 @@
 
 peer identity → ACL → bearer → MCP policy. Each check returns a :class:`Decision`; the first
 deny wins and the sidecar answers with it, so a denied request never reaches the app. The policy
-in force is one immutable :class:`InboundPolicy`, swapped whole on reload and read once per
-request, so a request is judged by exactly one policy version from head to body.
+in force is one immutable :class:`InboundPolicy`, swapped whole on reload. The judge
+(:mod:`sidecar.judge`) reads it when the head arrives and again when a body it reads is
+complete: whatever is forwarded was judged by the policy in force when it left.
 
 Head checks see the request line and headers; the MCP policy, which needs the body, runs only on
 the MCP endpoint of an app registered as an MCP server, after the body was read up to a limit.

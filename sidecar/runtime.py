@@ -60,7 +60,8 @@ class SidecarOptions:
     ca_bundle: Path | None = None
     svid_dir: Path | None = None
     peers: Path | None = None
-    api_token: bytes | None = None
+    api_token: bytes | None = None  # DAPR_API_TOKEN: the app must present it on the outbound port
+    app_api_token: bytes | None = None  # APP_API_TOKEN: presented to the app as dapr-api-token
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
     handle_signals: bool = True
@@ -120,10 +121,19 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 return record.inbound_address if record is not None else None
 
             outbound = OutboundProxy(
-                OutboundConfig(me, api_token=opts.api_token), resolve, holder, metrics, nursery
+                OutboundConfig(me, api_token=opts.api_token),
+                resolve,
+                holder,
+                metrics,
+                nursery,
+                audit=audit,
             )
             inbound = InboundProxy(
-                InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
+                InboundConfig(me, opts.app_port, app_api_token=opts.app_api_token),
+                policy,
+                audit,
+                metrics,
+                nursery,
             )
             await nursery.start(
                 partial(

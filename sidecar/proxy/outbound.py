@@ -5,13 +5,14 @@ dials the target's sidecar with its own SVID, and refuses to talk unless the ser
 exactly ``spiffe://<td>/ns/<namespace>/<app-id>`` — a sidecar holding any other identity cannot
 impersonate the target, whatever address the registry said. Errors are Dapr-shaped JSON with a
 status of their own: unknown App ID 404, identity mismatch 502, unreachable 503, timeout 504.
-Answers from the target — denials included — are relayed unchanged.
+Answers from the target — denials included — are relayed unchanged. Every decision about the
+request (the door's guard, the target, the head sent on) is the
+:class:`~sidecar.judge.OutboundJudge`'s; this module dials, relays and records.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
@@ -20,17 +21,19 @@ import trio
 
 from identity import AppIdentity, IdentityError, PeerIdentityMismatch, expect_peer_identity
 
+from ..audit import AuditLog
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
-from ..http.headers import LOCAL_ONLY, forwardable, framing_for
-from ..http.invocation import Invocation, check_outbound_request, parse_invocation
-from ..http.message import request_head
-from ..http.path import InvalidPath
 from ..http.relay import ExchangeResult, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..identity_source import IdentityHolder
+from ..judge import Answer, OutboundJudge, OutboundSite
+from ..judge.outbound import AppNotFound, Resolver
 from ..metrics import SidecarMetrics
+from ..policy import Decision
 from .pool import ConnectionPool
+
+__all__ = ["AppNotFound", "OutboundConfig", "OutboundProxy", "PeerTimeout", "PeerUnreachable"]
 
 log = structlog.get_logger("trustmesh.outbound")
 
@@ -50,14 +53,6 @@ class PeerIdentityRefused(SidecarError):
     http_status = 502
 
 
-class AppNotFound(SidecarError):
-    code = "ERR_DIRECT_INVOKE"
-    http_status = 404
-
-
-Resolver = Callable[[str, str], tuple[str, int] | None]
-
-
 @dataclass
 class OutboundConfig:
     me: AppIdentity
@@ -75,11 +70,14 @@ class OutboundProxy:
         identity: IdentityHolder,
         metrics: SidecarMetrics,
         nursery: trio.Nursery,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         self.resolve = resolve
         self.identity = identity
         self.metrics = metrics
+        self.audit = audit
+        self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
         self.pool = ConnectionPool(
             nursery, self._dial, generation=lambda: identity.generation, idle_timeout=30.0
         )
@@ -126,68 +124,33 @@ class OutboundProxy:
     ) -> None:
         started = trio.current_time()
         result = ExchangeResult()
-        target_label = "-"
+        verdict = self.judge.head(request)
+        decision = verdict.decision
         try:
-            check_outbound_request(
-                request.method, request.target, request.headers, self.config.api_token
-            )
-            if request.method == b"GET" and request.target in (
-                b"/v1.0/healthz",
-                b"/v1.0/healthz/outbound",
-            ):
-                await send_simple_response(conn, 204, b"")
-                result.status = 204
-                return
-            invocation = parse_invocation(request.target, request.headers, self.config.me.namespace)
-            target_label = f"{invocation.namespace}/{invocation.app_id}"
-            await self._forward(conn, request, invocation, result)
-        except (SidecarError, InvalidPath) as exc:
+            if isinstance(verdict, Answer):
+                result.status = verdict.status
+                await send_simple_response(
+                    conn, verdict.status, verdict.body, verdict.content_type, list(verdict.headers)
+                )
+                result.bytes_down += len(verdict.body)
+            else:
+                await self._forward(conn, verdict.plan, result)
+        except SidecarError as exc:
             if result.head_sent:
                 raise ConnectionLost(f"upstream failed mid-response: {exc}") from exc
+            decision = Decision.deny("peer", exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
             await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
-            self.metrics.observe_request(
-                "outbound",
-                caller=self.config.me.app_id,
-                callee=target_label,
-                decision="-",
-                layer="-",
-                reason="-",
-                mcp_method=None,
-                tool=None,
-                status=result.status,
-                seconds=trio.current_time() - started,
-            )
+            self._record(verdict.facts, decision, result, started)
 
-    async def _forward(
-        self,
-        conn: HttpConnection,
-        request: h11.Request,
-        invocation: Invocation,
-        result: ExchangeResult,
-    ) -> None:
-        address = self.resolve(invocation.app_id, invocation.namespace)
-        if address is None:
-            raise AppNotFound(
-                f"failed to invoke, id: {invocation.app_id}, err: app id {invocation.app_id} "
-                f"not found in namespace {invocation.namespace}"
-            )
-        try:
-            expected = AppIdentity(
-                self.config.me.trust_domain, invocation.namespace, invocation.app_id
-            )
-        except IdentityError as exc:
-            raise AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}") from exc
-        key = (address, expected)
+    async def _forward(self, conn: HttpConnection, plan, result: ExchangeResult) -> None:
+        key = plan.upstream
+        expected = key[1]
         upstream = await self.pool.acquire(key)
-        headers = forwardable(request.headers, LOCAL_ONLY)
-        headers.append((b"host", f"{invocation.app_id}.{invocation.namespace}".encode()))
-        headers += framing_for(request.headers)
-        head = request_head(request.method, invocation.target.wire_path, headers)
         try:
             await relay_exchange(
-                result, conn, upstream, head, head_timeout=self.config.response_head_timeout
+                result, conn, upstream, plan.head, head_timeout=self.config.response_head_timeout
             )
         except trio.Cancelled:
             self.pool.discard(upstream)
@@ -200,3 +163,36 @@ class OutboundProxy:
                 ) from exc
             raise
         self.pool.release(key, upstream)
+
+    def _record(self, facts, decision: Decision, result: ExchangeResult, started) -> None:
+        elapsed = trio.current_time() - started
+        callee = facts.callee
+        allowed = decision.allowed
+        if self.audit is not None:
+            self.audit.record(
+                direction="outbound",
+                callee=str(callee) if callee is not None else "-",
+                caller=str(self.config.me),
+                verb=facts.verb,
+                path=facts.path,
+                decision="allow" if allowed else "deny",
+                layer=decision.layer,
+                reason=decision.reason,
+                message=None if allowed else decision.message,
+                status=result.status,
+                response_bytes=result.bytes_down,
+                duration_ms=round(elapsed * 1000, 3),
+                trace_id=facts.trace_id,
+            )
+        self.metrics.observe_request(
+            "outbound",
+            caller=self.config.me.app_id,
+            callee=f"{callee.namespace}/{callee.app_id}" if callee is not None else "-",
+            decision="-",
+            layer="-",
+            reason="-",
+            mcp_method=None,
+            tool=None,
+            status=result.status,
+            seconds=elapsed,
+        )

@@ -1,0 +1,71 @@
+"""The one place that decides which headers leave the sidecar, on either side.
+
+Inbound, the app must be able to trust what it reads: every ``dapr-caller-*``/forwarding header,
+``x-trustmesh-*`` (the bearer layer's), a caller's ``dapr-api-token`` and the policy's stripped
+headers (``Authorization`` when the sidecar checked the token) are removed in any letter case and
+in ``_`` spelling, then the sidecar sets its own: who called, who is called, where from, what the
+token proved, and ``APP_API_TOKEN`` as ``dapr-api-token`` so the app can refuse anything that did
+not come through its sidecar (Dapr does the same). Framing is decided here too: the length of a
+body the judge read, or the framing the caller's body arrived with.
+
+Outbound, the app's local headers (its API token, ``dapr-app-id``, ``Host``) stay on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from identity import AppIdentity
+
+from ..http.headers import CALLER_HEADERS, LOCAL_ONLY, forwardable, framing_for
+
+Headers = list[tuple[bytes, bytes]]
+
+APP_TOKEN_HEADER = b"dapr-api-token"
+_SIDECAR_PREFIX = b"x-trustmesh-"  # only the sidecar speaks for a verified token
+
+
+def to_app(
+    incoming: Iterable[tuple[bytes, bytes]],
+    *,
+    caller: AppIdentity,
+    me: AppIdentity,
+    app_address: str,
+    peer_host: str,
+    drop: frozenset[bytes] = frozenset(),
+    token_headers: Iterable[tuple[bytes, bytes]] = (),
+    app_api_token: bytes | None = None,
+    body: bytes | None = None,
+) -> Headers:
+    """The headers the app receives for a request the judge allowed."""
+    incoming = list(incoming)
+    headers = [
+        (name, value)
+        for name, value in forwardable(incoming, CALLER_HEADERS | LOCAL_ONLY | drop)
+        if not name.replace(b"_", b"-").startswith(_SIDECAR_PREFIX)
+    ]
+    headers += [
+        (b"host", app_address.encode()),
+        (b"dapr-caller-app-id", caller.app_id.encode()),
+        (b"dapr-caller-namespace", caller.namespace.encode()),
+        (b"dapr-callee-app-id", me.app_id.encode()),
+        (b"x-forwarded-for", peer_host.encode()),
+        (b"forwarded", f'for="{peer_host}";proto=https'.encode()),
+    ]
+    headers += token_headers
+    if app_api_token is not None:
+        headers.append((APP_TOKEN_HEADER, app_api_token))
+    if body is not None:
+        headers.append((b"content-length", str(len(body)).encode()))
+    else:
+        headers += framing_for(incoming)
+    return headers
+
+
+def to_peer(incoming: Iterable[tuple[bytes, bytes]], *, authority: str) -> Headers:
+    """The headers the target's sidecar receives for an outbound call."""
+    incoming = list(incoming)
+    headers = forwardable(incoming, LOCAL_ONLY)
+    headers.append((b"host", authority.encode()))
+    headers += framing_for(incoming)
+    return headers
