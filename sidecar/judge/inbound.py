@@ -39,6 +39,7 @@ from ..http.relay import SMALL_BODY
 from ..mcp import MCPServerAccessPolicy
 from ..pipeline import InboundPolicy, InboundRequest, McpRoute
 from ..policy import Decision
+from ..policy.acl import match_form
 from ..proxy import mcp_route
 from . import forward_headers
 from .verdict import Answer, Facts, Forward, ForwardPlan, ReadBody, Verdict
@@ -195,6 +196,10 @@ class InboundJudge:
                 return Answer.deny(decision, facts)
             facts = facts.but(bearer_subject=verified.subject)
         route = policy.mcp_route_for(inbound)
+        if route is None and policy.mcp is not None:
+            door = _outside_mcp_endpoints(policy, inbound, target)
+            if door is not None:
+                return Answer.deny(door, facts)
         return _Judged(
             request, peer_host, inbound, target, policy, route, decision, verified, facts
         )
@@ -307,3 +312,44 @@ def _token_expired(judged: _Judged, now: float) -> bool:
     expires = judged.verified.claims.get("exp")
     leeway = judged.policy.bearer.leeway if judged.policy.bearer is not None else 0.0
     return isinstance(expires, int | float) and expires + leeway <= now
+
+
+# The SDK's legacy HTTP+SSE transport: GET /sse opens the stream, POST /messages/?session_id=
+# carries the JSON-RPC messages. Refused on an MCP server whatever the ACL says.
+_LEGACY_SEGMENTS = frozenset({"sse", "messages"})
+
+
+def _is_legacy_transport(request: InboundRequest, target: RequestTarget) -> bool:
+    first = match_form(request.method).split("/", 2)[1]
+    if first in _LEGACY_SEGMENTS:
+        return True
+    return any(
+        part.split(b"=", 1)[0].lower() in (b"session_id", b"sessionid")
+        for part in target.query.split(b"&")
+    )
+
+
+def _outside_mcp_endpoints(
+    policy: InboundPolicy, request: InboundRequest, target: RequestTarget
+) -> Decision | None:
+    """No uninspected door into an MCP server: a path outside its endpoint(s) is refused
+    unless an ACL operation written for this caller names it (see the module docstring)."""
+    mcp = policy.mcp
+    endpoints = ", ".join(f"/{e}" for e in mcp.endpoints)
+    app = request.callee.app_id
+    if _is_legacy_transport(request, target):
+        message = (
+            f"{app} is an MCP server: the legacy HTTP+SSE transport (/sse, /messages/) is not "
+            f"inspected by trustmesh and is refused; use Streamable HTTP at {endpoints}"
+        )
+        rule = "MCP servers are reached only through their inspected Streamable HTTP endpoints"
+        return Decision.deny("mcp", "ERR_MCP_LEGACY_TRANSPORT", message, 403, rule=rule)
+    if policy.acl_operation_allows(request):
+        return None
+    message = (
+        f"{app} is an MCP server: /{request.method} is outside its MCP endpoint(s) "
+        f"{endpoints} and is not inspected, so it is refused unless an ACL operation for "
+        f"caller {request.caller} allows {request.verb} /{request.method}"
+    )
+    rule = "an MCP server's other paths need an ACL operation naming them for the caller"
+    return Decision.deny("mcp", "ERR_MCP_UNINSPECTED_PATH", message, 403, rule=rule)

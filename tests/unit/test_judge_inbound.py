@@ -16,10 +16,10 @@ from sidecar.judge import Answer, Forward, InboundJudge, InboundSite, ReadBody
 from sidecar.judge.inbound import trace_id
 from sidecar.pipeline import InboundPolicy, McpRoute
 from sidecar.policy.acl import evaluate_acl
-from sidecar.policy.configuration import parse_configuration
 from sidecar.proxy.mcp_route import McpSessions
 from tests._support import mcp_policies
 from tests._support.bearer import NOW, Issuer, claims, make_config
+from tests._support.judge_acl import acl_for
 
 ME = AppIdentity("public", "default", "mcp-server")
 CALLER = AppIdentity("public", "default", "analyst-agent")
@@ -31,27 +31,7 @@ ROUTE = McpRoute("mcp", TOOLS, "mcp-server")
 
 
 def acl_check(operations: list[dict], default: str = "deny"):
-    acl = parse_configuration(
-        {
-            "apiVersion": "dapr.io/v1alpha1",
-            "kind": "Configuration",
-            "metadata": {"name": "c"},
-            "spec": {
-                "accessControl": {
-                    "defaultAction": "deny",
-                    "policies": [
-                        {
-                            "appId": "analyst-agent",
-                            "defaultAction": default,
-                            "trustDomain": "public",
-                            "namespace": "default",
-                            "operations": operations,
-                        }
-                    ],
-                }
-            },
-        }
-    ).access_control
+    acl = acl_for(operations, default)
     return lambda request: evaluate_acl(acl, request.caller, request.method, request.verb)
 
 
