@@ -23,6 +23,7 @@ Headers = list[tuple[bytes, bytes]]
 
 APP_TOKEN_HEADER = b"dapr-api-token"
 _SIDECAR_PREFIX = b"x-trustmesh-"  # only the sidecar speaks for a verified token
+_NEVER_TO_APP = CALLER_HEADERS | LOCAL_ONLY
 
 
 def to_app(
@@ -38,10 +39,10 @@ def to_app(
     body: bytes | None = None,
 ) -> Headers:
     """The headers the app receives for a request the judge allowed."""
-    incoming = list(incoming)
+    incoming = incoming if isinstance(incoming, list) else list(incoming)
     headers = [
         (name, value)
-        for name, value in forwardable(incoming, CALLER_HEADERS | LOCAL_ONLY | drop)
+        for name, value in forwardable(incoming, _NEVER_TO_APP | drop if drop else _NEVER_TO_APP)
         if not name.replace(b"_", b"-").startswith(_SIDECAR_PREFIX)
     ]
     headers += [

@@ -125,34 +125,41 @@ class InboundJudge:
     def head(self, request, peer_identity, peer_identity_error, peer_host: str, now: float):
         """Judge a request head: :class:`Answer`, :class:`ReadBody` or :class:`Forward`."""
         policy = self.policy()
-        facts = Facts(
-            verb=request.method.decode("ascii", "replace"),
-            policy_version=policy.version,
-            trace_id=trace_id(request.headers),
-        )
+        fields = FieldView(request.headers)  # the header list is walked once from here on
+        verb = request.method.decode("ascii", "replace")
+        trace = trace_id(fields.pairs)
         if peer_identity is None:
+            facts = Facts(verb=verb, policy_version=policy.version, trace_id=trace)
             why = peer_identity_error or "no identity"
             return Answer.deny(Decision.deny("identity", "ERR_PEER_IDENTITY", why, 403), facts)
-        facts = facts.but(caller=peer_identity)
-        if request.method not in STANDARD_METHODS:
-            # The ACL judges unknown methods as POST (Dapr's calling sidecar sends them so);
-            # the app must never see a method other than the one that was judged.
-            verb = request.method.decode("ascii", "replace")
-            message = f"HTTP method {verb!r} is not supported"
-            return Answer.deny(
-                Decision.deny("request", "ERR_METHOD_NOT_ALLOWED", message, 405), facts
-            )
         try:
-            target = normalize_target(request.target)
+            if request.method not in STANDARD_METHODS:
+                # The ACL judges unknown methods as POST (Dapr's calling sidecar sends them so);
+                # the app must never see a method other than the one that was judged.
+                message = f"HTTP method {verb!r} is not supported"
+                refusal = Decision.deny("request", "ERR_METHOD_NOT_ALLOWED", message, 405)
+                target = None
+            else:
+                target = normalize_target(request.target)
         except InvalidPath as exc:
-            return Answer.deny(Decision.deny("request", exc.code, str(exc), exc.http_status), facts)
-        facts = facts.but(path=target.method)
+            refusal = Decision.deny("request", exc.code, str(exc), exc.http_status)
+            target = None
+        if target is None:
+            facts = Facts(verb, caller=peer_identity, policy_version=policy.version, trace_id=trace)
+            return Answer.deny(refusal, facts)
+        facts = Facts(
+            verb,
+            target.method,
+            peer_identity,
+            policy_version=policy.version,
+            trace_id=trace,
+        )
         inbound = InboundRequest(
             caller=peer_identity,
             callee=self.site.me,
-            verb=facts.verb.upper(),
+            verb=verb.upper(),
             method=target.method,
-            headers=FieldView(request.headers),
+            headers=fields,
         )
         judged = self._judge_head(policy, request, peer_host, inbound, target, facts, now)
         if isinstance(judged, Answer):
@@ -210,7 +217,7 @@ class InboundJudge:
         """The MCP policy (when the request addresses the MCP endpoint), then the plan."""
         route, inbound = judged.route, judged.inbound
         if route is None:
-            if body is None and _small_body(judged.request.headers):
+            if body is None and _small_body(inbound.headers.pairs):
                 # The relay would buffer it anyway: read it here, so it is judged complete.
                 return ReadBody(SMALL_BODY, judged.facts, judged)
             return self._forward(judged, judged.decision, body, None)
@@ -267,7 +274,7 @@ class InboundJudge:
             drop = drop | mcp_route.NEVER_FORWARDED
         token_headers = _bearer_gate().app_headers(judged.verified) if judged.verified else ()
         headers = forward_headers.to_app(
-            judged.request.headers,
+            inbound.headers.pairs,
             caller=inbound.caller,
             me=site.me,
             app_address=self._app_address,
