@@ -221,6 +221,7 @@ def sidecar_command(**kw) -> None:
         dns_template=kw["dns_template"],
         policy_dir=Path(kw["policy_dir"]) if kw["policy_dir"] else None,
         api_token=api_token.encode() if api_token else None,
+        app_api_token=os.environ.get("APP_API_TOKEN", "").encode() or None,
         config=kw["config"],
         audit=_audit_settings(kw, home),
     )

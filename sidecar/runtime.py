@@ -76,7 +76,8 @@ class SidecarOptions:
     )
     dns_template: str = DEFAULT_DNS_TEMPLATE
     policy_dir: Path | None = None  # read-only policy (a mounted ConfigMap) instead of the home
-    api_token: bytes | None = None
+    api_token: bytes | None = None  # DAPR_API_TOKEN: the app must present it on the outbound port
+    app_api_token: bytes | None = None  # APP_API_TOKEN: presented to the app as dapr-api-token
     config: str | None = None  # --config NAME|FILE, overriding the App ID's binding
     limits: ServerLimits = field(default_factory=ServerLimits)
     audit: AuditSettings | None = None  # None: <home>/audit/<namespace>.<app-id>.jsonl
@@ -161,7 +162,11 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 audit=audit,
             )
             inbound = InboundProxy(
-                InboundConfig(me, opts.app_port), policy, audit, metrics, nursery
+                InboundConfig(me, opts.app_port, app_api_token=opts.app_api_token),
+                policy,
+                audit,
+                metrics,
+                nursery,
             )
             inbound.mcp_sessions.on_tools_seen = partial(
                 write_seen_tools, seen_tools_path(opts.home, me.namespace, me.app_id)

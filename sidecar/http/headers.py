@@ -8,7 +8,7 @@ the body itself. Names arrive lower-cased from h11, which makes the case-insensi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -109,3 +109,40 @@ def framing_for(incoming: Iterable[tuple[bytes, bytes]]) -> Headers:
     if length is not None:
         return [(b"content-length", length.split(b",")[0].strip())]
     return []
+
+
+class FieldView(Mapping[str, str]):
+    """A request's header fields as received — the one header type from the edge to the app.
+
+    ``pairs`` are the raw (lower-case name, value) byte pairs, which is what is forwarded; the
+    read-only ``str`` mapping over them (repeated fields joined with ``", "``, RFC 9110 §5.3) is
+    what the policy layers read. The mapping is built on first lookup only.
+    """
+
+    __slots__ = ("_map", "pairs")
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        self.pairs = pairs if isinstance(pairs, list | tuple) else list(pairs)
+        self._map: dict[str, str] | None = None
+
+    def _mapping(self) -> dict[str, str]:
+        if self._map is None:
+            out: dict[str, str] = {}
+            for name, value in self.pairs:
+                key = name.decode("latin-1")
+                text = value.decode("latin-1")
+                out[key] = f"{out[key]}, {text}" if key in out else text
+            self._map = out
+        return self._map
+
+    def __getitem__(self, name: str) -> str:
+        return self._mapping()[name]
+
+    def __iter__(self):
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return f"FieldView({self._mapping()!r})"

@@ -136,5 +136,10 @@ def check_outbound_request(
     if method == b"GET" and target in HEALTH_PATHS:
         return
     sent = get_header(headers, b"dapr-api-token")
-    if sent is None or not hmac.compare_digest(sent, api_token):
-        raise ApiTokenInvalid("invalid api token")
+    if sent is None:
+        raise ApiTokenInvalid(
+            "missing api token: this sidecar requires the app's API token (DAPR_API_TOKEN) in "
+            "the 'dapr-api-token' header"
+        )
+    if not hmac.compare_digest(sent, api_token):
+        raise ApiTokenInvalid("invalid api token in the 'dapr-api-token' header")

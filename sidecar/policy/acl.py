@@ -118,12 +118,15 @@ class _Outcome:
     allowed: bool
     rule: str
     allow_decision: Decision | None
+    # Decided by an operation the policy names for this verb (or "*"), not by a default
+    # action, and that operation is not a catch-all of wildcards only ("/**").
+    explicit: bool = False
 
     @classmethod
-    def of(cls, action: str | None, rule: str) -> _Outcome:
+    def of(cls, action: str | None, rule: str, *, explicit: bool = False) -> _Outcome:
         allowed = action == ALLOW  # Dapr: EqualFold(action, "allow"); "" and None deny
         decision = Decision.allow(LAYER, ALLOW_REASON, rule=rule) if allowed else None
-        return cls(allowed, rule, decision)
+        return cls(allowed, rule, decision, explicit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +205,12 @@ def _compile_policy(policy: AppPolicy, global_action: str, global_rule: str) -> 
     entries = []
     for operation in policy.operations:
         where = f"{label} operations[{operation.name}]"
+        names_a_path = _names_a_path(operation.name)
         by_verb: dict[str, _Outcome] = {}
         if ANY_VERB in operation.http_verbs:
-            unlisted = _Outcome.of(operation.action, f"{where} {ANY_VERB}={operation.action}")
+            unlisted = _Outcome.of(
+                operation.action, f"{where} {ANY_VERB}={operation.action}", explicit=names_a_path
+            )
         else:
             unlisted = _Outcome.of(
                 global_action if policy.default_action is None else policy.default_action,
@@ -215,7 +221,9 @@ def _compile_policy(policy: AppPolicy, global_action: str, global_rule: str) -> 
             )
         for verb in HTTP_VERBS:
             if verb in operation.http_verbs:
-                by_verb[verb] = _Outcome.of(operation.action, f"{where} {verb}={operation.action}")
+                by_verb[verb] = _Outcome.of(
+                    operation.action, f"{where} {verb}={operation.action}", explicit=names_a_path
+                )
             else:
                 by_verb[verb] = unlisted
         # Dapr, verb NONE on an HTTP callee: action = the policy's defaultAction, "" => deny.
@@ -254,6 +262,31 @@ def evaluate_acl(
         LAYER, DENY_REASON, deny_message(caller, operation, request_verb), DENY_STATUS,
         rule=outcome.rule,
     )  # fmt: skip
+
+
+def operation_allows(
+    acl: AccessControl | None, caller: AppIdentity | None, operation: str, verb: str
+) -> bool:
+    """True only if an operation written for ``caller`` names ``operation`` and allows ``verb``.
+
+    Stricter than :func:`evaluate_acl`: a default action (global or per caller) never counts,
+    nor does an operation made only of wildcards (``/**``, ``/*``). This is what opens a path
+    the sidecar cannot inspect (an MCP server's non-MCP paths): on purpose, for one caller.
+    """
+    if acl is None or caller is None:
+        return False
+    policy = acl._by_caller.get((caller.app_id, caller.namespace))
+    if policy is None or policy.trust_domain != caller.trust_domain:
+        return False
+    rule = policy.trie.search(match_form(operation))
+    if rule is None:
+        return False
+    outcome = rule[dapr_verb(verb)]
+    return outcome.allowed and outcome.explicit
+
+
+def _names_a_path(name: str) -> bool:
+    return any(part not in ("", "*", "**") for part in name.split("/"))
 
 
 def deny_message(caller: AppIdentity | None, operation: str, verb: str) -> str:

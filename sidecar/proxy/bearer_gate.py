@@ -97,7 +97,10 @@ def metadata_response(policy: InboundPolicy, request: InboundRequest) -> bytes |
 
 
 def check_token(
-    sources: BearerKeySources, policy: InboundPolicy, request: InboundRequest
+    sources: BearerKeySources,
+    policy: InboundPolicy,
+    request: InboundRequest,
+    now: float | None = None,
 ) -> tuple[Decision, VerifiedToken | None]:
     config = policy.bearer
     assert config is not None
@@ -106,7 +109,7 @@ def check_token(
         request.headers,
         config=config,
         keys=source.keys(),
-        now=time.time(),
+        now=time.time() if now is None else now,
         resource_metadata_url=resource_metadata_url_for(config, _endpoint(policy), request.headers),
         realm=_realm(policy, request),
         scope_hint=policy.mcp.required_scopes if policy.mcp is not None else (),

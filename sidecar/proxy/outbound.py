@@ -5,13 +5,14 @@ dials the target's sidecar with its own SVID, and refuses to talk unless the ser
 exactly ``spiffe://<td>/ns/<namespace>/<app-id>`` — a sidecar holding any other identity cannot
 impersonate the target, whatever address the registry said. Errors are Dapr-shaped JSON with a
 status of their own: unknown App ID 404, identity mismatch 502, unreachable 503, timeout 504.
-Answers from the target — denials included — are relayed unchanged.
+Answers from the target — denials included — are relayed unchanged. Every decision about the
+request (the door's guard, the target, the head sent on) is the
+:class:`~sidecar.judge.OutboundJudge`'s; this module dials, relays and records.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
@@ -21,18 +22,19 @@ import trio
 from identity import AppIdentity, IdentityError, PeerIdentityMismatch, expect_peer_identity
 
 from ..audit import AuditLog, outbound_fields, propagate
-from ..bearer.invoked import INVOKED_AS_HEADERS, invoked_as_headers
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
-from ..http.headers import LOCAL_ONLY, forwardable, framing_for
-from ..http.invocation import Invocation, check_outbound_request, parse_invocation
 from ..http.message import request_head
-from ..http.path import InvalidPath
 from ..http.relay import ExchangeResult, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..identity_source import IdentityHolder
+from ..judge import Answer, OutboundJudge, OutboundSite
+from ..judge.outbound import AppNotFound, Resolver
 from ..metrics import SidecarMetrics
+from ..policy import Decision
 from .pool import ConnectionPool
+
+__all__ = ["AppNotFound", "OutboundConfig", "OutboundProxy", "PeerTimeout", "PeerUnreachable"]
 
 log = structlog.get_logger("trustmesh.outbound")
 
@@ -50,14 +52,6 @@ class PeerTimeout(SidecarError):
 class PeerIdentityRefused(SidecarError):
     code = "ERR_DIRECT_INVOKE"
     http_status = 502
-
-
-class AppNotFound(SidecarError):
-    code = "ERR_DIRECT_INVOKE"
-    http_status = 404
-
-
-Resolver = Callable[[str, str], tuple[str, int] | None]
 
 
 @dataclass
@@ -84,6 +78,7 @@ class OutboundProxy:
         self.identity = identity
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
+        self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
         self.pool = ConnectionPool(
             nursery, self._dial, generation=lambda: identity.generation, idle_timeout=30.0
         )
@@ -130,84 +125,41 @@ class OutboundProxy:
     ) -> None:
         hop = self.audit.begin("outbound", request.headers, request.method)
         result = ExchangeResult()
-        target_label = "-"
-        refused = None  # the error or denial answered instead of sending (for the record)
+        refusal = self.audit.refusal()  # fail closed while records cannot be kept
+        verdict = self.judge.head(request)
+        decision = refusal or verdict.decision
+        target = "-"
+        if verdict.facts.callee is not None:
+            target = f"{verdict.facts.callee.namespace}/{verdict.facts.callee.app_id}"
         try:
-            refusal = self.audit.refusal()  # fail closed while records cannot be kept
             if refusal is not None:
-                refused = refusal
-                await self._answer(conn, refusal, result)
-                return
-            check_outbound_request(
-                request.method, request.target, request.headers, self.config.api_token
-            )
-            if request.method == b"GET" and request.target in (
-                b"/v1.0/healthz",
-                b"/v1.0/healthz/outbound",
-            ):
-                await send_simple_response(conn, 204, b"")
-                result.status = 204
-                return
-            invocation = parse_invocation(request.target, request.headers, self.config.me.namespace)
-            target_label = f"{invocation.namespace}/{invocation.app_id}"
-            await self._forward(conn, request, invocation, result)
-        except (SidecarError, InvalidPath) as exc:
+                result.status = refusal.status
+                await send_simple_response(conn, refusal.status, refusal.response_body())
+            elif isinstance(verdict, Answer):
+                result.status = verdict.status
+                await send_simple_response(
+                    conn, verdict.status, verdict.body, verdict.content_type, list(verdict.headers)
+                )
+                result.bytes_down += len(verdict.body)
+            else:
+                await self._forward(conn, verdict.plan, result)
+        except SidecarError as exc:
             if result.head_sent:
                 raise ConnectionLost(f"upstream failed mid-response: {exc}") from exc
-            refused = exc
+            decision = Decision.deny("peer", exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
             await send_error(conn, exc.http_status, exc.code, str(exc))
         finally:
-            self._record(request, target_label, refused, result, hop)
+            self._record(request, target, decision, result, hop)
 
-    def _record(self, request, target_label: str, refused, result: ExchangeResult, hop) -> None:
-        """One audit record and one count per request sent or refused."""
-        fields = outbound_fields(self.config.me, request, target_label, refused, result)
-        if fields is not None:  # a health probe answered here is not a decision
-            self.audit.record(hop, **fields)
-        self.metrics.observe_request(
-            "outbound",
-            caller=self.config.me.app_id,
-            callee=target_label,
-            decision="deny" if refused is not None else "allow",
-            layer="outbound",
-            reason=getattr(refused, "reason", None) or getattr(refused, "code", "sent"),
-            mcp_method=None,
-            tool=None,
-            status=result.status,
-            seconds=hop.elapsed(),
-        )
-
-    async def _answer(self, conn: HttpConnection, decision, result: ExchangeResult) -> None:
-        result.status = decision.status
-        await send_simple_response(conn, decision.status, decision.response_body())
-
-    async def _forward(
-        self,
-        conn: HttpConnection,
-        request: h11.Request,
-        invocation: Invocation,
-        result: ExchangeResult,
-    ) -> None:
-        address = self.resolve(invocation.app_id, invocation.namespace)
-        if address is None:
-            raise AppNotFound(
-                f"failed to invoke, id: {invocation.app_id}, err: app id {invocation.app_id} "
-                f"not found in namespace {invocation.namespace}"
-            )
-        try:
-            expected = AppIdentity(
-                self.config.me.trust_domain, invocation.namespace, invocation.app_id
-            )
-        except IdentityError as exc:
-            raise AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}") from exc
-        key = (address, expected)
+    async def _forward(self, conn: HttpConnection, plan, result: ExchangeResult) -> None:
+        key = plan.upstream
+        expected = key[1]
+        head = plan.head
+        headers = propagate(head.headers)  # this hop's span as traceparent, when tracing is on
+        if headers is not head.headers:
+            head = request_head(head.method, head.target, headers)
         upstream = await self.pool.acquire(key)
-        headers = forwardable(request.headers, LOCAL_ONLY | INVOKED_AS_HEADERS)
-        headers += invoked_as_headers(request.target, request.headers)  # for RFC 9728 (bearer)
-        headers.append((b"host", f"{invocation.app_id}.{invocation.namespace}".encode()))
-        headers += framing_for(request.headers)
-        head = request_head(request.method, invocation.target.wire_path, propagate(headers))
         try:
             await relay_exchange(
                 result, conn, upstream, head, head_timeout=self.config.response_head_timeout
@@ -223,3 +175,22 @@ class OutboundProxy:
                 ) from exc
             raise
         self.pool.release(key, upstream)
+
+    def _record(self, request, target: str, decision: Decision, result, hop) -> None:
+        """One audit record and one count per request sent or refused."""
+        refused = None if decision.allowed else decision
+        fields = outbound_fields(self.config.me, request, target, refused, result)
+        if fields is not None:  # a health probe answered here is not a decision
+            self.audit.record(hop, **fields)
+        self.metrics.observe_request(
+            "outbound",
+            caller=self.config.me.app_id,
+            callee=target,
+            decision="allow" if decision.allowed else "deny",
+            layer=decision.layer,
+            reason=decision.reason,
+            mcp_method=None,
+            tool=None,
+            status=result.status,
+            seconds=hop.elapsed(),
+        )

@@ -20,13 +20,6 @@ from dataclasses import dataclass
 
 TOKEN_NAMES = ("DAPR_API_TOKEN", "APP_API_TOKEN")
 
-# Whether this tree's sidecar sends APP_API_TOKEN to its app (the sidecar half of #10.6). Until
-# it does, an app given APP_API_TOKEN would refuse every request its own sidecar forwards, so
-# the runner hands the app only DAPR_API_TOKEN, which the sidecar already enforces (the sidecar
-# gets both either way). Set to True with the sidecar change; the trust-boundary tests then
-# also show an app refusing a request that bypassed its sidecar.
-SIDECAR_SENDS_APP_TOKEN = False
-
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
@@ -45,10 +38,9 @@ class ApiTokens:
         return {"DAPR_API_TOKEN": self.dapr, "APP_API_TOKEN": self.app}
 
     def app_env(self) -> dict[str, str]:
-        env = {"DAPR_API_TOKEN": self.dapr}
-        if SIDECAR_SENDS_APP_TOKEN:
-            env["APP_API_TOKEN"] = self.app
-        return env
+        # The app calls its sidecar with DAPR_API_TOKEN and refuses, with APP_API_TOKEN, any
+        # request that did not come through its sidecar (which sends it as dapr-api-token).
+        return {"DAPR_API_TOKEN": self.dapr, "APP_API_TOKEN": self.app}
 
 
 def scrub_tokens(environ: Mapping[str, str]) -> dict[str, str]:

@@ -52,6 +52,7 @@ def build_inbound_policy(
     sources: dict[str, str] = {}
     head_checks = []
     bearer = None
+    acl = None
     document, label = _configuration_document(snapshot, me, override)
     if document is not None:
         try:
@@ -59,18 +60,20 @@ def build_inbound_policy(
         except ResourceInvalid as exc:
             raise PolicyUnavailable(f"configuration {label} is invalid: {exc}") from exc
         sources["configuration"] = label
-        head_checks.append(partial(_acl_check, configuration.access_control))
+        acl = configuration.access_control
+        head_checks.append(partial(_acl_check, acl))
         bearer = _bearer(snapshot, me, configuration)
         if bearer is not None:
             sources["bearer"] = f"{bearer.name} (issuer {bearer.issuer})"
     mcp = _mcp_route(snapshot, me)
     if mcp is not None:
-        sources["mcpServer"] = f"{mcp.server} at /{mcp.method}"
+        sources["mcpServer"] = f"{mcp.server} at " + ", ".join(f"/{e}" for e in mcp.endpoints)
     return InboundPolicy(
         version=str(snapshot.generation),
         head_checks=tuple(head_checks),
         bearer=bearer,
         mcp=mcp,
+        acl=acl,
         strip_headers=frozenset({b"authorization"}) if bearer is not None else frozenset(),
         sources=sources,
     )
@@ -125,20 +128,39 @@ def _mcp_route(snapshot: Snapshot, me: AppIdentity) -> McpRoute | None:
     binding = snapshot.binding
     if binding is None or binding.mcp_server is None:
         return None
-    raw_path = str(binding.mcp_server.get("path", "/mcp"))
-    try:
-        method = normalize_method(raw_path.lstrip("/"))
-    except SidecarError as exc:
-        raise PolicyUnavailable(f"MCP server path {raw_path!r} is invalid: {exc}") from exc
+    endpoints = mcp_endpoints(binding.mcp_server)
     name = me.app_id
     document = snapshot.get("MCPServerAccessPolicy", name)
     if document is None:
-        return McpRoute(method, MCPServerAccessPolicy.deny_all(name), name)
+        return McpRoute(endpoints, MCPServerAccessPolicy.deny_all(name), name)
     try:
         policy = parse_policy(document, server_namespace=me.namespace)
     except ResourceInvalid as exc:
         raise PolicyUnavailable(f"MCPServerAccessPolicy {name!r} is invalid: {exc}") from exc
-    return McpRoute(method, policy, name)
+    return McpRoute(endpoints, policy, name)
+
+
+def mcp_endpoints(registration: Mapping[str, Any]) -> tuple[str, ...]:
+    """The endpoints of an MCP server registration, normalised (no leading slash).
+
+    ``{"paths": ["/mcp", "/v2/mcp"]}`` lists several; ``{"path": "/mcp"}`` (the single-endpoint
+    form, also what older state files hold) names one; neither means ``/mcp``.
+    """
+    raw = registration.get("paths")
+    if raw is None:
+        raw = registration.get("path", "/mcp")
+    paths = [raw] if isinstance(raw, str) else raw
+    if not isinstance(paths, list | tuple) or not paths:
+        raise PolicyUnavailable(f"MCP server paths {raw!r} must be a path or a non-empty list")
+    endpoints = []
+    for path in paths:
+        if not isinstance(path, str):
+            raise PolicyUnavailable(f"MCP server path {path!r} is not a string")
+        try:
+            endpoints.append(normalize_method(path.lstrip("/")))
+        except SidecarError as exc:
+            raise PolicyUnavailable(f"MCP server path {path!r} is invalid: {exc}") from exc
+    return tuple(endpoints)
 
 
 def _configuration_document(

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from sidecar.runner.runstate import read_state, state_path
-from sidecar.runner.tokens import SIDECAR_SENDS_APP_TOKEN
 from tests._support.runner_dirs import app_reachable_dir
 
 pytestmark = pytest.mark.e2e
@@ -283,10 +282,6 @@ def test_the_sidecar_refuses_a_local_process_without_the_apps_token(mesh_run):
             assert not any(t.encode() in file.read_bytes() for t in tokens), file
 
 
-@pytest.mark.skipif(
-    not SIDECAR_SENDS_APP_TOKEN,
-    reason="the sidecar does not send APP_API_TOKEN yet (sidecar.runner.tokens)",
-)
 def test_an_app_refuses_a_local_process_that_bypassed_its_sidecar(mesh_run):
     _, _, state, _ = mesh_run
     app_pid = next(c.pid for c in state.children if c.role == "app" and c.app_id == "caller")

@@ -1,0 +1,82 @@
+"""The outbound judge: what the app may ask of its own sidecar, as pure code.
+
+The outbound port carries the app's identity into the mesh, so the door is guarded first
+(loopback ``Host``/``Origin``, and the app's API token in ``dapr-api-token`` when one is set:
+:func:`sidecar.http.invocation.check_outbound_request`), then the target is read from the Dapr
+URL or the ``dapr-app-id`` header and resolved to an address and the exact SPIFFE ID the peer
+must prove. The verdict is an :class:`Answer` (health, every refusal) or a :class:`Forward`
+whose plan names the pool key (address, expected identity) and the head for the peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from identity import AppIdentity, IdentityError
+
+from ..errors import SidecarError
+from ..http.invocation import HEALTH_PATHS, check_outbound_request, parse_invocation
+from ..http.message import request_head
+from ..policy import Decision
+from . import forward_headers
+from .inbound import trace_id
+from .verdict import Answer, Facts, Forward, ForwardPlan
+
+Resolver = Callable[[str, str], tuple[str, int] | None]
+
+
+class AppNotFound(SidecarError):
+    code = "ERR_DIRECT_INVOKE"
+    http_status = 404
+
+
+@dataclass(frozen=True)
+class OutboundSite:
+    me: AppIdentity
+    api_token: bytes | None = None  # DAPR_API_TOKEN: required in dapr-api-token when set
+
+
+class OutboundJudge:
+    def __init__(self, site: OutboundSite, resolve: Resolver) -> None:
+        self.site = site
+        self.resolve = resolve
+
+    def head(self, request) -> Answer | Forward:
+        facts = Facts(
+            verb=request.method.decode("ascii", "replace"),
+            caller=self.site.me,
+            trace_id=trace_id(request.headers),
+        )
+        try:
+            return self._judge(request, facts)
+        except SidecarError as exc:
+            decision = Decision.deny("outbound", exc.code, str(exc), exc.http_status)
+            return Answer.deny(decision, facts)
+
+    def _judge(self, request, facts: Facts) -> Answer | Forward:
+        check_outbound_request(request.method, request.target, request.headers, self.site.api_token)
+        if request.method == b"GET" and request.target in HEALTH_PATHS:
+            return Answer(Decision.allow("outbound", "health"), facts, 204, b"")
+        me = self.site.me
+        invocation = parse_invocation(request.target, request.headers, me.namespace)
+        facts = facts.but(path=invocation.target.method)
+        address = self.resolve(invocation.app_id, invocation.namespace)
+        if address is None:
+            raise AppNotFound(
+                f"failed to invoke, id: {invocation.app_id}, err: app id {invocation.app_id} "
+                f"not found in namespace {invocation.namespace}"
+            )
+        try:
+            expected = AppIdentity(me.trust_domain, invocation.namespace, invocation.app_id)
+        except IdentityError as exc:
+            raise AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}") from exc
+        facts = facts.but(callee=expected)
+        headers = forward_headers.to_peer(
+            request.headers,
+            authority=f"{invocation.app_id}.{invocation.namespace}",
+            target=request.target,
+        )
+        head = request_head(request.method, invocation.target.wire_path, headers)
+        decision = Decision.allow("outbound", "resolved", rule=str(expected))
+        return Forward(decision, facts, ForwardPlan(head, upstream=(address, expected)))

@@ -1,0 +1,98 @@
+"""What the judge returns: one frozen verdict per step, and the facts every audit record needs.
+
+The proxies are thin I/O around the judge (mitmproxy's layers are the model: events in,
+commands out). A verdict is one of three commands:
+
+* :class:`Answer` — answer the caller ourselves (every denial, health checks, RFC 9728
+  metadata); nothing reaches the app or the peer;
+* :class:`ReadBody` — read the request body (up to ``limit``) and hand it back to the judge,
+  which then decides again *with the policy in force when the body is complete*;
+* :class:`Forward` — send ``plan.head`` (and ``plan.body``, if the judge read it) upstream and
+  relay the answer through ``plan.response_plan``.
+
+Each carries :class:`Facts`, what is known about the request for the audit record, so the
+proxy records exactly once per request whatever the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from identity import AppIdentity
+
+from ..policy import Decision
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the audit record and the metrics say about a request, filled in as it is judged."""
+
+    verb: str = "?"
+    path: str = "?"
+    caller: AppIdentity | None = None
+    callee: AppIdentity | None = None
+    policy_version: str = "-"
+    bearer_subject: str | None = None
+    trace_id: str | None = None
+    mcp_methods: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    arg_keys: tuple[str, ...] = ()
+
+    def but(self, **changes: Any) -> Facts:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer the caller without contacting the app (or peer)."""
+
+    decision: Decision  # what the audit records; allowed for health/metadata answers
+    facts: Facts
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    headers: Headers = ()
+
+    @classmethod
+    def deny(cls, decision: Decision, facts: Facts) -> Answer:
+        return cls(
+            decision,
+            facts,
+            decision.status,
+            decision.response_body(),
+            decision.content_type.encode(),
+            tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in decision.headers),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the whole request body, at most ``limit`` bytes, then call the judge again."""
+
+    limit: int
+    facts: Facts
+    state: Any  # the judge's own continuation; opaque to the proxy
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardPlan:
+    """Everything the relay needs to forward one request: the judge's one output to the wire."""
+
+    head: Any  # the request head, built by sidecar.http.message.request_head
+    body: bytes | None = None  # the body the judge read and judged; None streams the caller's
+    response_plan: Any = None  # relay ResponsePlanner (MCP response filtering), or None
+    upstream: Any = None  # pool key of the upstream (outbound: (address, expected identity))
+    after: Any = None  # called with the response status once the exchange completed
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    decision: Decision
+    facts: Facts
+    plan: ForwardPlan
+
+
+Verdict = Answer | ReadBody | Forward
