@@ -289,6 +289,7 @@ def test_grant_revoked_while_the_body_arrived_refuses_the_call():
 
 def test_delete_of_a_session_ends_its_filter_state_only_on_success():
     judge, _ = judge_for(InboundPolicy(version="1", mcp=ROUTE))
+    judge.sessions.claim(CALLER, "s-1")  # the caller's own session (issued to it earlier)
     pending = judge.sessions.get(CALLER, "s-1")
     verdict = judge_head(judge, head(b"DELETE", b"/mcp", [(b"mcp-session-id", b"s-1")]))
     assert isinstance(verdict, Forward) and verdict.plan.after is not None
