@@ -51,8 +51,7 @@ class OutboundJudge:
         try:
             return self._judge(request, facts)
         except SidecarError as exc:
-            decision = Decision.deny("outbound", exc.code, str(exc), exc.http_status)
-            return Answer.deny(decision, facts)
+            return _refuse(exc, facts)
 
     def _judge(self, request, facts: Facts) -> Answer | Forward:
         check_outbound_request(request.method, request.target, request.headers, self.site.api_token)
@@ -61,17 +60,18 @@ class OutboundJudge:
         me = self.site.me
         invocation = parse_invocation(request.target, request.headers, me.namespace)
         facts = facts.but(path=invocation.target.method)
-        address = self.resolve(invocation.app_id, invocation.namespace)
-        if address is None:
-            raise AppNotFound(
-                f"failed to invoke, id: {invocation.app_id}, err: app id {invocation.app_id} "
-                f"not found in namespace {invocation.namespace}"
-            )
         try:
             expected = AppIdentity(me.trust_domain, invocation.namespace, invocation.app_id)
         except IdentityError as exc:
-            raise AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}") from exc
-        facts = facts.but(callee=expected)
+            return _refuse(AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}"), facts)
+        facts = facts.but(callee=expected)  # named in the record even when it cannot be reached
+        address = self.resolve(invocation.app_id, invocation.namespace)
+        if address is None:
+            message = (
+                f"failed to invoke, id: {invocation.app_id}, err: app id {invocation.app_id} "
+                f"not found in namespace {invocation.namespace}"
+            )
+            return _refuse(AppNotFound(message), facts)
         headers = forward_headers.to_peer(
             request.headers,
             authority=f"{invocation.app_id}.{invocation.namespace}",
@@ -80,3 +80,7 @@ class OutboundJudge:
         head = request_head(request.method, invocation.target.wire_path, headers)
         decision = Decision.allow("outbound", "resolved", rule=str(expected))
         return Forward(decision, facts, ForwardPlan(head, upstream=(address, expected)))
+
+
+def _refuse(exc: SidecarError, facts: Facts) -> Answer:
+    return Answer.deny(Decision.deny("outbound", exc.code, str(exc), exc.http_status), facts)

@@ -105,8 +105,10 @@ def test_home_before_the_subcommand_reaches_the_sidecar_command(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("trustmesh: no identity source: pass --svid-dir DIR "
-                                          "or --ca-url URL --token T")  # fmt: skip
+    assert result.stderr.strip().endswith(
+        "trustmesh: no identity source: pass --svid-dir DIR, --ca-url URL --token T, "
+        "or --identity spire"
+    )
     assert home.is_dir()  # a sidecar lives in its home: it is a command that creates one
     assert not (tmp_path / ".trustmesh").exists()
 

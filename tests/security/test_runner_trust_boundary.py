@@ -233,13 +233,22 @@ def app_port(state, app_id: str) -> int:
     return int(environ_of(pid)["APP_PORT"])
 
 
+def drive(state, app_id: str, path: str):
+    """Ask an app to do something, as its own sidecar would: with its APP_API_TOKEN (the test
+    runs as root and reads it from the app's environment; the app refuses anyone without it)."""
+    pid = next(c.pid for c in state.children if c.role == "app" and c.app_id == app_id)
+    env = environ_of(pid)
+    url = f"http://127.0.0.1:{env['APP_PORT']}{path}"
+    return get_json(url, {"dapr-api-token": env["APP_API_TOKEN"]})
+
+
 def test_an_app_cannot_read_the_ca_key_or_write_mesh_state_and_still_serves(mesh_run):
     home, _, state, output = mesh_run
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "ca" / "root.key").stat().st_mode) == 0o600
 
     # The twin first: caller app → its sidecar (with its token) → mTLS → the app, as a user.
-    status, answer = get_json(f"http://127.0.0.1:{app_port(state, 'caller')}/call/ungranted-app")
+    status, answer = drive(state, "caller", "/call/ungranted-app")
     assert status == 200, answer
     assert answer["served_by"] == "ungranted-app"
     # The attack, as the app itself reports it: it found the home, and got nowhere with it.
@@ -288,5 +297,5 @@ def test_an_app_refuses_a_local_process_that_bypassed_its_sidecar(mesh_run):
     assert environ_of(app_pid)["APP_API_TOKEN"]
     status, _ = get_json(f"http://127.0.0.1:{app_port(state, 'ungranted-app')}/attempts")
     assert status == 401  # straight to the app's port: no token
-    status, answer = get_json(f"http://127.0.0.1:{app_port(state, 'caller')}/call/ungranted-app")
+    status, answer = drive(state, "caller", "/call/ungranted-app")
     assert status == 200 and answer["served_by"] == "ungranted-app"  # through the sidecar
