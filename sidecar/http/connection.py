@@ -15,9 +15,12 @@ import h11
 import trio
 
 from ..errors import SidecarError
+from .framing import FramingProblem, check_framing_headers, check_raw_head, raw_head
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
+# Responses that never have a body, whatever their headers say (RFC 9112 §6.3).
+BODYLESS_STATUSES = frozenset({204, 304})
 
 
 class ConnectionLost(SidecarError):
@@ -35,7 +38,7 @@ class ReadTimeout(ConnectionLost):
 
 
 class ProtocolViolation(SidecarError):
-    """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, …)."""
+    """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, 501, …)."""
 
     code = "ERR_MALFORMED_REQUEST"
 
@@ -62,20 +65,37 @@ class HttpConnection:
         self.read_timeout = read_timeout
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
         self.max_head_bytes = max_head_bytes
+        # Client side: the method of the request under way and whether its answer is one whose
+        # framing a mis-behaving server can contradict (see :attr:`reusable`).
+        self._sent_method: bytes | None = None
+        self._bodyless_answer = False
+        # The peer's state in which the next bytes are a head (a request, or a response).
+        self._head_state = h11.IDLE if role is h11.SERVER else h11.SEND_RESPONSE
 
     async def next_event(self) -> h11.Event:
         """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
         while True:
+            # While a head is due, keep the raw bytes: h11 unfolds folded lines silently.
+            awaiting = self.h11.their_state is self._head_state
+            buffered = self.h11.trailing_data[0] if awaiting else b""
             try:
                 event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
+                if isinstance(event, h11.Request | h11.Response):
+                    check_raw_head(raw_head(buffered))
+                    check_framing_headers(event.headers, event.http_version)
+            except (h11.RemoteProtocolError, FramingProblem) as exc:
+                status = getattr(exc, "error_status_hint", None) or exc.http_status
                 if self.h11.our_role is h11.CLIENT:
                     # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
                     # for our caller, not a malformed request from them.
                     raise ConnectionLost(f"upstream broke the protocol: {exc}") from exc
-                raise ProtocolViolation(str(exc), exc.error_status_hint) from exc
+                raise ProtocolViolation(str(exc), status) from exc
             if isinstance(event, h11.Request | h11.Response):
                 self._check_head_size(event)
+                if isinstance(event, h11.Response):
+                    self._bodyless_answer = (
+                        self._sent_method == b"HEAD" or event.status_code in BODYLESS_STATUSES
+                    )
             if event is not h11.NEED_DATA:
                 return event
             if self.h11.they_are_waiting_for_100_continue:
@@ -105,6 +125,8 @@ class HttpConnection:
         raise ProtocolViolation(message, 431)
 
     async def send(self, event: h11.Event) -> None:
+        if isinstance(event, h11.Request):
+            self._sent_method = event.method
         try:
             data = self.h11.send(event)
         except h11.LocalProtocolError as exc:
@@ -117,6 +139,8 @@ class HttpConnection:
 
     async def send_many(self, events: list[h11.Event]) -> None:
         """Send several events as one write: one TLS record and one syscall, not one each."""
+        if events and isinstance(events[0], h11.Request):
+            self._sent_method = events[0].method
         try:
             data = b"".join(self.h11.send(event) or b"" for event in events)
         except h11.LocalProtocolError as exc:
@@ -128,11 +152,28 @@ class HttpConnection:
 
     @property
     def reusable(self) -> bool:
-        """Both sides finished the exchange cleanly and neither asked to close."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        """Both sides finished the exchange cleanly, neither asked to close, and — on a
+        connection to an upstream — nothing at all is left over.
+
+        A pooled upstream connection is shared by every caller, so any byte its server sent
+        beyond the response just relayed would be read as the *next* caller's response (#15.1).
+        It is reused only when h11 holds no unparsed byte and saw no EOF, and when the response
+        was not one whose length comes from the request rather than the bytes (an answer to
+        HEAD, a 204 or a 304): a server that writes a body there anyway (``do_HEAD = do_GET``)
+        may do so a moment later, where no check could see it in time. The pool also checks the
+        socket itself when the connection is released and when it is taken again.
+        """
+        if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+            return False
+        if self.h11.our_role is h11.CLIENT:
+            leftover, closed = self.h11.trailing_data
+            return not leftover and not closed and not self._bodyless_answer
+        return True
 
     def start_next_cycle(self) -> None:
         self.h11.start_next_cycle()
+        self._sent_method = None
+        self._bodyless_answer = False
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as scope:

@@ -86,18 +86,26 @@ class ConnectionPool:
         return conn
 
     def release(self, key: Hashable, conn: HttpConnection) -> None:
-        """Park ``conn`` if it finished its exchange cleanly, else close it."""
+        """Park ``conn`` if it finished its exchange cleanly with nothing left over, else close it.
+
+        "Nothing left over" includes the socket: bytes the server sent beyond its response (or
+        its EOF) that arrived after the relay stopped reading would otherwise be the next
+        caller's response.
+        """
         generation = self._generation_of.pop(id(conn), -1)
         parked_list = self._idle[key]
+        fd = _socket_fd(conn)
         if (
             not conn.reusable
             or generation != self._generation()
             or len(parked_list) >= self._max_idle
+            or _tls_buffered(conn)
+            or (fd is not None and _readable(fd))
         ):
             self._nursery.start_soon(conn.aclose)
             return
         conn.start_next_cycle()
-        parked = _Parked(conn, generation, fd=_socket_fd(conn))
+        parked = _Parked(conn, generation, fd=fd)
         parked_list.append(parked)
         if parked.fd is None:
             self._nursery.start_soon(self._watch, key, parked)
@@ -158,6 +166,22 @@ def _socket_fd(conn: HttpConnection) -> int | None:
         return sock.fileno() if sock is not None else None
     except (AttributeError, OSError):
         return None
+
+
+def _tls_buffered(conn: HttpConnection) -> bool:
+    """True if a TLS stream holds bytes it has received but nobody has read: decrypted ones in
+    the SSL object, or encrypted ones in its incoming buffer. (trio keeps both private; a
+    stream without them has nothing buffered below h11.)"""
+    stream = conn.stream
+    ssl_object = getattr(stream, "_ssl_object", None)
+    incoming = getattr(stream, "_incoming", None)
+    try:
+        return bool(
+            (ssl_object is not None and ssl_object.pending())
+            or (incoming is not None and incoming.pending)
+        )
+    except (AttributeError, ValueError, OSError):
+        return True
 
 
 def _readable(fd: int) -> bool:
