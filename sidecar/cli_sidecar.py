@@ -14,6 +14,7 @@ from ca.home import resolve_home
 from identity import IdentityError
 
 from .errors import SidecarError
+from .http.server import ServerLimits
 from .logsetup import configure_logging
 from .runtime import SidecarOptions, print_ready_line, run_sidecar
 
@@ -38,6 +39,13 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise click.ClickException(f"cannot read {what} file {path}: {exc.strerror}") from exc
+
+
+def _limits(items: tuple[str, ...]) -> ServerLimits:
+    try:
+        return ServerLimits().with_overrides(list(items))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limit") from None
 
 
 @click.command("sidecar")
@@ -107,6 +115,13 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
     "(default: the one attached with 'trustmesh appid update').",
 )
 @click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a listener limit, e.g. max_handshakes=64 or body_timeout=30 (repeatable).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -137,6 +152,7 @@ def sidecar_command(**kw) -> None:
         peers=Path(kw["peers"]) if kw["peers"] else None,
         api_token=api_token.encode() if api_token else None,
         config=kw["config"],
+        limits=_limits(kw["limits"]),
     )
 
     async def main() -> None:
