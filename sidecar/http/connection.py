@@ -58,11 +58,14 @@ class HttpConnection:
         *,
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
         read_timeout: float | None = None,
+        body_timeout: float | None = None,
     ) -> None:
         self.stream = stream
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
         self.read_timeout = read_timeout
+        # Bounds reading a whole body we hold (``relay.read_whole_body``), however it trickles.
+        self.body_timeout = body_timeout
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
         self.max_head_bytes = max_head_bytes
         # Client side: the method of the request under way and whether its answer is one whose

@@ -45,6 +45,7 @@ class ServerLimits:
     head_timeout: float = 10.0  # first request on a connection: accept → complete head
     keepalive_timeout: float = 60.0  # between requests on a kept-alive connection
     read_timeout: float = 30.0  # any single read inside a request
+    body_timeout: float = 30.0  # a whole request body the sidecar holds (inspected, small)
     drain_timeout: float = 10.0
 
     def with_overrides(self, items: list[str]) -> ServerLimits:
@@ -239,6 +240,7 @@ class HttpServer:
             h11.SERVER,
             max_head_bytes=self.limits.max_head_bytes,
             read_timeout=self.limits.read_timeout,
+            body_timeout=self.limits.body_timeout,
         )
         first = True
         while not self.draining:
