@@ -1,9 +1,12 @@
-"""A thin trio adapter around one ``h11.Connection``: bytes in and out, events to the caller.
+"""A thin trio adapter around one HTTP/1.1 protocol engine: bytes in and out, events out.
 
-All HTTP/1.1 parsing and framing is h11's; this class only moves bytes, bounds what a peer can
-make us hold (h11's ``max_incomplete_event_size`` caps the request line plus headers), answers
-``Expect: 100-continue`` when the body is actually wanted, and turns every transport failure into
-one exception, :class:`ConnectionLost`, so callers have a single thing to catch.
+The engine parses and frames: :class:`.wire.Http1` (llhttp) on the data plane's hot path, or
+``h11.Connection`` (the admin port; the oracle in tests) — they share h11's interface, events
+and states. This class only moves bytes, bounds what a peer can make us hold (the engine caps
+the request line plus headers), answers ``Expect: 100-continue`` when the body is actually
+wanted, refuses ambiguous framing (:mod:`.framing`, for h11, which would resolve it silently),
+and turns every transport failure into one exception, :class:`ConnectionLost`, so callers have
+a single thing to catch.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import trio
 
 from ..errors import SidecarError
 from .framing import FramingProblem, check_framing_headers, check_raw_head, raw_head
+from .wire import Http1
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
@@ -59,6 +63,7 @@ class HttpConnection:
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
         read_timeout: float | None = None,
         body_timeout: float | None = None,
+        engine: type | None = None,
     ) -> None:
         self.stream = stream
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
@@ -66,7 +71,11 @@ class HttpConnection:
         self.read_timeout = read_timeout
         # Bounds reading a whole body we hold (``relay.read_whole_body``), however it trickles.
         self.body_timeout = body_timeout
-        self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
+        engine = engine or Http1
+        self.http = engine(role, max_incomplete_event_size=max_head_bytes)
+        # h11 unfolds folded lines and resolves Content-Length beside chunked silently, and
+        # builds heads it never sized: check those ourselves. llhttp refuses them itself.
+        self._strict_checks = engine is h11.Connection
         self.max_head_bytes = max_head_bytes
         # Client side: the method of the request under way and whether its answer is one whose
         # framing a mis-behaving server can contradict (see :attr:`reusable`).
@@ -79,29 +88,31 @@ class HttpConnection:
         """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
         while True:
             # While a head is due, keep the raw bytes: h11 unfolds folded lines silently.
-            awaiting = self.h11.their_state is self._head_state
-            buffered = self.h11.trailing_data[0] if awaiting else b""
+            strict = self._strict_checks
+            awaiting = strict and self.http.their_state is self._head_state
+            buffered = self.http.trailing_data[0] if awaiting else b""
             try:
-                event = self.h11.next_event()
-                if isinstance(event, h11.Request | h11.Response):
+                event = self.http.next_event()
+                if strict and isinstance(event, h11.Request | h11.Response):
                     check_raw_head(raw_head(buffered))
                     check_framing_headers(event.headers, event.http_version)
             except (h11.RemoteProtocolError, FramingProblem) as exc:
                 status = getattr(exc, "error_status_hint", None) or exc.http_status
-                if self.h11.our_role is h11.CLIENT:
+                if self.http.our_role is h11.CLIENT:
                     # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
                     # for our caller, not a malformed request from them.
                     raise ConnectionLost(f"upstream broke the protocol: {exc}") from exc
                 raise ProtocolViolation(str(exc), status) from exc
             if isinstance(event, h11.Request | h11.Response):
-                self._check_head_size(event)
+                if strict:
+                    self._check_head_size(event)
                 if isinstance(event, h11.Response):
                     self._bodyless_answer = (
                         self._sent_method == b"HEAD" or event.status_code in BODYLESS_STATUSES
                     )
             if event is not h11.NEED_DATA:
                 return event
-            if self.h11.they_are_waiting_for_100_continue:
+            if self.http.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
             try:
                 if self.read_timeout is None:
@@ -113,7 +124,7 @@ class HttpConnection:
                 raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s") from None
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
-            self.h11.receive_data(data)
+            self.http.receive_data(data)
 
     def _check_head_size(self, event: h11.Request | h11.Response) -> None:
         """h11 bounds only a head still arriving; one that came whole in a read is sized here."""
@@ -123,7 +134,7 @@ class HttpConnection:
         if size <= self.max_head_bytes:
             return
         message = f"request head of {size} bytes exceeds the {self.max_head_bytes}-byte limit"
-        if self.h11.our_role is h11.CLIENT:
+        if self.http.our_role is h11.CLIENT:
             raise ConnectionLost(f"upstream {message.replace('request', 'response')}")
         raise ProtocolViolation(message, 431)
 
@@ -131,7 +142,7 @@ class HttpConnection:
         if isinstance(event, h11.Request):
             self._sent_method = event.method
         try:
-            data = self.h11.send(event)
+            data = self.http.send(event)
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send {type(event).__name__}: {exc}") from exc
         if data:
@@ -145,7 +156,7 @@ class HttpConnection:
         if events and isinstance(events[0], h11.Request):
             self._sent_method = events[0].method
         try:
-            data = b"".join(self.h11.send(event) or b"" for event in events)
+            data = b"".join(self.http.send(event) or b"" for event in events)
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send: {exc}") from exc
         try:
@@ -166,15 +177,15 @@ class HttpConnection:
         may do so a moment later, where no check could see it in time. The pool also checks the
         socket itself when the connection is released and when it is taken again.
         """
-        if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+        if self.http.our_state is not h11.DONE or self.http.their_state is not h11.DONE:
             return False
-        if self.h11.our_role is h11.CLIENT:
-            leftover, closed = self.h11.trailing_data
+        if self.http.our_role is h11.CLIENT:
+            leftover, closed = self.http.trailing_data
             return not leftover and not closed and not self._bodyless_answer
         return True
 
     def start_next_cycle(self) -> None:
-        self.h11.start_next_cycle()
+        self.http.start_next_cycle()
         self._sent_method = None
         self._bodyless_answer = False
 

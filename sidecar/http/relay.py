@@ -234,7 +234,7 @@ async def _drain_request_body(down: HttpConnection) -> None:
     """
     drained = 0
     with trio.move_on_after(DRAIN_TIMEOUT):
-        while down.h11.their_state is h11.SEND_BODY:
+        while down.http.their_state is h11.SEND_BODY:
             event = await down.next_event()
             if isinstance(event, h11.Data):
                 drained += len(event.data)
@@ -281,7 +281,7 @@ async def relay_exchange(
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None
-    if down.h11.their_state is h11.SEND_BODY:
+    if down.http.their_state is h11.SEND_BODY:
         with contextlib.suppress(SidecarError):
             await _drain_request_body(down)
     result.upstream_reusable = up.reusable

@@ -96,7 +96,7 @@ async def send_simple_response(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer the current request ourselves (errors, denials, admin pages)."""
-    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    if conn.http.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         raise ConnectionLost("cannot answer: a response is already under way")
     headers = [
         (b"content-type", content_type),
@@ -105,7 +105,7 @@ async def send_simple_response(
     ]
     if extra_headers:
         headers += extra_headers
-    if conn.h11.their_state is not h11.DONE:
+    if conn.http.their_state is not h11.DONE:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
     await conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
@@ -131,6 +131,7 @@ class HttpServer:
     handler: Handler
     limits: ServerLimits = field(default_factory=ServerLimits)
     ssl_context: Callable[[], ssl.SSLContext] | None = None  # called per connection: hot swap
+    engine: type | None = None  # the HTTP/1.1 engine (default: llhttp; h11 for the admin port)
     draining: bool = False
     _accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _idle_scopes: set[trio.CancelScope] = field(default_factory=set)
@@ -241,6 +242,7 @@ class HttpServer:
             max_head_bytes=self.limits.max_head_bytes,
             read_timeout=self.limits.read_timeout,
             body_timeout=self.limits.body_timeout,
+            engine=self.engine,
         )
         first = True
         while not self.draining:
@@ -280,7 +282,7 @@ class HttpServer:
     async def _answer_violation(self, conn: HttpConnection, exc: ProtocolViolation) -> None:
         # h11 lets us answer a request it could not parse as long as we have not started a
         # response; the connection is closed afterwards either way.
-        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if conn.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(ConnectionLost):
                 await send_error(conn, exc.http_status, exc.code, f"malformed request: {exc}")
 

@@ -85,6 +85,12 @@ class ConnectionPool:
         self._generation_of[id(conn)] = current
         return conn
 
+    def connection(self, key: Hashable) -> _Borrowed:
+        """``async with pool.connection(key) as conn``: released to the pool if the block ends
+        normally (and the exchange left it reusable), discarded on any exception — an error,
+        a cancellation — so no exit path leaks or re-parks a connection in an unknown state."""
+        return _Borrowed(self, key)
+
     def release(self, key: Hashable, conn: HttpConnection) -> None:
         """Park ``conn`` if it finished its exchange cleanly with nothing left over, else close it.
 
@@ -156,6 +162,31 @@ class ConnectionPool:
                 parked.scope.cancel()
                 await parked.conn.aclose()
         self._idle.clear()
+
+
+class _Borrowed:
+    """The context manager behind :meth:`ConnectionPool.connection` (a plain class: cheaper
+    per request than ``contextlib.asynccontextmanager``)."""
+
+    __slots__ = ("_conn", "_key", "_pool")
+
+    def __init__(self, pool: ConnectionPool, key: Hashable) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn: HttpConnection | None = None
+
+    async def __aenter__(self) -> HttpConnection:
+        self._conn = await self._pool.acquire(self._key)
+        return self._conn
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if exc_type is None:
+            self._pool.release(self._key, conn)
+        else:
+            self._pool.discard(conn)
 
 
 def _socket_fd(conn: HttpConnection) -> int | None:
