@@ -19,7 +19,8 @@ import trio
 
 from ..errors import SidecarError
 from .framing import FramingProblem, check_framing_headers, check_raw_head, raw_head
-from .wire import Http1
+from .socket_stream import DirectStream, detach
+from .wire import Http1, as_h11
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
@@ -65,6 +66,8 @@ class HttpConnection:
         body_timeout: float | None = None,
         engine: type | None = None,
     ) -> None:
+        if isinstance(stream, trio.SocketStream):
+            stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
         self.stream = stream
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
@@ -141,6 +144,8 @@ class HttpConnection:
     async def send(self, event: h11.Event) -> None:
         if isinstance(event, h11.Request):
             self._sent_method = event.method
+        if self._strict_checks:
+            event = as_h11(event)
         try:
             data = self.http.send(event)
         except h11.LocalProtocolError as exc:
@@ -155,6 +160,8 @@ class HttpConnection:
         """Send several events as one write: one TLS record and one syscall, not one each."""
         if events and isinstance(events[0], h11.Request):
             self._sent_method = events[0].method
+        if self._strict_checks:
+            events = [as_h11(event) for event in events]
         try:
             data = b"".join(self.http.send(event) or b"" for event in events)
         except h11.LocalProtocolError as exc:
@@ -179,6 +186,8 @@ class HttpConnection:
         """
         if self.http.our_state is not h11.DONE or self.http.their_state is not h11.DONE:
             return False
+        if getattr(self.stream, "broken", False):
+            return False  # a write was cut half-way
         if self.http.our_role is h11.CLIENT:
             leftover, closed = self.http.trailing_data
             return not leftover and not closed and not self._bodyless_answer

@@ -23,6 +23,7 @@ import trio
 from ..errors import SidecarError
 from .connection import ConnectionLost, HttpConnection
 from .headers import forwardable, framing_for
+from .wire import END, ResponseHead
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -111,7 +112,7 @@ async def _copy_request_body(
         if body:
             await up.send(h11.Data(data=body))
             result.bytes_up += len(body)
-        await up.send(h11.EndOfMessage())
+        await up.send(END)
         return
     while True:
         event = await down.next_event()
@@ -119,7 +120,7 @@ async def _copy_request_body(
             result.bytes_up += len(event.data)
             await up.send(h11.Data(data=event.data))
         elif isinstance(event, h11.EndOfMessage):
-            await up.send(h11.EndOfMessage())
+            await up.send(END)
             return
         else:
             raise ConnectionLost("caller closed the connection before the request body ended")
@@ -178,7 +179,7 @@ async def _relay_response(
                 tail = transform.finish()
                 if tail:
                     await down.send(h11.Data(data=tail))
-            await down.send(h11.EndOfMessage())
+            await down.send(END)
             return
         else:
             raise ConnectionLost("upstream closed the connection in the middle of the body")
@@ -196,7 +197,7 @@ def _small(headers: Headers) -> bool:
 
 
 def _response(response: h11.Response, headers: Headers) -> h11.Response:
-    return h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
+    return ResponseHead(response.status_code, headers, response.reason)
 
 
 async def _send_head(
@@ -217,7 +218,7 @@ async def _send_whole(
     events: list[h11.Event] = [_response(response, headers)]
     if body:
         events.append(h11.Data(data=body))
-    events.append(h11.EndOfMessage())
+    events.append(END)
     result.status = response.status_code
     result.head_sent = True
     await down.send_many(events)
@@ -265,7 +266,7 @@ async def relay_exchange(
         events: list[h11.Event] = [request]
         if body:
             events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
+        events.append(END)
         await up.send_many(events)
         result.bytes_up += len(body)
         await _relay_response(up, down, plan, result, buffer_limit, head_timeout)

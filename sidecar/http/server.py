@@ -29,6 +29,8 @@ from identity import AppIdentity, IdentityError, ssl_peer_identity
 
 from .admission import HandshakeAdmission
 from .connection import ConnectionLost, HttpConnection, ProtocolViolation
+from .socket_stream import DirectStream, detach, tls_server_stream
+from .wire import END, ResponseHead
 
 log = structlog.get_logger("trustmesh.http")
 
@@ -108,10 +110,11 @@ async def send_simple_response(
     if conn.http.their_state is not h11.DONE:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
-    await conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+    events: list[h11.Event] = [ResponseHead(status, headers, _reason(status))]
     if body:
-        await conn.send(h11.Data(data=body))
-    await conn.send(h11.EndOfMessage())
+        events.append(h11.Data(data=body))
+    events.append(END)
+    await conn.send_many(events)
 
 
 def _reason(status: int) -> bytes:
@@ -193,13 +196,15 @@ class HttpServer:
         try:
             info = _peer_address(stream)
             if self.ssl_context is not None:
-                stream = trio.SSLStream(stream, self.ssl_context(), server_side=True)
+                stream = tls_server_stream(stream, self.ssl_context())
                 if not await self._handshake(stream, info) or self._full():
                     return
                 try:
                     info.peer_identity = ssl_peer_identity(stream)
                 except IdentityError as exc:
                     info.peer_identity_error = str(exc)
+            elif isinstance(stream, trio.SocketStream):
+                stream = DirectStream(detach(stream))
             self.active_connections += 1
             established = True
             await self._serve_requests(stream, info)
@@ -216,7 +221,7 @@ class HttpServer:
                 ):
                     await stream.aclose()
 
-    async def _handshake(self, stream: trio.SSLStream, info: ConnectionInfo) -> bool:
+    async def _handshake(self, stream, info: ConnectionInfo) -> bool:
         """Run the TLS handshake inside the handshake budget; False if it did not finish."""
         scope = self.admission.admit(info.peer_host)
         try:

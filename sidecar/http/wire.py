@@ -33,7 +33,8 @@ IDLE, SEND_BODY, SEND_RESPONSE, DONE = h11.IDLE, h11.SEND_BODY, h11.SEND_RESPONS
 MUST_CLOSE, CLOSED, ERROR = h11.MUST_CLOSE, h11.CLOSED, h11.ERROR
 CLIENT, SERVER, NEED_DATA, PAUSED = h11.CLIENT, h11.SERVER, h11.NEED_DATA, h11.PAUSED
 
-_END = h11.EndOfMessage()
+END = h11.EndOfMessage()  # immutable: one instance serves every message
+_END = END
 _CLOSED = h11.ConnectionClosed()
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
@@ -78,6 +79,26 @@ class InformationalHead(h11.InformationalResponse):
         object.__setattr__(self, "headers", headers)
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "http_version", b"1.1")
+
+
+def as_h11(event):
+    """``event`` as h11's own type, for an h11 engine (it dispatches on exact types)."""
+    kind = type(event)
+    if kind is RequestHead:
+        return h11.Request(
+            method=event.method, target=event.target, headers=event.headers,
+            http_version=event.http_version,
+        )  # fmt: skip
+    if kind is ResponseHead:
+        return h11.Response(
+            status_code=event.status_code, headers=event.headers, reason=event.reason,
+            http_version=event.http_version,
+        )  # fmt: skip
+    if kind is InformationalHead:
+        return h11.InformationalResponse(
+            status_code=event.status_code, headers=event.headers, reason=event.reason
+        )
+    return event
 
 
 class _Refusal:

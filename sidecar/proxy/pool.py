@@ -204,6 +204,9 @@ def _tls_buffered(conn: HttpConnection) -> bool:
     the SSL object, or encrypted ones in its incoming buffer. (trio keeps both private; a
     stream without them has nothing buffered below h11.)"""
     stream = conn.stream
+    buffered = getattr(stream, "buffered", None)
+    if buffered is not None:
+        return buffered()
     ssl_object = getattr(stream, "_ssl_object", None)
     incoming = getattr(stream, "_incoming", None)
     try:
