@@ -69,6 +69,7 @@ class HttpConnection:
         if isinstance(stream, trio.SocketStream):
             stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
         self.stream = stream
+        self._receive_nowait = getattr(stream, "receive_nowait", None)
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
         self.read_timeout = read_timeout
@@ -118,16 +119,24 @@ class HttpConnection:
             if self.http.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
             try:
-                if self.read_timeout is None:
-                    data = await self.stream.receive_some(READ_SIZE)
-                else:
-                    with trio.fail_after(self.read_timeout):
-                        data = await self.stream.receive_some(READ_SIZE)
-            except trio.TooSlowError:
-                raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s") from None
+                data = await self._receive()
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
             self.http.receive_data(data)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the peer: at once if they are already there (no deadline, no
+        wait), else within ``read_timeout``."""
+        if self._receive_nowait is not None:
+            data = self._receive_nowait(READ_SIZE)
+            if data is not None:
+                return data
+        if self.read_timeout is None:
+            return await self.stream.receive_some(READ_SIZE)
+        scope = trio.CancelScope(deadline=trio.current_time() + self.read_timeout)
+        with scope:
+            return await self.stream.receive_some(READ_SIZE)
+        raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s")
 
     def _check_head_size(self, event: h11.Request | h11.Response) -> None:
         """h11 bounds only a head still arriving; one that came whole in a read is sized here."""

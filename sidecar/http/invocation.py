@@ -18,6 +18,7 @@ cross-origin requests), and with an API token configured every request must carr
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -94,6 +95,7 @@ def parse_invocation(
     return Invocation(app_id, namespace, RequestTarget(normalize_method(method), query))
 
 
+@functools.lru_cache(maxsize=256)  # the same few Host values every request: parse each once
 def _is_loopback_host(host: str) -> bool:
     host = host.strip().lower()
     if host.startswith("["):

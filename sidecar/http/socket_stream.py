@@ -77,6 +77,20 @@ class DirectStream(trio.abc.Stream):
                 self.broken = True
                 raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What can be read without waiting (b"" at EOF), or None if nothing is there yet."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        try:
+            return self.socket.recv(max_bytes)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, *_WOULD_BLOCK):
+            return None
+        except ssl.SSLZeroReturnError:
+            return b""
+        except OSError as exc:
+            self.broken = True
+            raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+
     async def send_all(self, data) -> None:
         view = memoryview(data)
         sock = self.socket
