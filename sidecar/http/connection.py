@@ -24,6 +24,7 @@ from .wire import Http1, as_h11
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
+YIELD_EVERY = 16  # reads served without waiting before one is made to yield to the scheduler
 # Responses that never have a body, whatever their headers say (RFC 9112 §6.3).
 BODYLESS_STATUSES = frozenset({204, 304})
 
@@ -70,6 +71,7 @@ class HttpConnection:
             stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
         self.stream = stream
         self._receive_nowait = getattr(stream, "receive_nowait", None)
+        self._unyielded = 0  # reads in a row that found bytes waiting and did not yield
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
         self.read_timeout = read_timeout
@@ -130,7 +132,14 @@ class HttpConnection:
         if self._receive_nowait is not None:
             data = self._receive_nowait(READ_SIZE)
             if data is not None:
+                self._unyielded += 1
+                if self._unyielded >= YIELD_EVERY:
+                    # A peer that keeps the socket full (a pipelining flood) must not keep
+                    # every other connection waiting: let the scheduler run now and then.
+                    self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
                 return data
+        self._unyielded = 0
         if self.read_timeout is None:
             return await self.stream.receive_some(READ_SIZE)
         scope = trio.CancelScope(deadline=trio.current_time() + self.read_timeout)

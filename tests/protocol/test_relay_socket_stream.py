@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import socket
 
+import h11
 import trio
 import trio.testing
 
 from identity import AppIdentity, client_context, server_context
+from sidecar.http.connection import YIELD_EVERY, HttpConnection
 from sidecar.http.socket_stream import DirectStream
 from tests._support.pki import utcnow
 
@@ -107,3 +109,28 @@ async def test_plain_bytes_arrive_as_sent():
     await peer.aclose()
     assert await stream.receive_some(100) == b""
     await stream.aclose()
+
+
+async def test_a_peer_that_always_has_more_bytes_does_not_starve_other_tasks():
+    """Reads that find bytes waiting do not yield, except every YIELD_EVERY-th one."""
+    a, b = _pair()
+    conn = HttpConnection(DirectStream(a), h11.SERVER)
+    conn._receive_nowait = lambda size: b"x"  # a peer whose bytes never run out
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await trio.sleep(0)
+        before = ticks
+        for _ in range(YIELD_EVERY * 4):
+            assert await conn._receive() == b"x"
+        assert ticks - before >= 3
+        nursery.cancel_scope.cancel()
+    a.close()
+    b.close()
