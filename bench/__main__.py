@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import report
+from .audit_cost import audit_cost
 from .deps import ensure_programs, version_of
 from .handshake import time_handshakes
 from .load import REQUEST_BODY, run_wrk, write_script
@@ -189,6 +190,7 @@ def _compare(procs: Processes, topology: Topology, programs: dict[str, str], arg
             "nginx B", ("127.0.0.1", topology.nginx_b_port), context, nginx_b, args.handshakes
         )
     )
+    results.audit_us = audit_cost(procs.workdir)
     print()
     print(report.render(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,21 @@ async def per_request_us(audit: AuditLog, n: int, mcp: bool) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
+def audit_cost(workdir: Path, n: int = 20_000) -> dict[str, float]:
+    """CPU per record for ``make bench``'s report: no file (encoding, hash chain, metrics) and a
+    file in the bench's work directory (plus the buffered writes)."""
+
+    async def measure() -> dict[str, float]:
+        out = {}
+        for label, destination in (("no file", None), ("file", workdir / "audit-cost.jsonl")):
+            audit = AuditLog(AuditSettings(destination))
+            out[label] = await per_request_us(audit, n, mcp=False)
+            audit.close()
+        return out
+
+    return trio.run(measure)
+
+
 async def main(n: int) -> None:
     directory = Path(tempfile.mkdtemp(prefix="audit-cost-"))
     for label, destination in (("none", None), ("file", directory / "default.server.jsonl")):

@@ -1,10 +1,15 @@
-"""The three paths under test, started on 127.0.0.1 and nothing else.
+"""The four paths under test, started on 127.0.0.1 and nothing else.
 
 ::
 
-    direct      wrk ──────────────────────────────────────────────────────────► app
-    trustmesh   wrk ─► sidecar(bench-client) ══ mTLS ══► sidecar(bench-server) ─► app
-    nginx pair  wrk ─► nginx A ═══════════════ mTLS ═══► nginx B ──────────────► app
+    direct         wrk ───────────────────────────────────────────────────────────► app
+    trustmesh      wrk ─► sidecar(bench-client) ═ mTLS ═► sidecar(bench-server) ──► app
+    trustmesh+mcp  wrk ─► sidecar(bench-mcp-client) ═ mTLS ═► sidecar(bench-mcp-server) ─► app
+    nginx pair     wrk ─► nginx A ═══════════════ mTLS ═══► nginx B ───────────────► app
+
+``trustmesh`` runs with no policy (every authenticated caller allowed); ``trustmesh+mcp`` with
+the server registered as an MCP server and the bench's tool granted to its caller, so each
+request is read whole, parsed, judged by tool, and its JSON response filtered.
 
 The app is one nginx worker answering every POST with the same small JSON-RPC result, so the
 three runs differ only in the proxy path. Both mTLS hops use certificates from a fresh trustmesh
@@ -18,6 +23,7 @@ pid and logs: one event loop per proxy, like one Python process per sidecar.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +36,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ca import CertificateAuthority
 from identity import AppIdentity, X509Svid, client_context, save_svid_dir
 
-from .procs import Managed, Processes, free_port
+from .procs import BenchError, Managed, Processes, free_port
 
 CLIENT_ID = "bench-client"
 SERVER_ID = "bench-server"
+MCP_CLIENT_ID = "bench-mcp-client"
+MCP_SERVER_ID = "bench-mcp-server"
+BENCH_TOOL = "get_forecast"  # the tool bench.load's request calls
 NGINX_B_NAME = "bench-server.nginx.test"  # the DNS name nginx A verifies
 
 # What the MCP server answers to every tools/call: ~150 bytes of JSON-RPC result.
@@ -57,6 +66,7 @@ class Pki:
     nginx_b_key: Path
     client_svid: X509Svid
     ca: CertificateAuthority
+    svid_dirs: dict[str, Path]
 
     def client_context(self):
         """The TLS client context a sidecar would use as bench-client (for handshake timing)."""
@@ -105,7 +115,7 @@ def make_pki(root: Path) -> Pki:
     ca = CertificateAuthority.create("public", now=_now())
     dirs = {}
     svids = {}
-    for app_id in (CLIENT_ID, SERVER_ID):
+    for app_id in (CLIENT_ID, SERVER_ID, MCP_CLIENT_ID, MCP_SERVER_ID):
         identity = AppIdentity("public", "default", app_id)
         svids[app_id] = ca.issue(identity, now=_now(), ttl=dt.timedelta(hours=4))
         dirs[app_id] = root / "svids" / app_id
@@ -124,6 +134,7 @@ def make_pki(root: Path) -> Pki:
         nginx_b_key=nginx_dir / "tls.key",
         client_svid=svids[CLIENT_ID],
         ca=ca,
+        svid_dirs=dirs,
     )
 
 
@@ -299,13 +310,29 @@ class Topology:
     direct: Route
     nginx: Route
     trustmesh: Route
+    trustmesh_mcp: Route  # the same, with the app registered as an MCP server and a grant
     nginx_b_port: int
     client_sidecar: Managed
     server_sidecar: Managed
 
     @property
     def paths(self) -> tuple[Route, ...]:
-        return (self.direct, self.nginx, self.trustmesh)
+        return (self.direct, self.nginx, self.trustmesh, self.trustmesh_mcp)
+
+
+def apply_mcp_policy(home: Path) -> None:
+    """Register the MCP pair's server as an MCP server and grant the bench's tool to its
+    caller, before either sidecar starts (so they load it at start): every request is then
+    inspected whole, judged by tool, and its JSON response run through the list backstop."""
+    base = [sys.executable, "-m", "sidecar", "mcpserver"]
+    for argv in (
+        [*base, "create", MCP_SERVER_ID],
+        [*base, "access", "grant", MCP_SERVER_ID, "--caller", MCP_CLIENT_ID,
+         "--allow-tools", BENCH_TOOL],
+    ):  # fmt: skip
+        done = subprocess.run([*argv, "--home", str(home)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(argv[3:])} failed: {done.stderr.strip()[-500:]}")
 
 
 def start_topology(procs: Processes, nginx: str, app_reads_body: bool = True) -> Topology:
@@ -319,6 +346,9 @@ def start_topology(procs: Processes, nginx: str, app_reads_body: bool = True) ->
     server = start_sidecar(procs, SERVER_ID, home, pki.server_dir, app_port)
     client = start_sidecar(procs, CLIENT_ID, home, pki.client_dir)
     client_http = client.ready["http"]
+    apply_mcp_policy(home)
+    mcp_server = start_sidecar(procs, MCP_SERVER_ID, home, pki.svid_dirs[MCP_SERVER_ID], app_port)
+    mcp_client = start_sidecar(procs, MCP_CLIENT_ID, home, pki.svid_dirs[MCP_CLIENT_ID])
     return Topology(
         pki=pki,
         app=app,
@@ -328,6 +358,11 @@ def start_topology(procs: Processes, nginx: str, app_reads_body: bool = True) ->
             "trustmesh",
             f"http://{client_http}/v1.0/invoke/{SERVER_ID}/method/mcp",
             (client, server),
+        ),
+        trustmesh_mcp=Route(
+            "trustmesh+mcp",
+            f"http://{mcp_client.ready['http']}/v1.0/invoke/{MCP_SERVER_ID}/method/mcp",
+            (mcp_client, mcp_server),
         ),
         nginx_b_port=b_port,
         client_sidecar=client,

@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from identity import IdentityError, X509Svid, server_context, ssl_peer_identity
+from sidecar.http.admission import HandshakeAdmission
 
 from ._authority import ca_server_identity
 from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
@@ -35,7 +36,10 @@ log = structlog.get_logger("trustmesh.ca")
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_IO_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 256  # connections past their TLS handshake
+MAX_HANDSHAKES = 64  # connections still in it: a budget of their own (#10.7)
+MAX_HANDSHAKES_PER_SOURCE = 16
+HANDSHAKE_TIMEOUT = 5.0
 SERVER_CERT_TTL = dt.timedelta(hours=24)
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_TIMEOUT = 2.0
@@ -67,10 +71,16 @@ class CAServer:
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_body: int = MAX_BODY_BYTES,
         max_connections: int = MAX_CONNECTIONS,
+        handshakes: HandshakeAdmission | None = None,
     ) -> None:
         self.service = service
-        # Deadlines bound how long each connection lasts; this bounds how many there are.
+        # Deadlines bound how long each connection lasts; this bounds how many there are. A
+        # peer that has not finished its handshake never holds one of these slots: pending
+        # handshakes have their own budget, and a full one cuts its oldest, not the newcomer.
         self._slots = trio.CapacityLimiter(max_connections)
+        self.handshakes = handshakes or HandshakeAdmission(
+            MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, min(io_timeout, HANDSHAKE_TIMEOUT)
+        )
         self.io_timeout = io_timeout
         self.max_body = max_body
         self._server_svid: X509Svid | None = None
@@ -113,26 +123,33 @@ class CAServer:
             log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))
 
     async def _handle(self, tcp: trio.abc.Stream) -> None:
+        stream = trio.SSLStream(tcp, self._context, server_side=True)
+        scope = self.handshakes.admit(_source(tcp))
+        try:
+            with scope:
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            log.info("tls handshake failed", error=str(exc) or type(exc).__name__)
+            await trio.aclose_forcefully(stream)
+            return
+        finally:
+            self.handshakes.done(scope)
+        if scope.cancelled_caught:
+            log.info("tls handshake cut: deadline passed or the budget needed room")
+            await trio.aclose_forcefully(stream)
+            return
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             log.warning("connection refused: too many open connections")
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(stream)
             return
         try:
-            await self._handle_tls(tcp)
+            await self._handle_tls(stream)
         finally:
             self._slots.release()
 
-    async def _handle_tls(self, tcp: trio.abc.Stream) -> None:
-        stream = trio.SSLStream(tcp, self._context, server_side=True)
-        try:
-            with trio.fail_after(self.io_timeout):
-                await stream.do_handshake()
-        except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            log.info("tls handshake failed", error=str(exc) or type(exc).__name__)
-            await trio.aclose_forcefully(stream)
-            return
+    async def _handle_tls(self, stream: trio.SSLStream) -> None:
         try:
             await self._exchange(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
@@ -223,6 +240,13 @@ class CAServer:
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"request body is larger than the {self.max_body}-byte limit")
+
+
+def _source(tcp: trio.abc.Stream) -> str:
+    try:
+        return str(tcp.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return ""
 
 
 def _with_peer(request: ApiRequest, stream: trio.SSLStream) -> ApiRequest:

@@ -1,5 +1,9 @@
 """The admin endpoint (127.0.0.1 only): health, readiness, metrics and status.
 
+Bound to loopback is not enough: a web page on another origin whose name rebinds to 127.0.0.1
+can reach it from the user's browser, so, like the outbound port, it refuses any request whose
+``Host`` or ``Origin`` is not a loopback name (403 JSON).
+
 ``/readyz`` is what runners and ``--wait`` rely on, so it is honest: ready means an SVID is
 loaded, the listeners are up and (for an app with a port) the app accepts connections.
 ``/v1/status`` reports the policy version in force, which is what ``--wait`` compares, and the
@@ -16,6 +20,7 @@ import h11
 import trio
 
 from .http.connection import HttpConnection
+from .http.invocation import OutboundForbidden, check_loopback_request
 from .http.server import ConnectionInfo, send_error, send_simple_response
 from .metrics import SidecarMetrics
 
@@ -53,6 +58,11 @@ class AdminHandler:
         self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo
     ) -> None:
         path = request.target.split(b"?", 1)[0]
+        try:
+            check_loopback_request(request.headers, "admin endpoints only serve local clients")
+        except OutboundForbidden as exc:
+            await send_error(conn, exc.http_status, exc.code, str(exc))
+            return
         if request.method not in (b"GET", b"HEAD"):
             await send_error(conn, 405, "ERR_METHOD_NOT_ALLOWED", "admin endpoints are read-only")
             return

@@ -15,6 +15,7 @@ from identity import IdentityError
 from .audit import STDOUT, AuditSettings
 from .cli_support import home_option, resolve_cli_home
 from .errors import SidecarError
+from .http.server import ServerLimits
 from .logsetup import configure_logging
 from .runtime import SidecarOptions, print_ready_line, run_sidecar
 
@@ -56,6 +57,11 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
         checkpoint_seconds=kw["audit_checkpoint_seconds"],
         max_file_bytes=kw["audit_max_bytes"],
     )
+def _limits(items: tuple[str, ...]) -> ServerLimits:
+    try:
+        return ServerLimits().with_overrides(list(items))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limit") from None
 
 
 @click.command("sidecar")
@@ -187,6 +193,13 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
     help="Rotate the audit file at this size (the chain continues in the next file).",
 )
 @click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a listener limit, e.g. max_handshakes=64 or body_timeout=30 (repeatable).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -224,6 +237,7 @@ def sidecar_command(**kw) -> None:
         app_api_token=os.environ.get("APP_API_TOKEN", "").encode() or None,
         config=kw["config"],
         audit=_audit_settings(kw, home),
+        limits=_limits(kw["limits"]),
     )
 
     async def main() -> None:

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h11
 import structlog
 import trio
 
@@ -196,7 +197,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 )
                 listeners.append(await _open(opts.inbound_host, opts.inbound_port))
                 inbound_address = _port(listeners[-1])
-            servers.append(HttpServer("admin", admin.handle, opts.limits))
+            servers.append(HttpServer("admin", admin.handle, opts.limits, engine=h11.Connection))
             listeners.append(await _open("127.0.0.1", opts.admin_port))
             http_address, admin_address = _port(listeners[0]), _port(listeners[-1])
 

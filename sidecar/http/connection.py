@@ -1,9 +1,12 @@
-"""A thin trio adapter around one ``h11.Connection``: bytes in and out, events to the caller.
+"""A thin trio adapter around one HTTP/1.1 protocol engine: bytes in and out, events out.
 
-All HTTP/1.1 parsing and framing is h11's; this class only moves bytes, bounds what a peer can
-make us hold (h11's ``max_incomplete_event_size`` caps the request line plus headers), answers
-``Expect: 100-continue`` when the body is actually wanted, and turns every transport failure into
-one exception, :class:`ConnectionLost`, so callers have a single thing to catch.
+The engine parses and frames: :class:`.wire.Http1` (llhttp) on the data plane's hot path, or
+``h11.Connection`` (the admin port; the oracle in tests) — they share h11's interface, events
+and states. This class only moves bytes, bounds what a peer can make us hold (the engine caps
+the request line plus headers), answers ``Expect: 100-continue`` when the body is actually
+wanted, refuses ambiguous framing (:mod:`.framing`, for h11, which would resolve it silently),
+and turns every transport failure into one exception, :class:`ConnectionLost`, so callers have
+a single thing to catch.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ import h11
 import trio
 
 from ..errors import SidecarError
+from .framing import FramingProblem, check_framing_headers, check_raw_head, raw_head
+from .socket_stream import DirectStream, detach
+from .wire import Http1, as_h11
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
+YIELD_EVERY = 16  # reads served without waiting before one is made to yield to the scheduler
+# Responses that never have a body, whatever their headers say (RFC 9112 §6.3).
+BODYLESS_STATUSES = frozenset({204, 304})
 
 
 class ConnectionLost(SidecarError):
@@ -35,7 +44,7 @@ class ReadTimeout(ConnectionLost):
 
 
 class ProtocolViolation(SidecarError):
-    """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, …)."""
+    """The peer broke HTTP/1.1; ``http_status`` is h11's hint (400, 431, 501, …)."""
 
     code = "ERR_MALFORMED_REQUEST"
 
@@ -55,42 +64,88 @@ class HttpConnection:
         *,
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
         read_timeout: float | None = None,
+        body_timeout: float | None = None,
+        engine: type | None = None,
     ) -> None:
+        if isinstance(stream, trio.SocketStream):
+            stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
         self.stream = stream
+        self._receive_nowait = getattr(stream, "receive_nowait", None)
+        self._unyielded = 0  # reads in a row that found bytes waiting and did not yield
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
         self.read_timeout = read_timeout
-        self.h11 = h11.Connection(role, max_incomplete_event_size=max_head_bytes)
+        # Bounds reading a whole body we hold (``relay.read_whole_body``), however it trickles.
+        self.body_timeout = body_timeout
+        engine = engine or Http1
+        self.http = engine(role, max_incomplete_event_size=max_head_bytes)
+        # h11 unfolds folded lines and resolves Content-Length beside chunked silently, and
+        # builds heads it never sized: check those ourselves. llhttp refuses them itself.
+        self._strict_checks = engine is h11.Connection
         self.max_head_bytes = max_head_bytes
+        # Client side: the method of the request under way and whether its answer is one whose
+        # framing a mis-behaving server can contradict (see :attr:`reusable`).
+        self._sent_method: bytes | None = None
+        self._bodyless_answer = False
+        # The peer's state in which the next bytes are a head (a request, or a response).
+        self._head_state = h11.IDLE if role is h11.SERVER else h11.SEND_RESPONSE
 
     async def next_event(self) -> h11.Event:
         """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
         while True:
+            # While a head is due, keep the raw bytes: h11 unfolds folded lines silently.
+            strict = self._strict_checks
+            awaiting = strict and self.http.their_state is self._head_state
+            buffered = self.http.trailing_data[0] if awaiting else b""
             try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                if self.h11.our_role is h11.CLIENT:
+                event = self.http.next_event()
+                if strict and isinstance(event, h11.Request | h11.Response):
+                    check_raw_head(raw_head(buffered))
+                    check_framing_headers(event.headers, event.http_version)
+            except (h11.RemoteProtocolError, FramingProblem) as exc:
+                status = getattr(exc, "error_status_hint", None) or exc.http_status
+                if self.http.our_role is h11.CLIENT:
                     # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
                     # for our caller, not a malformed request from them.
                     raise ConnectionLost(f"upstream broke the protocol: {exc}") from exc
-                raise ProtocolViolation(str(exc), exc.error_status_hint) from exc
+                raise ProtocolViolation(str(exc), status) from exc
             if isinstance(event, h11.Request | h11.Response):
-                self._check_head_size(event)
+                if strict:
+                    self._check_head_size(event)
+                if isinstance(event, h11.Response):
+                    self._bodyless_answer = (
+                        self._sent_method == b"HEAD" or event.status_code in BODYLESS_STATUSES
+                    )
             if event is not h11.NEED_DATA:
                 return event
-            if self.h11.they_are_waiting_for_100_continue:
+            if self.http.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
             try:
-                if self.read_timeout is None:
-                    data = await self.stream.receive_some(READ_SIZE)
-                else:
-                    with trio.fail_after(self.read_timeout):
-                        data = await self.stream.receive_some(READ_SIZE)
-            except trio.TooSlowError:
-                raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s") from None
+                data = await self._receive()
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
-            self.h11.receive_data(data)
+            self.http.receive_data(data)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the peer: at once if they are already there (no deadline, no
+        wait), else within ``read_timeout``."""
+        if self._receive_nowait is not None:
+            data = self._receive_nowait(READ_SIZE)
+            if data is not None:
+                self._unyielded += 1
+                if self._unyielded >= YIELD_EVERY:
+                    # A peer that keeps the socket full (a pipelining flood) must not keep
+                    # every other connection waiting: let the scheduler run now and then.
+                    self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
+                return data
+        self._unyielded = 0
+        if self.read_timeout is None:
+            return await self.stream.receive_some(READ_SIZE)
+        scope = trio.CancelScope(deadline=trio.current_time() + self.read_timeout)
+        with scope:
+            return await self.stream.receive_some(READ_SIZE)
+        raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s")
 
     def _check_head_size(self, event: h11.Request | h11.Response) -> None:
         """h11 bounds only a head still arriving; one that came whole in a read is sized here."""
@@ -100,13 +155,17 @@ class HttpConnection:
         if size <= self.max_head_bytes:
             return
         message = f"request head of {size} bytes exceeds the {self.max_head_bytes}-byte limit"
-        if self.h11.our_role is h11.CLIENT:
+        if self.http.our_role is h11.CLIENT:
             raise ConnectionLost(f"upstream {message.replace('request', 'response')}")
         raise ProtocolViolation(message, 431)
 
     async def send(self, event: h11.Event) -> None:
+        if isinstance(event, h11.Request):
+            self._sent_method = event.method
+        if self._strict_checks:
+            event = as_h11(event)
         try:
-            data = self.h11.send(event)
+            data = self.http.send(event)
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send {type(event).__name__}: {exc}") from exc
         if data:
@@ -117,8 +176,12 @@ class HttpConnection:
 
     async def send_many(self, events: list[h11.Event]) -> None:
         """Send several events as one write: one TLS record and one syscall, not one each."""
+        if events and isinstance(events[0], h11.Request):
+            self._sent_method = events[0].method
+        if self._strict_checks:
+            events = [as_h11(event) for event in events]
         try:
-            data = b"".join(self.h11.send(event) or b"" for event in events)
+            data = b"".join(self.http.send(event) or b"" for event in events)
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send: {exc}") from exc
         try:
@@ -128,11 +191,30 @@ class HttpConnection:
 
     @property
     def reusable(self) -> bool:
-        """Both sides finished the exchange cleanly and neither asked to close."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        """Both sides finished the exchange cleanly, neither asked to close, and — on a
+        connection to an upstream — nothing at all is left over.
+
+        A pooled upstream connection is shared by every caller, so any byte its server sent
+        beyond the response just relayed would be read as the *next* caller's response (#15.1).
+        It is reused only when h11 holds no unparsed byte and saw no EOF, and when the response
+        was not one whose length comes from the request rather than the bytes (an answer to
+        HEAD, a 204 or a 304): a server that writes a body there anyway (``do_HEAD = do_GET``)
+        may do so a moment later, where no check could see it in time. The pool also checks the
+        socket itself when the connection is released and when it is taken again.
+        """
+        if self.http.our_state is not h11.DONE or self.http.their_state is not h11.DONE:
+            return False
+        if getattr(self.stream, "broken", False):
+            return False  # a write was cut half-way
+        if self.http.our_role is h11.CLIENT:
+            leftover, closed = self.http.trailing_data
+            return not leftover and not closed and not self._bodyless_answer
+        return True
 
     def start_next_cycle(self) -> None:
-        self.h11.start_next_cycle()
+        self.http.start_next_cycle()
+        self._sent_method = None
+        self._bodyless_answer = False
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as scope:

@@ -18,6 +18,7 @@ cross-origin requests), and with an API token configured every request must carr
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -94,6 +95,7 @@ def parse_invocation(
     return Invocation(app_id, namespace, RequestTarget(normalize_method(method), query))
 
 
+@functools.lru_cache(maxsize=256)  # the same few Host values every request: parse each once
 def _is_loopback_host(host: str) -> bool:
     host = host.strip().lower()
     if host.startswith("["):
@@ -115,22 +117,25 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_outbound_request(
-    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], api_token: bytes | None
-) -> None:
-    """Raise unless this request may use the outbound port (see the module docstring)."""
+def check_loopback_request(headers: list[tuple[bytes, bytes]], why: str) -> None:
+    """Raise unless ``Host`` (and ``Origin``, if sent) name this host: a local-only port
+    (outbound, admin) must not answer a page on another origin that rebinds DNS to us."""
     host = get_header(headers, b"host")
     if host is not None and not _is_loopback_host(host.decode("latin-1")):
-        raise OutboundForbidden(
-            f"Host {host.decode('latin-1')!r} is not a loopback address; "
-            "the sidecar's outbound port only serves local apps"
-        )
+        raise OutboundForbidden(f"Host {host.decode('latin-1')!r} is not a loopback address; {why}")
     origin = get_header(headers, b"origin")
     if origin is not None:
         text = origin.decode("latin-1")
         scheme, sep, rest = text.partition("://")
         if not sep or scheme not in ("http", "https") or not _is_loopback_host(rest):
-            raise OutboundForbidden(f"Origin {text!r} is not a loopback origin")
+            raise OutboundForbidden(f"Origin {text!r} is not a loopback origin; {why}")
+
+
+def check_outbound_request(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], api_token: bytes | None
+) -> None:
+    """Raise unless this request may use the outbound port (see the module docstring)."""
+    check_loopback_request(headers, "the sidecar's outbound port only serves local apps")
     if api_token is None:
         return
     if method == b"GET" and target in HEALTH_PATHS:

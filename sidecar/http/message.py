@@ -9,11 +9,12 @@ its representation without touching the decision code.
 
 from __future__ import annotations
 
-import h11
+from .wire import RequestHead
 
 Headers = list[tuple[bytes, bytes]]
 
 
-def request_head(method: bytes, target: bytes, headers: Headers) -> h11.Request:
-    """The request head the relay sends upstream."""
-    return h11.Request(method=method, target=target, headers=headers)
+def request_head(method: bytes, target: bytes, headers: Headers) -> RequestHead:
+    """The request head the relay sends upstream. Built without per-event validation: the
+    engine checks every name and value once, when the head is serialised."""
+    return RequestHead(method, target, list(headers))

@@ -1,9 +1,11 @@
 """An HTTP/1.1 server loop for the sidecar's listeners: accept, keep-alive, limits, drain.
 
 One task per connection, each in a nursery owned by the server. Limits that keep one peer from
-starving the others: a cap on open connections (excess ones are closed at once), a deadline for
-the TLS handshake and for each request head, a per-read timeout inside bodies, and an idle
-timeout between keep-alive requests.
+starving the others: a cap on established connections (excess ones are closed at once), a
+separate, smaller budget with a per-source share and a short deadline for connections still in
+their TLS handshake (:mod:`.admission`: unauthenticated peers never take an established caller's
+place), a deadline for each request head, a per-read timeout and an overall deadline inside
+bodies, and an idle timeout between keep-alive requests.
 
 Draining (SIGTERM) stops accepting, lets every in-flight exchange finish, closes connections that
 sit idle between requests, and after a grace period cancels whatever is left.
@@ -12,6 +14,7 @@ sit idle between requests, and after a grace period cancels whatever is left.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -24,7 +27,10 @@ import trio
 
 from identity import AppIdentity, IdentityError, ssl_peer_identity
 
+from .admission import HandshakeAdmission
 from .connection import ConnectionLost, HttpConnection, ProtocolViolation
+from .socket_stream import DirectStream, detach, tls_server_stream
+from .wire import END, ResponseHead
 
 log = structlog.get_logger("trustmesh.http")
 
@@ -33,13 +39,38 @@ SERVER_NAME = b"trustmesh"
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_connections: int = 1024
+    max_connections: int = 1024  # established (TLS: handshake finished) connections
+    max_handshakes: int = 128  # connections still in their TLS handshake
+    max_handshakes_per_source: int = 32
     max_head_bytes: int = 16 * 1024
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
     head_timeout: float = 10.0  # first request on a connection: accept → complete head
     keepalive_timeout: float = 60.0  # between requests on a kept-alive connection
     read_timeout: float = 30.0  # any single read inside a request
+    body_timeout: float = 30.0  # a whole request body the sidecar holds (inspected, small)
     drain_timeout: float = 10.0
+
+    def with_overrides(self, items: list[str]) -> ServerLimits:
+        """These limits with ``NAME=VALUE`` overrides (``--limit``); ValueError names a bad one."""
+        fields = {f.name: f.type for f in dataclasses.fields(self)}
+        changes: dict[str, float | int] = {}
+        for item in items:
+            name, sep, text = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in fields:
+                known = ", ".join(sorted(fields))  # the message names every limit
+                raise ValueError(
+                    f"unknown limit {item!r}: expected NAME=VALUE, NAME one of: {known}"
+                )
+            kind = int if fields[name] in (int, "int") else float
+            try:
+                value = kind(text)
+            except ValueError:
+                raise ValueError(f"limit {name} needs a number, got {text!r}") from None
+            if value <= 0:
+                raise ValueError(f"limit {name} must be positive, got {text!r}")
+            changes[name] = value
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -67,7 +98,7 @@ async def send_simple_response(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer the current request ourselves (errors, denials, admin pages)."""
-    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    if conn.http.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         raise ConnectionLost("cannot answer: a response is already under way")
     headers = [
         (b"content-type", content_type),
@@ -76,13 +107,14 @@ async def send_simple_response(
     ]
     if extra_headers:
         headers += extra_headers
-    if conn.h11.their_state is not h11.DONE:
+    if conn.http.their_state is not h11.DONE:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
-    await conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+    events: list[h11.Event] = [ResponseHead(status, headers, _reason(status))]
     if body:
-        await conn.send(h11.Data(data=body))
-    await conn.send(h11.EndOfMessage())
+        events.append(h11.Data(data=body))
+    events.append(END)
+    await conn.send_many(events)
 
 
 def _reason(status: int) -> bytes:
@@ -102,11 +134,20 @@ class HttpServer:
     handler: Handler
     limits: ServerLimits = field(default_factory=ServerLimits)
     ssl_context: Callable[[], ssl.SSLContext] | None = None  # called per connection: hot swap
+    engine: type | None = None  # the HTTP/1.1 engine (default: llhttp; h11 for the admin port)
     draining: bool = False
     _accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _idle_scopes: set[trio.CancelScope] = field(default_factory=set)
     active_connections: int = 0
     in_flight: int = 0
+    admission: HandshakeAdmission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = HandshakeAdmission(
+            self.limits.max_handshakes,
+            self.limits.max_handshakes_per_source,
+            self.limits.handshake_timeout,
+        )
 
     async def serve(
         self, listeners: list[trio.abc.Listener], *, task_status=trio.TASK_STATUS_IGNORED
@@ -138,42 +179,41 @@ class HttpServer:
                         log.error("accept failed", listener=self.name, error=str(exc))
                         await trio.sleep(0.1)
                         continue
-                    if self.active_connections >= self.limits.max_connections:
-                        log.warning("connection limit reached", listener=self.name)
+                    if self.ssl_context is None and self._full():
                         nursery.start_soon(stream.aclose)
                         continue
-                    self.active_connections += 1
+                    # TLS connections are admitted by the handshake budget, then counted.
                     nursery.start_soon(self._connection, stream)
 
+    def _full(self) -> bool:
+        if self.active_connections < self.limits.max_connections:
+            return False
+        log.warning("connection limit reached", listener=self.name)
+        return True
+
     async def _connection(self, stream: trio.abc.Stream) -> None:
+        established = False
         try:
             info = _peer_address(stream)
             if self.ssl_context is not None:
-                stream = trio.SSLStream(stream, self.ssl_context(), server_side=True)
-                with trio.move_on_after(self.limits.handshake_timeout) as handshake:
-                    try:
-                        await stream.do_handshake()
-                    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                        log.info(
-                            "tls handshake refused",
-                            listener=self.name,
-                            peer=info.peer_host,
-                            error=_short(exc),
-                        )
-                        return
-                if handshake.cancelled_caught:
-                    log.info("tls handshake timed out", listener=self.name, peer=info.peer_host)
+                stream = tls_server_stream(stream, self.ssl_context())
+                if not await self._handshake(stream, info) or self._full():
                     return
                 try:
                     info.peer_identity = ssl_peer_identity(stream)
                 except IdentityError as exc:
                     info.peer_identity_error = str(exc)
+            elif isinstance(stream, trio.SocketStream):
+                stream = DirectStream(detach(stream))
+            self.active_connections += 1
+            established = True
             await self._serve_requests(stream, info)
         except Exception:
             # A bug reached by one connection must not take the listener down with it.
             log.exception("connection handler failed", listener=self.name)
         finally:
-            self.active_connections -= 1
+            if established:
+                self.active_connections -= 1
             with trio.move_on_after(1) as scope:
                 scope.shield = True
                 with contextlib.suppress(
@@ -181,12 +221,33 @@ class HttpServer:
                 ):
                     await stream.aclose()
 
+    async def _handshake(self, stream, info: ConnectionInfo) -> bool:
+        """Run the TLS handshake inside the handshake budget; False if it did not finish."""
+        scope = self.admission.admit(info.peer_host)
+        try:
+            with scope:
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            log.info(
+                "tls handshake refused", listener=self.name, peer=info.peer_host, error=_short(exc)
+            )
+            return False
+        finally:
+            self.admission.done(scope)
+        if scope.cancelled_caught:
+            # Its deadline passed, or a newer handshake needed its place in the budget.
+            log.info("tls handshake cut", listener=self.name, peer=info.peer_host)
+            return False
+        return True
+
     async def _serve_requests(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
         conn = HttpConnection(
             stream,
             h11.SERVER,
             max_head_bytes=self.limits.max_head_bytes,
             read_timeout=self.limits.read_timeout,
+            body_timeout=self.limits.body_timeout,
+            engine=self.engine,
         )
         first = True
         while not self.draining:
@@ -226,7 +287,7 @@ class HttpServer:
     async def _answer_violation(self, conn: HttpConnection, exc: ProtocolViolation) -> None:
         # h11 lets us answer a request it could not parse as long as we have not started a
         # response; the connection is closed afterwards either way.
-        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if conn.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(ConnectionLost):
                 await send_error(conn, exc.http_status, exc.code, f"malformed request: {exc}")
 

@@ -27,6 +27,7 @@ from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
 from ..http.relay import ExchangeResult, relay_exchange
 from ..http.server import ConnectionInfo, send_error, send_simple_response
+from ..http.socket_stream import tls_client_stream
 from ..identity_source import IdentityHolder
 from ..judge import Answer, OutboundJudge, OutboundSite
 from ..judge.outbound import AppNotFound, Resolver
@@ -95,13 +96,13 @@ class OutboundProxy:
                 f"app {expected.app_id} is unreachable at {host}:{port}: {exc.strerror or exc}"
             ) from exc
         context: ssl.SSLContext = self.identity.material().client
-        tls = trio.SSLStream(tcp, context, server_hostname=None)
+        tls = tls_client_stream(tcp, context)
         try:
             with trio.fail_after(self.config.handshake_timeout):
                 await tls.do_handshake()
             expect_peer_identity(tls, expected)
         except trio.TooSlowError:
-            await tcp.aclose()
+            await tls.aclose()
             self.metrics.handshakes.inc("timeout")
             raise PeerTimeout(f"mTLS handshake with {expected} timed out") from None
         except PeerIdentityMismatch as exc:
@@ -111,7 +112,7 @@ class OutboundProxy:
                 f"TLS identity mismatch calling {expected.app_id}: {exc}"
             ) from exc
         except (IdentityError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            await tcp.aclose()
+            await tls.aclose()
             self.metrics.handshakes.inc("failed")
             cause = exc.__cause__ or exc
             raise PeerIdentityRefused(

@@ -85,19 +85,33 @@ class ConnectionPool:
         self._generation_of[id(conn)] = current
         return conn
 
+    def connection(self, key: Hashable) -> _Borrowed:
+        """``async with pool.connection(key) as conn``: released to the pool if the block ends
+        normally (and the exchange left it reusable), discarded on any exception — an error,
+        a cancellation — so no exit path leaks or re-parks a connection in an unknown state."""
+        return _Borrowed(self, key)
+
     def release(self, key: Hashable, conn: HttpConnection) -> None:
-        """Park ``conn`` if it finished its exchange cleanly, else close it."""
+        """Park ``conn`` if it finished its exchange cleanly with nothing left over, else close it.
+
+        "Nothing left over" includes the socket: bytes the server sent beyond its response (or
+        its EOF) that arrived after the relay stopped reading would otherwise be the next
+        caller's response.
+        """
         generation = self._generation_of.pop(id(conn), -1)
         parked_list = self._idle[key]
+        fd = _socket_fd(conn)
         if (
             not conn.reusable
             or generation != self._generation()
             or len(parked_list) >= self._max_idle
+            or _tls_buffered(conn)
+            or (fd is not None and _readable(fd))
         ):
             self._nursery.start_soon(conn.aclose)
             return
         conn.start_next_cycle()
-        parked = _Parked(conn, generation, fd=_socket_fd(conn))
+        parked = _Parked(conn, generation, fd=fd)
         parked_list.append(parked)
         if parked.fd is None:
             self._nursery.start_soon(self._watch, key, parked)
@@ -150,6 +164,31 @@ class ConnectionPool:
         self._idle.clear()
 
 
+class _Borrowed:
+    """The context manager behind :meth:`ConnectionPool.connection` (a plain class: cheaper
+    per request than ``contextlib.asynccontextmanager``)."""
+
+    __slots__ = ("_conn", "_key", "_pool")
+
+    def __init__(self, pool: ConnectionPool, key: Hashable) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn: HttpConnection | None = None
+
+    async def __aenter__(self) -> HttpConnection:
+        self._conn = await self._pool.acquire(self._key)
+        return self._conn
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if exc_type is None:
+            self._pool.release(self._key, conn)
+        else:
+            self._pool.discard(conn)
+
+
 def _socket_fd(conn: HttpConnection) -> int | None:
     """The file descriptor under a plain or TLS trio stream, if there is one."""
     stream = getattr(conn.stream, "transport_stream", conn.stream)
@@ -158,6 +197,25 @@ def _socket_fd(conn: HttpConnection) -> int | None:
         return sock.fileno() if sock is not None else None
     except (AttributeError, OSError):
         return None
+
+
+def _tls_buffered(conn: HttpConnection) -> bool:
+    """True if a TLS stream holds bytes it has received but nobody has read: decrypted ones in
+    the SSL object, or encrypted ones in its incoming buffer. (trio keeps both private; a
+    stream without them has nothing buffered below h11.)"""
+    stream = conn.stream
+    buffered = getattr(stream, "buffered", None)
+    if buffered is not None:
+        return buffered()
+    ssl_object = getattr(stream, "_ssl_object", None)
+    incoming = getattr(stream, "_incoming", None)
+    try:
+        return bool(
+            (ssl_object is not None and ssl_object.pending())
+            or (incoming is not None and incoming.pending)
+        )
+    except (AttributeError, ValueError, OSError):
+        return True
 
 
 def _readable(fd: int) -> bool:

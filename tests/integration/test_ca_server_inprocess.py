@@ -16,6 +16,7 @@ from ca.server import CAServer, listener_url
 from ca.service import SigningService
 from ca.tokens import TokenStore
 from identity import AppIdentity, ssl_peer_identity
+from sidecar.http.admission import HandshakeAdmission
 from tests._support.ca_proc import open_tls
 from tests._support.pki import utcnow
 
@@ -67,11 +68,42 @@ async def test_connections_over_the_cap_are_closed_at_once(tmp_path, mesh_ca) ->
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(server.serve, "127.0.0.1", 0)
         url = listener_url(listeners[0])
-        squatter = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
-        await trio.testing.wait_all_tasks_blocked()  # the squatter now holds the only slot
+        # A finished handshake, then silence: this connection holds the only slot.
+        holder = await open_tls(url, _anonymous(mesh_ca))
+        await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(CAUnreachable):
             await fetch_bundle(url, mesh_ca.bundle)
-        await squatter.aclose()
+        await holder.aclose()
         await trio.testing.wait_all_tasks_blocked()  # its handler saw EOF and gave the slot back
         assert await fetch_bundle(url, mesh_ca.bundle) == mesh_ca.bundle
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_sockets_that_never_handshake_do_not_lock_callers_out(tmp_path, mesh_ca):
+    """#10.7: unauthenticated sockets have their own budget; a full one cuts its oldest."""
+    budget = HandshakeAdmission(max_pending=4, max_pending_per_source=2, timeout=30)
+    server = CAServer(
+        SigningService(mesh_ca, TokenStore(CALayout(tmp_path))),
+        max_connections=1,
+        io_timeout=30,
+        handshakes=budget,
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = listener_url(listeners[0])
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        squatters = [await trio.open_tcp_stream(host, int(port)) for _ in range(20)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert budget.pending <= 2
+        assert await fetch_bundle(url, mesh_ca.bundle) == mesh_ca.bundle
+        assert budget.evicted >= 18
+        for squatter in squatters:
+            await squatter.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def _anonymous(mesh_ca) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=mesh_ca.bundle.to_pem().decode())
+    return ctx

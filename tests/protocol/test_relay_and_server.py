@@ -91,7 +91,7 @@ async def test_100_continue_sent_only_when_the_body_is_read():
     await send_request(client, b"POST", headers=expect, body=None)
     await read_request(server)
     # Nothing was read from the body yet: no 100 on the wire.
-    assert client.h11.their_state is h11.SEND_RESPONSE
+    assert client.http.their_state is h11.SEND_RESPONSE
     async with trio.open_nursery() as nursery:
         got: list[bytes] = []
 

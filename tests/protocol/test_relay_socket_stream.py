@@ -1,0 +1,136 @@
+"""DirectStream: plain and TLS sockets driven by trio's I/O waits (sidecar/http/socket_stream).
+
+Over ``socket.socketpair()`` (no network), with TLS contexts from the session's mesh CA: the
+handshake and bulk transfer exercise want-read/want-write in both directions (small socket
+buffers force partial writes), a write cancelled half-way leaves the stream ``broken``, and
+closing wakes a task still waiting to read.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import h11
+import trio
+import trio.testing
+
+from identity import AppIdentity, client_context, server_context
+from sidecar.http.connection import YIELD_EVERY, HttpConnection
+from sidecar.http.socket_stream import DirectStream
+from tests._support.pki import utcnow
+
+
+def _pair(small: bool = False) -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    if small:
+        for sock in (a, b):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return a, b
+
+
+def _tls_pair(mesh_ca, small: bool = False) -> tuple[DirectStream, DirectStream]:
+    a, b = _pair(small)
+    server_svid = mesh_ca.issue(AppIdentity("public", "default", "srv"), now=utcnow())
+    client_svid = mesh_ca.issue(AppIdentity("public", "default", "cli"), now=utcnow())
+    server = server_context(server_svid, mesh_ca.bundle).wrap_socket(
+        a, server_side=True, do_handshake_on_connect=False
+    )
+    client = client_context(client_svid, mesh_ca.bundle).wrap_socket(
+        b, server_side=False, server_hostname=None, do_handshake_on_connect=False
+    )
+    return DirectStream(server), DirectStream(client)
+
+
+async def _receive_exactly(stream: DirectStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(65536)
+        assert chunk, "EOF before the end"
+        data += chunk
+    return data
+
+
+async def test_tls_handshake_and_a_large_transfer_both_ways(mesh_ca):
+    server, client = _tls_pair(mesh_ca, small=True)
+    payload = bytes(range(256)) * 4096  # 1 MiB: many records, many partial writes
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    assert client.getpeercert(binary_form=True)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, payload)
+        got.append(await _receive_exactly(server, len(payload)))
+    assert got == [payload]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_all, payload)
+        got.append(await _receive_exactly(client, len(payload)))
+    assert got[1] == payload
+    await client.aclose()
+    assert await server.receive_some(10) == b""  # close_notify (or EOF) ends the stream
+    await server.aclose()
+
+
+async def test_a_write_cancelled_half_way_leaves_the_stream_broken():
+    a, b = _pair(small=True)
+    stream, peer = DirectStream(a), DirectStream(b)
+    with trio.move_on_after(0.2):
+        await stream.send_all(b"x" * (8 << 20))  # nobody reads: it blocks part-way
+    assert stream.broken
+    await stream.aclose()
+    await peer.aclose()
+
+
+async def test_closing_wakes_a_task_waiting_to_read():
+    a, b = _pair()
+    stream, peer = DirectStream(a), DirectStream(b)
+    woke: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await stream.receive_some(10)
+        except trio.ClosedResourceError as exc:
+            woke.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.aclose()
+    assert len(woke) == 1
+    await peer.aclose()
+
+
+async def test_plain_bytes_arrive_as_sent():
+    a, b = _pair()
+    stream, peer = DirectStream(a), DirectStream(b)
+    await peer.send_all(b"hello")
+    assert await stream.receive_some(100) == b"hello"
+    await peer.aclose()
+    assert await stream.receive_some(100) == b""
+    await stream.aclose()
+
+
+async def test_a_peer_that_always_has_more_bytes_does_not_starve_other_tasks():
+    """Reads that find bytes waiting do not yield, except every YIELD_EVERY-th one."""
+    a, b = _pair()
+    conn = HttpConnection(DirectStream(a), h11.SERVER)
+    conn._receive_nowait = lambda size: b"x"  # a peer whose bytes never run out
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        await trio.sleep(0)
+        before = ticks
+        for _ in range(YIELD_EVERY * 4):
+            assert await conn._receive() == b"x"
+        assert ticks - before >= 3
+        nursery.cancel_scope.cancel()
+    a.close()
+    b.close()
