@@ -160,7 +160,9 @@ def test_a_broken_file_never_replaces_a_working_policy(mesh, trio_apps):
     assert call_server(apps).status_code == 403
     # Someone edits the file by hand and breaks it.
     path = mesh.home / "resources" / "configurations" / "closed.yaml"
-    path.write_text(path.read_text().replace("defaultAction: deny", "defaultAction: alow", 1))
+    broken = path.with_suffix(".tmp")  # written whole, then renamed: the sidecar polls the file
+    broken.write_text(path.read_text().replace("defaultAction: deny", "defaultAction: alow", 1))
+    broken.replace(path)
     status_url = f"http://{apps['server'].ready['admin']}/v1/status"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
