@@ -1,0 +1,152 @@
+"""Review of identity mapping and SVID lifetime: the identity judged is the handshake's, forever.
+
+The inbound sidecar reads the caller's App identity off its certificate once, at the TLS
+handshake, and every request on that keep-alive connection is judged as that identity. Two
+spellings of the same hole:
+
+* **A binding applied while the connection is open.** A pod under a ServiceAccount *named*
+  ``mcp-client`` maps to App ID mcp-client by default. It opens a connection, then the operator
+  binds mcp-client to ``sa/agent-runner`` (exactly the case ``test_k8s_identity_map_attacks``
+  shows refused on a *new* connection). On its old connection the squatter is still mcp-client.
+* **An SVID that expires while the connection is open.** Its holder keeps calling, as long as it
+  never lets the connection idle out.
+
+The app's own request counter proves what arrived. Twins: a new connection with the same
+certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import time
+
+import httpx
+import pytest
+
+from identity import AppIdentity, SpiffeId, save_svid_dir
+from tests._support.pki import utcnow
+from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, BINDING, World
+
+pytestmark = pytest.mark.e2e
+
+SHORT_TTL = dt.timedelta(seconds=3)
+
+
+@pytest.fixture
+def world(tmp_path, mesh_ca):
+    world = World(tmp_path, mesh_ca)
+    world.apply("config.yaml", ALLOW_ONLY_CLIENT)
+    yield world
+    killed = world.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
+def _count(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/count").json()["count"]
+
+
+def _svid(world, name: str, path: tuple[str, ...], ttl: dt.timedelta | None = None):
+    sid = SpiffeId.from_parts("public", *path)
+    directory = world.root / "svids" / name
+    identity = AppIdentity("public", "default", path[-1], source=sid)
+    kw = {"ttl": ttl} if ttl is not None else {}
+    save_svid_dir(directory, world.ca.issue(identity, now=utcnow(), **kw), world.ca.bundle)
+    return directory
+
+
+def _context(svid_dir) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(svid_dir / "bundle.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(svid_dir / "svid.pem", svid_dir / "svid.key")
+    return context
+
+
+class KeptConnection:
+    """One mTLS connection kept alive across requests (what a persistent client does)."""
+
+    def __init__(self, svid_dir, inbound: str) -> None:
+        host, port = inbound.rsplit(":", 1)
+        raw = socket.create_connection((host, int(port)), timeout=10)
+        self.sock = _context(svid_dir).wrap_socket(raw)
+
+    def post(self) -> int:
+        self.sock.sendall(b"POST /echo HTTP/1.1\r\nhost: server\r\ncontent-length: 1\r\n\r\nx")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return 0  # the sidecar closed the connection: nothing was served
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = int(next(x.split(b":")[1] for x in lines if x.startswith(b"content-length")))
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        return int(head.split(b" ")[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _fresh_status(svid_dir, inbound: str) -> int:
+    try:
+        with httpx.Client(verify=_context(svid_dir)) as client:
+            reply = client.post(f"https://{inbound}/echo", content=b"x", headers={"host": "server"})
+            return reply.status_code
+    except (httpx.TransportError, ssl.SSLError):
+        return 0  # refused at the handshake
+
+
+def _server(world):
+    app = world.procs.app()
+    server = world.sidecar(
+        "server", ("ns", "default", "sa", "server"), app_port=app.ready["port"],
+        extra=["--config", "only-client"],
+    )  # fmt: skip
+    return app, server.ready["inbound"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: a connection keeps the App identity mapped at its handshake after an "
+    "AppIdentityBinding takes that App ID away",
+)
+def test_a_binding_applied_while_a_squatter_is_connected_stops_it_on_that_connection(world):
+    app, inbound = _server(world)
+    squatter = _svid(world, "squatter", ("ns", "default", "sa", "mcp-client"))
+    kept = KeptConnection(squatter, inbound)
+    try:
+        assert kept.post() == 200  # before the binding, sa/mcp-client *is* mcp-client
+        world.apply("binding.yaml", BINDING)
+        deadline = time.monotonic() + 20
+        while _fresh_status(squatter, inbound) != 403:  # twin: the binding is in force
+            assert time.monotonic() < deadline, "the binding never took effect"
+            time.sleep(0.2)
+        before = _count(app)
+        status = kept.post()
+        assert (status, _count(app)) == (403, before)
+    finally:
+        kept.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: a connection keeps serving its caller after the caller's SVID expired",
+)
+def test_an_svid_that_expires_while_connected_stops_serving_on_that_connection(world):
+    app, inbound = _server(world)
+    client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=SHORT_TTL)
+    kept = KeptConnection(client, inbound)
+    try:
+        assert kept.post() == 200
+        expiry = time.monotonic() + SHORT_TTL.total_seconds() + 1
+        while time.monotonic() < expiry:  # keep the connection busy, well inside keep-alive
+            time.sleep(0.5)
+        assert _fresh_status(client, inbound) == 0  # twin: a new handshake is refused
+        before = _count(app)
+        status = kept.post()
+        assert (status in (0, 403), _count(app)) == (True, before), status  # refused or cut
+    finally:
+        kept.close()
