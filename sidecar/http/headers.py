@@ -146,3 +146,22 @@ class FieldView(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"FieldView({self._mapping()!r})"
+
+
+# Methods whose content has no defined meaning (RFC 9110 §9.3): many apps never read such a body,
+# so a body forwarded with one would be parsed by the app as the next request on the connection —
+# a request no policy judged. Refused at both doors instead.
+BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+
+
+def unexpected_body(method: bytes, headers) -> str | None:
+    """Why a request of ``method`` with these framing headers is refused (None: no body)."""
+    if method not in BODILESS_METHODS:
+        return None
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0")):
+            return (
+                f"a {method.decode()} request must not carry a body: an app that does not read it "
+                "would take it for another request that no policy judged"
+            )
+    return None

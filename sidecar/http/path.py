@@ -131,6 +131,10 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
         raise TargetTooLong(f"request target is longer than {MAX_TARGET_BYTES} bytes")
     if not target.startswith(b"/"):
         raise InvalidPath("request target must be in origin form (start with '/')")
+    if b"#" in target:
+        # RFC 9112 §3.2: a request target carries no fragment. Passed on raw, an app's router
+        # and the policy could disagree on where the path or query ends.
+        raise InvalidPath("request target must not contain '#' (a fragment)")
     path, _, query = target.partition(b"?")
     return path, query
 

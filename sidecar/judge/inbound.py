@@ -29,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from identity import AppIdentity
 
-from ..http.headers import FieldView, get_header
+from ..http.headers import FieldView, get_header, unexpected_body
 from ..http.message import request_head
 from ..http.path import InvalidPath, RequestTarget, normalize_target
 from ..http.relay import SMALL_BODY
@@ -138,6 +139,9 @@ class InboundJudge:
                 # the app must never see a method other than the one that was judged.
                 message = f"HTTP method {verb!r} is not supported"
                 refusal = Decision.deny("request", "ERR_METHOD_NOT_ALLOWED", message, 405)
+                target = None
+            elif (why := unexpected_body(request.method, fields.pairs)) is not None:
+                refusal = Decision.deny("request", "ERR_BODY_NOT_ALLOWED", why, 400)
                 target = None
             else:
                 target = normalize_target(request.target)
@@ -332,8 +336,10 @@ def _is_legacy_transport(request: InboundRequest, target: RequestTarget) -> bool
     first = match_form(request.method).split("/", 2)[1]
     if first in _LEGACY_SEGMENTS:
         return True
+    # The key as the app will read it: percent-decoded (Starlette decodes `session%5Fid`).
     return any(
-        part.split(b"=", 1)[0].lower() in (b"session_id", b"sessionid")
+        unquote_to_bytes(part.split(b"=", 1)[0].replace(b"+", b" ")).lower()
+        in (b"session_id", b"sessionid")
         for part in target.query.split(b"&")
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from identity import AppIdentity, IdentityError
 
 from ..errors import SidecarError
+from ..http.headers import unexpected_body
 from ..http.invocation import HEALTH_PATHS, check_outbound_request, parse_invocation
 from ..http.message import request_head
 from ..policy import Decision
@@ -24,6 +25,11 @@ from .inbound import trace_id
 from .verdict import Answer, Facts, Forward, ForwardPlan
 
 Resolver = Callable[[str, str], tuple[str, int] | None]
+
+
+class BodyNotAllowed(SidecarError):
+    code = "ERR_BODY_NOT_ALLOWED"
+    http_status = 400
 
 
 class AppNotFound(SidecarError):
@@ -57,6 +63,9 @@ class OutboundJudge:
         check_outbound_request(request.method, request.target, request.headers, self.site.api_token)
         if request.method == b"GET" and request.target in HEALTH_PATHS:
             return Answer(Decision.allow("outbound", "health"), facts, 204, b"")
+        why = unexpected_body(request.method, request.headers)
+        if why is not None:
+            return _refuse(BodyNotAllowed(why), facts)
         me = self.site.me
         invocation = parse_invocation(request.target, request.headers, me.namespace)
         facts = facts.but(path=invocation.target.method)

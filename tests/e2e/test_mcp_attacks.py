@@ -338,5 +338,8 @@ def test_a_get_with_a_body_is_refused(wire):
     attack = encode(call("smuggled-2", "get_weather_alert", {"city": "x"}))
     headers = {**ACCEPT, "mcp-protocol-version": "2025-06-18"}
     response = wire.http.request("GET", wire.url, content=attack, headers=headers)
-    refused(response, 400, -32600, "may not carry a body")
+    # Refused before any policy, on every path: a GET never carries content to an app.
+    assert response.status_code == 400, response.text
+    assert response.json()["errorCode"] == "ERR_BODY_NOT_ALLOWED"
+    assert "must not carry a body" in response.json()["message"]
     ran(wire.post(encode(call("legit-get", "add", {"a": 1, "b": 1}))), "2")

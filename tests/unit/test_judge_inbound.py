@@ -108,6 +108,31 @@ def test_non_standard_http_method_is_refused_before_any_policy():
     assert verdict.decision.reason == "ERR_METHOD_NOT_ALLOWED"
 
 
+@pytest.mark.parametrize("verb", [b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
+@pytest.mark.parametrize(
+    "framing",
+    [[(b"content-length", b"42")], [(b"transfer-encoding", b"chunked")]],
+    ids=["content-length", "chunked"],
+)
+def test_a_body_on_a_method_without_content_is_refused_before_any_policy(verb, framing):
+    judge, _ = judge_for(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    verdict = judge_head(judge, head(verb, b"/echo", framing))
+    assert isinstance(verdict, Answer) and verdict.status == 400
+    assert verdict.decision.reason == "ERR_BODY_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("framing", [[], [(b"content-length", b"0")]], ids=["none", "empty"])
+def test_a_get_without_a_body_is_forwarded(framing):
+    judge, _ = judge_for(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    assert isinstance(judge_head(judge, head(b"GET", b"/echo", framing)), Forward)
+
+
+def test_a_fragment_in_the_target_is_refused_400():
+    judge, _ = judge_for(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    verdict = judge_head(judge, head(b"GET", b"/echo?msg=x#/../admin"))
+    assert isinstance(verdict, Answer) and verdict.status == 400
+
+
 def test_double_encoded_path_is_refused_400():
     judge, _ = judge_for(InboundPolicy(version="1"))
     verdict = judge_head(judge, head(b"GET", b"/admin%252Fsecret"))

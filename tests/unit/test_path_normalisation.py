@@ -294,8 +294,14 @@ def test_target_length_limit():
 
 
 def test_split_target_keeps_query_raw():
-    assert split_target(b"/a/b?x=1?y#z") == (b"/a/b", b"x=1?y#z")
+    assert split_target(b"/a/b?x=1?y") == (b"/a/b", b"x=1?y")
     assert split_target(b"/a") == (b"/a", b"")
+
+
+@pytest.mark.parametrize("target", [b"/a/b?x=1#z", b"/a#/../admin", b"/a/b#"])
+def test_a_target_with_a_fragment_is_refused(target):
+    with pytest.raises(InvalidPath, match="fragment"):
+        split_target(target)
 
 
 def test_wire_path_appends_query():

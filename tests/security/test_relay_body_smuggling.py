@@ -119,11 +119,6 @@ def test_twin_echo_arrives_and_the_forbidden_path_sent_plainly_is_refused(relay,
     assert not relay_mesh.log.saw(forbidden)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a GET/HEAD body is forwarded on the pooled app connection; an app that "
-    "does not read it executes the request inside it, never judged by the ACL",
-)
 @pytest.mark.parametrize("verb", ["GET", "HEAD"])
 @pytest.mark.parametrize("door", ["inbound", "outbound"])
 def test_a_request_inside_a_get_or_head_body_never_reaches_the_app(relay, door, verb):
