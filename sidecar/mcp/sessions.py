@@ -6,7 +6,11 @@ caller reaches the server from the same place, so the server cannot tell callers
 sidecar must. A session belongs to the caller (trust domain + namespace + App ID) whose request
 the response that issued it answered; requests naming it from anyone else are refused as if it
 did not exist. The same for tasks (2025-11-25 ``tasks/*``): a task id belongs to the caller whose
-request created it, within the session it was created in.
+request created it, within the session it was created in. And the same for SSE event ids: a
+``Last-Event-ID`` resumes a stream from an event the server stored, and a server may keep one
+event store for every session (the official SDK does) and replay whatever id it is given, so an
+event id is a capability too. It belongs to the caller, within the session, whose stream this
+sidecar relayed it on; resuming from any other id is refused like an unknown session.
 
 Everything is bounded (least recently used goes first), both in total and per caller, so no
 caller can grow the table without limit or push out more than its own share. Forgetting is safe:
@@ -27,6 +31,8 @@ MAX_SESSIONS = 4096
 MAX_SESSIONS_PER_CALLER = 256
 MAX_TASKS = 8192
 MAX_TASKS_PER_CALLER = 512
+MAX_EVENT_IDS = 16384
+MAX_EVENT_IDS_PER_CALLER = 1024  # resumption needs only the latest ids of a caller's streams
 MAX_SEEN_TOOLS = 1024
 
 
@@ -91,15 +97,20 @@ class McpSessions:
         per_caller: int = MAX_SESSIONS_PER_CALLER,
         task_limit: int = MAX_TASKS,
         tasks_per_caller: int = MAX_TASKS_PER_CALLER,
+        event_limit: int = MAX_EVENT_IDS,
+        events_per_caller: int = MAX_EVENT_IDS_PER_CALLER,
     ) -> None:
         self._sessions = _OwnedLru(limit, per_caller)
         self._tasks = _OwnedLru(task_limit, tasks_per_caller)
+        self._events = _OwnedLru(event_limit, events_per_caller)  # (session, event id) → caller
         self._pending: dict[str, PendingLists] = {}  # by session id; only owners reach them
         # The tool names the server listed (unfiltered), for the CLI's typo warnings; the
         # callback (the runtime's) is told only when the set grows.
         self.seen_tools: frozenset[str] = frozenset()
         self.on_tools_seen: Callable[[frozenset[str]], None] | None = None
-        self._session_tasks: dict[Hashable, set[tuple]] = {}  # session id → its task keys
+        # session id → its task and event keys, forgotten with the session
+        self._session_tasks: dict[Hashable, set[tuple]] = {}
+        self._session_events: dict[Hashable, set[tuple]] = {}
 
     # -- sessions ------------------------------------------------------------------------------
     def owner(self, session_id: str) -> Hashable | None:
@@ -127,7 +138,8 @@ class McpSessions:
         return pending
 
     def end(self, caller: Hashable, session_id: str | None) -> None:
-        """The owner ended ``session_id`` (DELETE answered 2xx): forget it and its tasks."""
+        """The owner ended ``session_id`` (DELETE answered 2xx): forget it, its tasks and
+        event ids."""
         if session_id is not None and self._sessions.owner(session_id) == caller:
             self._sessions.release(session_id)
             self._forget(session_id)
@@ -136,24 +148,27 @@ class McpSessions:
         self._pending.pop(session_id, None)
         for task in self._session_tasks.pop(session_id, ()):
             self._tasks.release(task)
+        for event in self._session_events.pop(session_id, ()):
+            self._events.release(event)
 
     # -- tasks ---------------------------------------------------------------------------------
     def claim_task(self, caller: Hashable, session_id: str | None, task_id: str) -> bool:
         """A response created ``task_id`` for ``caller`` (False: another caller holds it)."""
-        key = (session_id, task_id)
-        claimed = self._tasks.claim(key, caller)
-        for dropped in self._tasks.evicted:
-            tasks = self._session_tasks.get(dropped[0])
-            if tasks is not None:
-                tasks.discard(dropped)
-                if not tasks:
-                    del self._session_tasks[dropped[0]]
-        if claimed and session_id is not None:
-            self._session_tasks.setdefault(session_id, set()).add(key)
-        return claimed
+        return _claim_in_session(self._tasks, self._session_tasks, caller, (session_id, task_id))
 
     def task_owner(self, session_id: str | None, task_id: str) -> Hashable | None:
         return self._tasks.owner((session_id, task_id))
+
+    # -- SSE event ids ---------------------------------------------------------------------------
+    def saw_event(self, caller: Hashable, session_id: str | None, event_id: str) -> bool:
+        """This sidecar relayed an event with ``event_id`` to ``caller`` on a stream of
+        ``session_id`` (False: the server used that id in another caller's stream as well)."""
+        return _claim_in_session(self._events, self._session_events, caller, (session_id, event_id))
+
+    def event_owner(self, session_id: str | None, event_id: str) -> Hashable | None:
+        """Whom this sidecar relayed ``event_id`` to in ``session_id`` (None: never relayed, or
+        forgotten)."""
+        return self._events.owner((session_id, event_id))
 
     # -- what the server offers ------------------------------------------------------------------
     def saw_tools(self, names) -> None:
@@ -168,6 +183,27 @@ class McpSessions:
     def counts(self) -> tuple[int, int, int]:
         """(sessions, tasks, sessions with pending list state)."""
         return len(self._sessions), len(self._tasks), len(self._pending)
+
+    def event_count(self) -> int:
+        """SSE event ids remembered for resumption."""
+        return len(self._events)
+
+
+def _claim_in_session(
+    table: _OwnedLru, by_session: dict[Hashable, set[tuple]], caller: Hashable, key: tuple
+) -> bool:
+    """Claim ``key`` = (session id, id) in ``table`` and index it under its session, so ending
+    or evicting the session forgets it; keys the table evicted leave the index too."""
+    claimed = table.claim(key, caller)
+    for dropped in table.evicted:
+        keys = by_session.get(dropped[0])
+        if keys is not None:
+            keys.discard(dropped)
+            if not keys:
+                del by_session[dropped[0]]
+    if claimed and key[0] is not None:
+        by_session.setdefault(key[0], set()).add(key)
+    return claimed
 
 
 def seen_tools_path(home: Path, namespace: str, app_id: str) -> Path:

@@ -22,6 +22,9 @@ parse strictly, or a response that cannot be filtered, is never passed on: the f
 JSON-RPC error event for its own pending ids (or one with id null), stops, and drops the rest of
 the stream (ToolHive #5257 passed the whole unfiltered reply in this case); with nothing pending
 such an event is dropped on its own. Memory is bounded by ``max_event_bytes``.
+
+The ``id`` of every block the filter passes on is told to ``on_event_id``: a client can resume
+(``Last-Event-ID``) only from an id it was given, so the sidecar admits only those (sessions.py).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class SseBlock:
     kind: Literal["event", "other", "stray"]
     event: SseEvent | None = None
     last_event_id: str | None = None  # the stream's last-event-id after this block
+    id: str | None = None  # the id field this block itself set (None: it set none)
 
 
 def serialize_event(event: SseEvent) -> bytes:
@@ -144,11 +148,12 @@ class SseParser:
             event = None
             if self._data:
                 event = SseEvent(b"\n".join(self._data), self._event, self._id, self._retry)
-            if self._id is not None:
-                self.last_event_id = self._id
+            block_id = self._id
+            if block_id is not None:
+                self.last_event_id = block_id
             self._reset_fields()
             kind = "event" if event is not None else "other"
-            return SseBlock(self._take_raw(), kind, event, self.last_event_id)
+            return SseBlock(self._take_raw(), kind, event, self.last_event_id, block_id)
         if line.startswith(b":"):
             if not self._has_fields:  # a comment outside any event: pass it on at once
                 return SseBlock(self._take_raw(), "other", None, self.last_event_id)
@@ -193,8 +198,10 @@ class SseFilter:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         backstop: Callable[[Any], Any | None] | None = None,
         observe: Callable[[Any], None] | None = None,
+        on_event_id: Callable[[str], None] | None = None,
     ) -> None:
         self._observe = observe  # sees each parsed message before any filtering
+        self._on_event_id = on_event_id  # told each event id passed on (resumption points)
         self._pending = pending
         self._backstop = backstop  # filters list results whatever their id (filtering.py)
         self._own_ids = tuple(own_ids)
@@ -212,9 +219,12 @@ class SseFilter:
             return self._fail(str(exc))
         out = bytearray()
         for block in blocks:
-            out += self._block(block)
+            passed = self._block(block)
+            out += passed
             if self.failed:
                 break
+            if passed and block.id and self._on_event_id is not None:
+                self._on_event_id(block.id)
         return bytes(out)
 
     def close(self) -> bytes:

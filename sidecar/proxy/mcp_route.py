@@ -21,7 +21,8 @@ fallback depends on it).
 Ownership (:mod:`sidecar.mcp.sessions`): a session belongs to the caller (trust domain,
 namespace and App ID) whose request the response issuing its ``Mcp-Session-Id`` answered, and a
 task to the caller whose request created it. :func:`check_session_owner` refuses anyone else's
-use of a session with the 404 an unknown session gets, before the server sees it; ``tasks/*``
+use of a session with the 404 an unknown session gets, before the server sees it, and the same
+for a ``Last-Event-ID`` that names no event relayed to this caller in this session; ``tasks/*``
 naming another caller's task are refused in :func:`judge_body`, and ``tasks/list`` results are
 cut to the caller's own tasks.
 """
@@ -96,21 +97,54 @@ def check_session_owner(sessions: McpSessions, request: InboundRequest) -> Decis
 
     Applies to every verb (POST, the GET stream and its ``Last-Event-ID`` resumption, DELETE).
     A session this sidecar never saw issued (or has forgotten) is refused too: the client starts
-    a new one, as the spec prescribes after a 404.
+    a new one, as the spec prescribes after a 404. So is a ``Last-Event-ID`` this sidecar did not
+    relay to this caller in this session (the server's event store may be shared by all).
     """
     sid = session_id(request)
-    if sid is None:
+    if sid is not None:
+        owner = sessions.owner(sid)
+        if owner != request.caller:
+            why = "is unknown to this sidecar" if owner is None else "belongs to another caller"
+            return _not_found(
+                f"Mcp-Session-Id {sid[:64]!r} {why}",
+                "sessions belong to the caller whose request opened them",
+            )
+    return _check_last_event_id(sessions, request, sid)
+
+
+def _check_last_event_id(
+    sessions: McpSessions, request: InboundRequest, sid: str | None
+) -> Decision | None:
+    """A ``Last-Event-ID`` (on any verb) must name an event this sidecar relayed to this caller
+    in this session: a server may resume from any id in its store, whoever it was issued to."""
+    pairs = getattr(request.headers, "pairs", None)
+    if pairs is not None and sum(1 for n, _ in pairs if n.lower() == b"last-event-id") > 1:
+        return _not_found(
+            "Last-Event-ID is repeated: a stream resumes from one event",
+            "a stream resumes only from an event relayed to the same caller in the same session",
+        )
+    event_id = request.headers.get("last-event-id")
+    if event_id is None:
         return None
-    owner = sessions.owner(sid)
+    owner = sessions.event_owner(sid, event_id)
     if owner == request.caller:
         return None
-    why = "is unknown to this sidecar" if owner is None else "belongs to another caller"
+    where = f"session {sid[:64]!r}" if sid is not None else "a stateless stream"
+    why = "never relayed to" if owner is None else "relayed to another caller than"
+    return _not_found(
+        f"Last-Event-ID {event_id[:64]!r} was {why} this caller in {where}",
+        "a stream resumes only from an event relayed to the same caller in the same session",
+    )
+
+
+def _not_found(message: str, rule: str) -> Decision:
+    """The one answer for anything naming state that is not the caller's: an unknown session."""
     return Decision.deny(
         "mcp",
         "session_not_found",
-        f"Mcp-Session-Id {sid[:64]!r} {why}",
+        message,
         404,
-        rule="sessions belong to the caller whose request opened them",
+        rule=rule,
         body=jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, SESSION_NOT_FOUND),
     )
 
@@ -310,8 +344,12 @@ class _SseListFilter:
     buffered = False
     extra_headers = ((b"cache-control", b"private, no-store"),)
 
-    def __init__(self, pending: PendingLists, own_ids: tuple, backstop, observe=None) -> None:
-        self._filter = SseFilter(pending, own_ids=own_ids, backstop=backstop, observe=observe)
+    def __init__(
+        self, pending: PendingLists, own_ids: tuple, backstop, observe=None, on_event_id=None
+    ) -> None:
+        self._filter = SseFilter(
+            pending, own_ids=own_ids, backstop=backstop, observe=observe, on_event_id=on_event_id
+        )
 
     def feed(self, chunk: bytes) -> bytes:
         return self._filter.feed(chunk)
@@ -350,7 +388,8 @@ def response_planner(
     replayed, resumed, mis-numbered or cross-delivered list cannot slip past an id lookup. The
     content check judges each message by the policy in force when it passes
     (``current_policy()``), so a grant revoked while a stream is open takes effect on the next
-    event. A response issuing an ``Mcp-Session-Id`` makes this caller its owner. The list
+    event. A response issuing an ``Mcp-Session-Id`` makes this caller its owner, and every SSE
+    event id passed on is recorded as this caller's, in the stream's session. The list
     requests of this POST (``new``) are registered only once the app answers: a request that
     never got an answer leaves nothing behind.
     """
@@ -362,12 +401,13 @@ def response_planner(
 
     def plan(response: h11.Response):
         pending_now = pending
+        stream_session = session_id(request)
         issued = get_header(response.headers, b"mcp-session-id")
         sid = issued.decode("latin-1") if issued is not None else None
-        if sid is not None and response.status_code < 400 and sid != session_id(request):
+        if sid is not None and response.status_code < 400 and sid != stream_session:
             if not sessions.claim(caller, sid):
                 return _Withhold("the server issued a session id another caller holds", (), pending)
-            pending_now = sessions.get(caller, sid)
+            pending_now, stream_session = sessions.get(caller, sid), sid
         content_type = (get_header(response.headers, b"content-type") or b"").lower()
         is_sse = content_type.startswith(b"text/event-stream")
         is_json = content_type.startswith(b"application/json")
@@ -378,7 +418,8 @@ def response_planner(
                 f"a response arrived with Content-Encoding {encoding!r}", list_ids, pending_now
             )
         if is_sse:
-            return _SseListFilter(pending_now, own_ids, backstop, observe)
+            saw_event = partial(sessions.saw_event, caller, stream_session)
+            return _SseListFilter(pending_now, own_ids, backstop, observe, saw_event)
         if list_ids and not is_json and response.status_code < 300:
             return _Withhold(
                 f"a list response arrived as {content_type.decode('latin-1')!r}, which cannot "

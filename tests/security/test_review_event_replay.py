@@ -8,6 +8,9 @@ server replays the victim's tool result into the intruder's stream. (The existin
 the victim's session id with the victim's event id; this spelling keeps the session honest.)
 
 The twin: the victim resumes its own stream from its own event id and gets its result again.
+The fix: the sidecar admits a ``Last-Event-ID`` only if it relayed that event id to the same
+caller in the same session; the neighbouring spellings (no session, a POST carrying the header,
+the header twice, the victim's own id in another of its sessions) are refused the same way.
 """
 
 from __future__ import annotations
@@ -42,11 +45,14 @@ def world(mcp_mesh):
         caller.close()
 
 
-def read_stream(caller: Caller, session: str, last_event_id: str, until: str) -> str:
-    """Open the session's GET stream resumed from ``last_event_id``; read until ``until`` shows
-    or the stream goes quiet (an open SSE stream never ends by itself)."""
-    headers = {"accept": "text/event-stream", "mcp-protocol-version": V3,
-               "mcp-session-id": session, "last-event-id": last_event_id}  # fmt: skip
+def read_stream(caller: Caller, session: str | None, last_event_id, until: str) -> str:
+    """Open the session's GET stream resumed from ``last_event_id`` (one id, or a list sent as
+    repeated headers); read until ``until`` shows or the stream goes quiet (an open SSE stream
+    never ends by itself)."""
+    ids = [last_event_id] if isinstance(last_event_id, str) else last_event_id
+    headers = [("accept", "text/event-stream"), ("mcp-protocol-version", V3)]
+    headers += [("mcp-session-id", session)] if session is not None else []
+    headers += [("last-event-id", i) for i in ids]
     seen = b""
     timeout = httpx.Timeout(15, read=3)
     try:
@@ -62,41 +68,82 @@ def read_stream(caller: Caller, session: str, last_event_id: str, until: str) ->
     return seen.decode("utf-8", "replace")
 
 
-def victim_event_id(victim: Caller) -> tuple[str, str]:
+def victim_event_id(victim: Caller, message: str = SECRET) -> tuple[str, str]:
+    """Open a session, make a call that answers on an event stream; its first event id."""
     session = victim.initialize(V3)
     posted = victim.post(
-        call("victim-call", "echo", {"message": SECRET}), version=V3, session=session
+        call("victim-call", "echo", {"message": message}), version=V3, session=session
     )
     assert posted.headers["content-type"].startswith("text/event-stream"), posted.text
-    assert SECRET in posted.text
+    assert message in posted.text
     ids = [e.id for e in parse_stream(posted.content) if e.id]
     assert ids, posted.content
     return session, ids[0]
 
 
-def test_victims_last_event_id_is_not_replayed_into_the_victims_own_stream_twin(world):
+def resumed_from(log, who: str, event_id: str) -> list[dict]:
+    """The requests from ``default/who`` that reached the server carrying ``event_id``."""
+    return [
+        e
+        for e in from_caller(log, "default", who)
+        if event_id in e["headers"].get("last-event-id", "")
+    ]
+
+
+def test_victim_resuming_its_own_session_from_its_own_event_id_gets_its_result_twin(world):
     callers, _log = world
     session, event_id = victim_event_id(callers["victim"])
     assert SECRET in read_stream(callers["victim"], session, event_id, SECRET)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: Last-Event-ID is not bound to the caller; the SDK's shared event store "
-    "replays a victim's events into an intruder's own session",
-)
 def test_intruder_resuming_its_own_session_from_a_victims_event_id_gets_nothing(world):
     callers, log = world
     _victim_session, event_id = victim_event_id(callers["victim"])
     own = callers["intruder"].initialize(V3)
     got = read_stream(callers["intruder"], own, event_id, SECRET)
-    arrived = [
-        e
-        for e in from_caller(log, "default", INTRUDER)
-        if e["headers"].get("last-event-id") == event_id
-    ]
-    # The victim's tool result came back to the intruder...
-    assert SECRET not in got, got
-    # ...because, as the server's own log shows, the resumption from the victim's event
-    # reached it.
-    assert arrived == [], arrived
+    # Refused like an unknown session, and, as the server's own log shows, never forwarded.
+    assert got == "status 404", got
+    assert resumed_from(log, INTRUDER, event_id) == []
+
+
+def test_intruder_resuming_its_own_session_from_its_own_event_id_still_works_twin(world):
+    callers, _log = world
+    session, event_id = victim_event_id(callers["intruder"], "intruder-own-5c1d")
+    assert "intruder-own-5c1d" in read_stream(
+        callers["intruder"], session, event_id, "intruder-own-5c1d"
+    )
+
+
+def test_intruder_without_a_session_or_on_a_post_cannot_resume_from_a_victims_event(world):
+    callers, log = world
+    _victim_session, event_id = victim_event_id(callers["victim"])
+    intruder = callers["intruder"]
+    assert read_stream(intruder, None, event_id, SECRET) == "status 404"
+    own = intruder.initialize(V3)
+    posted = intruder.post(
+        call("ping-1", "echo", {"message": "hi"}),
+        version=V3,
+        session=own,
+        headers={"last-event-id": event_id},
+    )
+    assert posted.status_code == 404 and SECRET not in posted.text, posted.text
+    assert resumed_from(log, INTRUDER, event_id) == []
+
+
+def test_a_victims_event_id_smuggled_beside_the_intruders_own_is_refused(world):
+    callers, log = world
+    _victim_session, victims = victim_event_id(callers["victim"])
+    own, mine = victim_event_id(callers["intruder"], "intruder-own-9e2b")
+    for ids in ([mine, victims], [victims, mine]):
+        assert read_stream(callers["intruder"], own, ids, SECRET) == "status 404"
+    assert resumed_from(log, INTRUDER, victims) == []
+
+
+def test_an_event_id_resumes_only_the_session_it_was_relayed_in(world):
+    callers, log = world
+    _first, event_id = victim_event_id(callers["victim"])
+    second = callers["victim"].initialize(V3)
+    assert read_stream(callers["victim"], second, event_id, SECRET) == "status 404"
+    assert [
+        e for e in resumed_from(log, VICTIM, event_id) if e["headers"]["mcp-session-id"] == second
+    ] == []
