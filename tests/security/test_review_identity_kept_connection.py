@@ -108,11 +108,6 @@ def _server(world):
     return app, server.ready["inbound"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a connection keeps the App identity mapped at its handshake after an "
-    "AppIdentityBinding takes that App ID away",
-)
 def test_a_binding_applied_while_a_squatter_is_connected_stops_it_on_that_connection(world):
     app, inbound = _server(world)
     squatter = _svid(world, "squatter", ("ns", "default", "sa", "mcp-client"))
@@ -131,10 +126,6 @@ def test_a_binding_applied_while_a_squatter_is_connected_stops_it_on_that_connec
         kept.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a connection keeps serving its caller after the caller's SVID expired",
-)
 def test_an_svid_that_expires_while_connected_stops_serving_on_that_connection(world):
     app, inbound = _server(world)
     client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=SHORT_TTL)
