@@ -21,7 +21,7 @@ from ._mapping import (
     install_identity_map,
     parse_binding,
 )
-from ._peer import leaf_app_identity, leaf_spiffe_uri, peer_identity
+from ._peer import PeerSvid, leaf_app_identity, leaf_spiffe_uri, peer_identity, peer_svid
 from ._pemfiles import atomic_write
 from ._spiffe_id import (
     DEFAULT_NAMESPACE,
@@ -43,7 +43,13 @@ from ._svid import (
     save_svid_dir,
     svid_dir_layout,
 )
-from ._tls import client_context, expect_peer_identity, server_context, ssl_peer_identity
+from ._tls import (
+    client_context,
+    expect_peer_identity,
+    server_context,
+    ssl_peer_identity,
+    ssl_peer_svid,
+)
 
 __all__ = [
     "BINDING_KIND",
@@ -58,6 +64,7 @@ __all__ = [
     "NotAnAppIdentity",
     "PeerIdentityError",
     "PeerIdentityMismatch",
+    "PeerSvid",
     "SpiffeId",
     "SvidError",
     "TrustBundle",
@@ -76,10 +83,12 @@ __all__ = [
     "load_svid_dir",
     "parse_binding",
     "peer_identity",
+    "peer_svid",
     "private_key_to_pem",
     "save_svid_dir",
     "server_context",
     "ssl_peer_identity",
+    "ssl_peer_svid",
     "svid_dir_layout",
     "validate_app_id",
     "validate_namespace",

@@ -19,7 +19,7 @@ import tempfile
 
 from ._errors import PeerIdentityError, PeerIdentityMismatch
 from ._mapping import current_identity_map
-from ._peer import peer_identity
+from ._peer import PeerSvid, peer_identity, peer_svid
 from ._spiffe_id import AppIdentity
 from ._svid import TrustBundle, X509Svid
 
@@ -79,6 +79,14 @@ def ssl_peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> AppIdentity:
     if not der:
         raise PeerIdentityError("peer presented no certificate")
     return peer_identity(der)
+
+
+def ssl_peer_svid(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerSvid:
+    """The peer's SPIFFE ID and leaf expiry, kept by a connection to judge each request by."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise PeerIdentityError("peer presented no certificate")
+    return peer_svid(der)
 
 
 def expect_peer_identity(

@@ -41,7 +41,11 @@ def _is_segment(path: Path) -> bool:
 def _log_files_for(files: tuple[str, ...], app_id: str | None, namespace: str, home: Path):
     if files and app_id:
         raise click.UsageError("give FILE… or --app-id, not both")
-    if app_id:
+    return _log_files(files, app_id, namespace, home)
+
+
+def _log_files(files: tuple[str, ...], app_id: str | None, namespace: str, home: Path):
+    if app_id and not files:
         current = _current_path(home, app_id, namespace)
         found = log_files(current)
         if not found:
@@ -56,6 +60,51 @@ def _log_files_for(files: tuple[str, ...], app_id: str | None, namespace: str, h
     if len(paths) == 1 and not _is_segment(paths[0]):
         return log_files(paths[0]), paths[0]  # the current file and its rotated segments
     return paths, None
+
+
+def _named_owner(paths: list[Path]) -> tuple[str, str]:
+    """(namespace, App ID) that the sidecar's file names say (``<ns>.<app-id>[.<n>].jsonl``)."""
+    owners = set()
+    for path in paths:
+        parts = path.name.removesuffix(".jsonl").split(".")
+        if _is_segment(path):
+            parts = parts[:-1]
+        if len(parts) != 2 or not all(parts):
+            raise click.ClickException(
+                f"cannot tell whose log {path} is: its name is not <namespace>.<app-id>.jsonl; "
+                "pass --app-id (and --namespace) to say whose it must be"
+            )
+        owners.add((parts[0], parts[1]))
+    if len(owners) != 1:
+        raise click.ClickException(
+            "the files named are the logs of different apps: "
+            + ", ".join(f"{ns}/{app}" for ns, app in sorted(owners))
+        )
+    return owners.pop()
+
+
+def _expected_owner(app_id: str, namespace: str, home: Path, policy_dir: str | None):
+    """The App the log must belong to, with the identity map of the home (or policy dir) that
+    says which SPIFFE IDs hold it."""
+    from identity import IdentityError, validate_app_id, validate_namespace
+
+    from .audit import AppOwner
+    from .errors import SidecarError
+    from .identity_source import identity_map_from_resources
+    from .state.policy_dir import PolicyDirStore
+    from .state.store import MeshStore
+
+    try:
+        validate_app_id(app_id)
+        validate_namespace(namespace)
+    except IdentityError as exc:
+        raise click.ClickException(str(exc)) from None
+    store = PolicyDirStore(Path(policy_dir)) if policy_dir else MeshStore(home)
+    try:
+        identity_map = identity_map_from_resources(store.snapshot(app_id, namespace).resources)
+    except (SidecarError, IdentityError, OSError) as exc:
+        raise click.ClickException(f"cannot read the identity map: {exc}") from None
+    return AppOwner(namespace, app_id, identity_map)
 
 
 def _running_head(home: Path, current: Path | None) -> tuple[dict | None, str | None]:
@@ -89,8 +138,17 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--app-id", help="Verify this app's log under <home>/audit (with its rotated files).")
+@click.option(
+    "--app-id",
+    help="Verify this app's log under <home>/audit (with its rotated files). With FILE…: the "
+    "app whose log they must be (default: the one their name <ns>.<app-id>.jsonl says).",
+)
 @click.option("--namespace", default="default", show_default=True)
+@click.option(
+    "--policy-dir",
+    type=click.Path(file_okay=False),
+    help="Read App ID bindings (who may own the log) from this directory instead of the home.",
+)
 @click.option(
     "--bundle",
     type=click.Path(dir_okay=False),
@@ -104,12 +162,19 @@ def audit_group() -> None:
 )
 @click.option("--no-live", is_flag=True, help="Do not compare with the running sidecar's head.")
 @_home_option
-def verify_command(files, app_id, namespace, bundle, checkpoint_file, no_live, home) -> None:
-    """Check sequence, hash chain and signed checkpoints; name the first line that breaks."""
+def verify_command(
+    files, app_id, namespace, policy_dir, bundle, checkpoint_file, no_live, home
+) -> None:
+    """Check sequence, hash chain and signed checkpoints, and that the log is the app's own
+    (signed by a SPIFFE ID the identity map gives that App ID); name the first line that
+    breaks."""
     from identity import IdentityError, TrustBundle
 
     home_path = resolve_home(home)
-    paths, current = _log_files_for(files, app_id, namespace, home_path)
+    paths, current = _log_files(files, app_id, namespace, home_path)
+    if not app_id:
+        namespace, app_id = _named_owner(paths)
+    owner = _expected_owner(app_id, namespace, home_path, policy_dir)
     bundle_path = Path(bundle) if bundle else home_path / "ca" / "bundle.pem"
     try:
         trust = TrustBundle.load(bundle_path)
@@ -117,7 +182,6 @@ def verify_command(files, app_id, namespace, bundle, checkpoint_file, no_live, h
         raise click.ClickException(f"{exc} (pass --bundle with the mesh's trust bundle)") from None
     copied = _load_checkpoint(checkpoint_file) if checkpoint_file else None
     head, why_not = (None, "--no-live given") if no_live else _running_head(home_path, current)
-    owner = f"/ns/{namespace}/{app_id}" if app_id else None
     watch = [int(head["seq"])] if head is not None else []
     if copied is not None:
         watch.append(int(copied["seq"]))
@@ -137,7 +201,8 @@ def verify_command(files, app_id, namespace, bundle, checkpoint_file, no_live, h
         checked.append("the copied checkpoint")
     click.echo(
         f"intact: {report.records} records in {len(paths)} file(s), head seq {report.head_seq} "
-        f"({report.head_hash[:16]}…), owner {report.owner or '-'}; checked " + ", ".join(checked)
+        f"({report.head_hash[:16]}…), owner {report.owner or '-'} (App {owner}); checked "
+        + ", ".join(checked)
     )
     if why_not and not no_live:
         click.echo(f"note: {why_not}", err=True)

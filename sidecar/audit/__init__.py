@@ -16,7 +16,7 @@ from .log import STDOUT, AuditLog, AuditSettings
 from .mcp_fields import McpSummary, summarize
 from .record import CHECKPOINT, DECISION, DECISION_FIELDS, GENESIS, line_hash, rfc3339
 from .sinks import AuditLogUnusable, log_files
-from .verify import Break, Report, verify_chain, verify_files
+from .verify import AppOwner, Break, Report, verify_chain, verify_files
 
 __all__ = [
     "CHECKPOINT",
@@ -24,6 +24,7 @@ __all__ = [
     "DECISION_FIELDS",
     "GENESIS",
     "STDOUT",
+    "AppOwner",
     "AuditLog",
     "AuditLogUnusable",
     "AuditSettings",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from identity import TrustBundle
+from identity import AppIdentity, IdentityError, IdentityMap, SpiffeId, TrustBundle
 
 from .checkpoint import CheckpointInvalid, verify_checkpoint
 from .record import CHECKPOINT, DECISION, GENESIS, encode, line_hash
@@ -115,14 +115,35 @@ def _owner_and_lines(lines: Iterator[Line]) -> tuple[str | None, Iterator[Line]]
     return owner, itertools.chain(seen, lines)
 
 
-def _owned_by(owner: str, expected: str) -> bool:
-    """``expected`` is a SPIFFE ID or a ``/ns/<ns>/<app-id>`` tail. A sidecar whose SVID is a
-    Kubernetes ServiceAccount identity (``/ns/<ns>/sa/<name>``, mapped to its App ID by policy
-    the verifier does not hold) is accepted for the namespace it names."""
-    if owner == expected or owner.endswith(expected):
-        return True
-    namespace_part = expected.rsplit("/", 1)[0]  # "/ns/<ns>"
-    return expected.startswith("/ns/") and f"{namespace_part}/sa/" in owner
+@dataclass(frozen=True)
+class AppOwner:
+    """Whose log it must be: App ``app_id`` in ``namespace``, which only the SPIFFE IDs the
+    mesh's identity map derives for it may sign (its binding alone, or its Dapr and default
+    ServiceAccount forms when unbound). Any other ServiceAccount of the namespace is not it."""
+
+    namespace: str
+    app_id: str
+    identity_map: IdentityMap
+
+    def holds(self, owner: str) -> bool:
+        try:
+            sid = SpiffeId.parse(owner)
+            app = AppIdentity(sid.trust_domain, self.namespace, self.app_id)
+        except IdentityError:
+            return False
+        return self.identity_map.holds(sid, app)
+
+    def holders(self, owner: str) -> str:
+        """The SPIFFE IDs that hold the App, in the trust domain ``owner`` names."""
+        try:
+            domain = SpiffeId.parse(owner).trust_domain
+            app = AppIdentity(domain, self.namespace, self.app_id)
+        except IdentityError:
+            return "a SPIFFE ID of its trust domain"
+        return " or ".join(str(sid) for sid in self.identity_map.spiffe_ids_for(app))
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.app_id}"
 
 
 def _windows(lines: Iterator[Line]) -> Iterator[tuple[Line, Line | None, Line | None]]:
@@ -142,20 +163,22 @@ def verify_lines(
     lines: Iterable[Line],
     report: Report,
     bundle: TrustBundle | None,
-    expected_owner: str | None = None,
+    expected_owner: AppOwner | None = None,
     watch: Iterable[int] = (),
 ) -> Report:
-    """Walk the chain. ``expected_owner``: the log's sidecar as a SPIFFE ID or its
-    ``/ns/<ns>/<app-id>`` tail; ``watch``: seqs whose hash and place to remember (heads to
-    compare with afterwards)."""
+    """Walk the chain. ``expected_owner``: the App whose sidecar must own the log; ``watch``:
+    seqs whose hash and place to remember (heads to compare with afterwards)."""
     watched = set(watch)
     report.owner, stream = _owner_and_lines(iter(lines))
     prev, expected_seq = GENESIS, 1
     for line, after, beyond in _windows(stream):
         report.last = line
-        if expected_owner and report.owner and not _owned_by(report.owner, expected_owner):
+        if expected_owner and report.owner and not expected_owner.holds(report.owner):
             report.error = Break(
-                line.file, line.number, f"log of {report.owner}, not of {expected_owner}"
+                line.file,
+                line.number,
+                f"log of {report.owner}, not of {expected_owner} "
+                f"(held only by {expected_owner.holders(report.owner)})",
             )
             return report
         error = _check_line(line, prev, expected_seq, report, bundle)
@@ -274,7 +297,7 @@ def verify_files(
     files: Sequence[Path],
     bundle: TrustBundle | None,
     *,
-    expected_owner: str | None = None,
+    expected_owner: AppOwner | None = None,
     watch: Iterable[int] = (),
 ) -> Report:
     report = Report()

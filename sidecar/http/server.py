@@ -25,7 +25,7 @@ import h11
 import structlog
 import trio
 
-from identity import AppIdentity, IdentityError, ssl_peer_identity
+from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map, ssl_peer_svid
 
 from .admission import HandshakeAdmission
 from .connection import ConnectionLost, HttpConnection, ProtocolViolation
@@ -81,6 +81,7 @@ class ConnectionInfo:
     peer_port: int
     peer_identity: AppIdentity | None = None
     peer_identity_error: str | None = None  # set when TLS succeeded but the ID is unusable
+    peer_svid: PeerSvid | None = None  # SPIFFE ID + expiry: each request is judged again by it
 
 
 Handler = Callable[[HttpConnection, h11.Request, ConnectionInfo], Awaitable[None]]
@@ -200,7 +201,8 @@ class HttpServer:
                 if not await self._handshake(stream, info) or self._full():
                     return
                 try:
-                    info.peer_identity = ssl_peer_identity(stream)
+                    info.peer_svid = ssl_peer_svid(stream)
+                    info.peer_identity = info.peer_svid.app_identity(current_identity_map())
                 except IdentityError as exc:
                     info.peer_identity_error = str(exc)
             elif isinstance(stream, trio.SocketStream):

@@ -26,12 +26,13 @@ forwarded headers only through :mod:`.forward_headers`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from identity import AppIdentity
+from identity import AppIdentity, IdentityError, IdentityMap, PeerSvid, current_identity_map
 
 from ..http.headers import FieldView, get_header, unexpected_body
 from ..http.message import request_head
@@ -114,8 +115,10 @@ class InboundJudge:
         policy: Callable[[], InboundPolicy],
         sessions: mcp_route.McpSessions,
         bearer_sources: Callable[[], Any],
+        identity_map: Callable[[], IdentityMap] = current_identity_map,
     ) -> None:
         self.site = site
+        self._identity_map = identity_map
         self.policy = policy
         self.sessions = sessions
         self._bearer_sources = bearer_sources
@@ -123,16 +126,32 @@ class InboundJudge:
 
     # --- the two steps -------------------------------------------------------------------
 
-    def head(self, request, peer_identity, peer_identity_error, peer_host: str, now: float):
-        """Judge a request head: :class:`Answer`, :class:`ReadBody` or :class:`Forward`."""
+    def head(
+        self,
+        request,
+        peer_identity,
+        peer_identity_error,
+        peer_host: str,
+        now: float,
+        peer_svid: PeerSvid | None = None,
+    ):
+        """Judge a request head: :class:`Answer`, :class:`ReadBody` or :class:`Forward`.
+
+        ``peer_svid`` (what the connection kept of the caller's leaf) makes the caller the one
+        the identity map in force *now* derives, and refuses once the leaf has expired."""
         policy = self.policy()
         fields = FieldView(request.headers)  # the header list is walked once from here on
         verb = request.method.decode("ascii", "replace")
         trace = trace_id(fields.pairs)
-        if peer_identity is None:
-            facts = Facts(verb=verb, policy_version=policy.version, trace_id=trace)
+        refusal = None
+        if peer_svid is not None:
+            peer_identity, refusal = self._caller_now(peer_svid, now)
+        elif peer_identity is None:
             why = peer_identity_error or "no identity"
-            return Answer.deny(Decision.deny("identity", "ERR_PEER_IDENTITY", why, 403), facts)
+            refusal = Decision.deny("identity", "ERR_PEER_IDENTITY", why, 403)
+        if refusal is not None:
+            facts = Facts(verb=verb, policy_version=policy.version, trace_id=trace)
+            return _closing(Answer.deny(refusal, facts))
         try:
             if request.method not in STANDARD_METHODS:
                 # The ACL judges unknown methods as POST (Dapr's calling sidecar sends them so);
@@ -188,6 +207,19 @@ class InboundJudge:
                 return again
             judged = again
         return self._decide(judged, body)
+
+    def _caller_now(self, peer_svid: PeerSvid, now: float):
+        """(caller, None) or (None, refusal): a kept-alive connection is judged as its leaf
+        stands now — not expired, and mapped by the identity map in force (a binding applied
+        after the handshake binds this connection too)."""
+        if peer_svid.expired(now):
+            when = dt.datetime.fromtimestamp(peer_svid.not_after, dt.UTC).isoformat()
+            message = f"the caller's SVID {peer_svid.spiffe_id} expired at {when}"
+            return None, Decision.deny("identity", "ERR_PEER_SVID_EXPIRED", message, 403)
+        try:
+            return peer_svid.app_identity(self._identity_map()), None
+        except IdentityError as exc:
+            return None, Decision.deny("identity", "ERR_PEER_IDENTITY", str(exc), 403)
 
     # --- head checks ---------------------------------------------------------------------
 
@@ -304,6 +336,11 @@ class InboundJudge:
                 self.sessions.end(inbound.caller, sid)
 
         return ended
+
+
+def _closing(answer: Answer) -> Answer:
+    """An identity refusal ends the connection: nothing more is served to that peer on it."""
+    return replace(answer, headers=(*answer.headers, (b"connection", b"close")))
 
 
 def _small_body(headers) -> bool:

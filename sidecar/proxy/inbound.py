@@ -103,7 +103,12 @@ class InboundProxy:
         hop = self.audit.begin("inbound", request.headers, request.method)
         result = ExchangeResult()
         verdict = self.judge.head(
-            request, info.peer_identity, info.peer_identity_error, info.peer_host, time.time()
+            request,
+            info.peer_identity,
+            info.peer_identity_error,
+            info.peer_host,
+            time.time(),
+            info.peer_svid,
         )
         refusal = self.audit.refusal()  # fail closed while records cannot be kept
         if refusal is not None:

@@ -13,8 +13,8 @@ import os
 import pytest
 import trio
 
-from identity import AppIdentity
-from sidecar.audit import AuditLog, AuditSettings, log_files, verify_files
+from identity import AppIdentity, IdentityBinding, IdentityMap, SpiffeId
+from sidecar.audit import AppOwner, AuditLog, AuditSettings, log_files, verify_files
 from sidecar.audit.sinks import AuditLogUnusable
 from tests._support.pki import issue
 
@@ -233,9 +233,10 @@ def test_owner_is_checked_against_the_app_id(tmp_path, mesh_ca):
     audit.record(**decision())
     audit.close()
     files = log_files(tmp_path / "default.server.jsonl")
-    report = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/other")
-    assert report.error is not None and "not of /ns/default/other" in report.error.message
-    ok = verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/server")
+    report = verify_files(files, mesh_ca.bundle, expected_owner=owner("other"))
+    assert report.error is not None and "not of default/other" in report.error.message
+    assert "held only by spiffe://public/ns/default/other or " in report.error.message
+    ok = verify_files(files, mesh_ca.bundle, expected_owner=owner("server"))
     assert ok.error is None
 
 
@@ -267,11 +268,37 @@ async def test_without_an_svid_the_checkpoint_waits_a_period_instead_of_spinning
     audit.close()
 
 
-def test_a_service_account_identity_owns_the_log_of_its_namespace(tmp_path, mesh_ca):
+def owner(app_id: str, namespace: str = "default", bindings=()) -> AppOwner:
+    return AppOwner(namespace, app_id, IdentityMap(bindings))
+
+
+def _log_owned_by(tmp_path, callee: str):
     audit = make(tmp_path)
-    audit.record(**decision(callee="spiffe://public/ns/default/sa/server-sa"))
+    audit.record(**decision(callee=callee))
     audit.close()
-    files = log_files(tmp_path / "default.server.jsonl")
-    assert verify_files(files, mesh_ca.bundle, expected_owner="/ns/default/server").error is None
-    other = verify_files(files, mesh_ca.bundle, expected_owner="/ns/prod/server")
+    return log_files(tmp_path / "default.server.jsonl")
+
+
+def test_the_default_service_account_identity_owns_its_apps_log(tmp_path, mesh_ca):
+    files = _log_owned_by(tmp_path, "spiffe://public/ns/default/sa/server")
+    assert verify_files(files, mesh_ca.bundle, expected_owner=owner("server")).error is None
+    other = verify_files(files, mesh_ca.bundle, expected_owner=owner("server", "prod"))
     assert other.error is not None
+
+
+def test_another_service_account_of_the_namespace_does_not_own_the_log(tmp_path, mesh_ca):
+    files = _log_owned_by(tmp_path, "spiffe://public/ns/default/sa/intruder")
+    report = verify_files(files, mesh_ca.bundle, expected_owner=owner("server"))
+    assert report.error is not None and "not of default/server" in report.error.message
+
+
+def test_a_bound_service_account_owns_the_log_and_the_default_forms_no_longer_do(tmp_path, mesh_ca):
+    bound = SpiffeId.parse("spiffe://public/ns/default/sa/server-sa")
+    binding = IdentityBinding(bound, "default", "server")
+    files = _log_owned_by(tmp_path / "bound", str(bound))
+    mapped = owner("server", bindings=[binding])
+    assert verify_files(files, mesh_ca.bundle, expected_owner=mapped).error is None
+    assert verify_files(files, mesh_ca.bundle, expected_owner=owner("server")).error is not None
+    squatter = _log_owned_by(tmp_path / "squat", "spiffe://public/ns/default/sa/server")
+    refused = verify_files(squatter, mesh_ca.bundle, expected_owner=mapped)
+    assert refused.error is not None and str(bound) in refused.error.message

@@ -48,8 +48,9 @@ def _write(path, lines: list[str]) -> None:
 
 def verify(world, path, *extra: str):
     return world.tm(
-        "audit", "verify", str(path), "--no-live", "--bundle", str(world.bundle()), *extra
-    )
+        "audit", "verify", str(path), "--app-id", MCP_SERVER, "--no-live",
+        "--bundle", str(world.bundle()), *extra,
+    )  # fmt: skip
 
 
 def assert_broken_at(result, path, line: int, *fragments: str) -> None:

@@ -58,11 +58,8 @@ def test_twin_the_untouched_log_verifies_as_mcp_servers(world, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: audit verify accepts any /ns/<ns>/sa/* signer as the owner of an App's log",
-)
-def test_a_log_rewritten_and_signed_by_another_service_account_is_refused(world, tmp_path):
+def _forged_by_intruder(world) -> list[str]:
+    """mcp-server's log with its first denial flipped, re-signed by another SA's SVID."""
     lines = world.log_path(MCP_SERVER).read_text().splitlines()
     server_id = f"spiffe://public/ns/default/{MCP_SERVER}"
     forged = []
@@ -80,6 +77,70 @@ def test_a_log_rewritten_and_signed_by_another_service_account_is_refused(world,
     mine = world.mcp.mesh.ca.issue(
         AppIdentity("public", "default", "intruder", source=INTRUDER_SA), now=utcnow()
     )
-    forged = rechain(forged, 0, mine)
-    result = verify_as_home(world, fake_home(tmp_path, forged))
+    return rechain(forged, 0, mine)
+
+
+def test_a_log_rewritten_and_signed_by_another_service_account_is_refused(world, tmp_path):
+    result = verify_as_home(world, fake_home(tmp_path, _forged_by_intruder(world)))
     assert result.returncode == 1, result.stdout + result.stderr
+    assert f"not of default/{MCP_SERVER}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def verify_file(world, path, home, *extra: str):
+    return subprocess.run(
+        [*TRUSTMESH, "audit", "verify", str(path), "--no-live", "--bundle", str(world.bundle()),
+         "--home", str(home), *extra],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_the_same_forgery_verified_as_a_file_is_refused_by_its_name(world, tmp_path):
+    home = fake_home(tmp_path, _forged_by_intruder(world))
+    path = home / "audit" / f"default.{MCP_SERVER}.jsonl"
+    result = verify_file(world, path, home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"not of default/{MCP_SERVER}" in result.stderr, result.stderr
+    copy = tmp_path / "copy.jsonl"  # renamed: whose log it is must then be said
+    copy.write_bytes(path.read_bytes())
+    unnamed = verify_file(world, copy, home)
+    assert unnamed.returncode == 1 and "cannot tell whose log" in unnamed.stderr, unnamed.stderr
+    assert verify_file(world, copy, home, "--app-id", MCP_SERVER).returncode == 1
+
+
+def test_twin_the_untouched_log_verified_as_a_file_names_its_owner(world, tmp_path):
+    home = fake_home(tmp_path, world.log_path(MCP_SERVER).read_text().splitlines())
+    result = verify_file(world, home / "audit" / f"default.{MCP_SERVER}.jsonl", home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"(App default/{MCP_SERVER})" in result.stdout
+    assert f"owner spiffe://public/ns/default/{MCP_SERVER} " in result.stdout
+
+
+INTRUDER_BINDING = f"""\
+apiVersion: trustmesh.dev/v1alpha1
+kind: AppIdentityBinding
+metadata: {{name: {MCP_SERVER}}}
+spec:
+  spiffeID: {INTRUDER_SA}
+  appID: {MCP_SERVER}
+"""
+
+
+def test_twin_when_the_map_binds_that_service_account_it_owns_the_log_and_no_one_else(
+    world, tmp_path
+):
+    """The owner rule is the identity map's: bound, the ServiceAccount *is* mcp-server, and
+    the Dapr form that signed the untouched log no longer is."""
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "binding.yaml").write_text(INTRUDER_BINDING)
+    bound = verify_as_home(
+        world, fake_home(tmp_path / "a", _forged_by_intruder(world)), "--policy-dir", str(policy)
+    )
+    assert bound.returncode == 0, bound.stdout + bound.stderr
+    assert f"owner {INTRUDER_SA} (App default/{MCP_SERVER})" in bound.stdout
+    untouched = world.log_path(MCP_SERVER).read_text().splitlines()
+    displaced = verify_as_home(
+        world, fake_home(tmp_path / "b", untouched), "--policy-dir", str(policy)
+    )
+    assert displaced.returncode == 1 and f"held only by {INTRUDER_SA}" in displaced.stderr
