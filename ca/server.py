@@ -12,13 +12,22 @@ TLS: the server presents a leaf the CA issues itself for
 Client certificates are optional (``CERT_OPTIONAL``): enrolment has none, renewal has one. When
 one is presented OpenSSL verifies it against the bundle during the handshake and refuses the
 connection if it does not chain, so the service only ever sees verified identities.
+
+Admission (#10.7): a finished handshake without a certificate proves nothing, so such a
+connection is as unauthenticated as a pending handshake. It never takes one of the slots kept for
+authenticated (mTLS) clients: until its request has been read it lives in a budget of its own —
+smaller, with a per-source share and a short deadline, where a full budget cuts the oldest of the
+same source rather than the newcomer (:class:`HandshakeAdmission`). Silent anonymous connections
+therefore only ever evict each other, and renewals keep being served.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import ssl
+from collections.abc import Iterator
 
 import h11
 import structlog
@@ -40,6 +49,9 @@ MAX_CONNECTIONS = 256  # connections past their TLS handshake
 MAX_HANDSHAKES = 64  # connections still in it: a budget of their own (#10.7)
 MAX_HANDSHAKES_PER_SOURCE = 16
 HANDSHAKE_TIMEOUT = 5.0
+MAX_ANONYMOUS = 64  # finished handshakes without a client certificate, until their request is read
+MAX_ANONYMOUS_PER_SOURCE = 16
+ANONYMOUS_REQUEST_TIMEOUT = 5.0
 SERVER_CERT_TTL = dt.timedelta(hours=24)
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_TIMEOUT = 2.0
@@ -72,6 +84,7 @@ class CAServer:
         max_body: int = MAX_BODY_BYTES,
         max_connections: int = MAX_CONNECTIONS,
         handshakes: HandshakeAdmission | None = None,
+        anonymous: HandshakeAdmission | None = None,
     ) -> None:
         self.service = service
         # Deadlines bound how long each connection lasts; this bounds how many there are. A
@@ -80,6 +93,9 @@ class CAServer:
         self._slots = trio.CapacityLimiter(max_connections)
         self.handshakes = handshakes or HandshakeAdmission(
             MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, min(io_timeout, HANDSHAKE_TIMEOUT)
+        )
+        self.anonymous = anonymous or HandshakeAdmission(
+            MAX_ANONYMOUS, MAX_ANONYMOUS_PER_SOURCE, min(io_timeout, ANONYMOUS_REQUEST_TIMEOUT)
         )
         self.io_timeout = io_timeout
         self.max_body = max_body
@@ -124,7 +140,8 @@ class CAServer:
 
     async def _handle(self, tcp: trio.abc.Stream) -> None:
         stream = trio.SSLStream(tcp, self._context, server_side=True)
-        scope = self.handshakes.admit(_source(tcp))
+        source = _source(tcp)
+        scope = self.handshakes.admit(source)
         try:
             with scope:
                 await stream.do_handshake()
@@ -138,6 +155,9 @@ class CAServer:
             log.info("tls handshake cut: deadline passed or the budget needed room")
             await trio.aclose_forcefully(stream)
             return
+        if not stream.getpeercert(binary_form=True):
+            await self._handle_tls(stream, anonymous_source=source)  # never takes a slot
+            return
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
@@ -149,9 +169,11 @@ class CAServer:
         finally:
             self._slots.release()
 
-    async def _handle_tls(self, stream: trio.SSLStream) -> None:
+    async def _handle_tls(
+        self, stream: trio.SSLStream, anonymous_source: str | None = None
+    ) -> None:
         try:
-            await self._exchange(stream)
+            await self._exchange(stream, anonymous_source)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the client went away; nothing to answer
         finally:
@@ -160,11 +182,33 @@ class CAServer:
             if scope.cancelled_caught:
                 await trio.aclose_forcefully(stream)
 
-    async def _exchange(self, stream: trio.SSLStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    @contextlib.contextmanager
+    def _reading(self, anonymous_source: str | None) -> Iterator[trio.CancelScope]:
+        """The scope to read a request in: for an anonymous connection, a place in its budget
+        (with its deadline, and cut if a newer one needs the room) until the request is read."""
+        if anonymous_source is None:
+            with trio.CancelScope() as scope:
+                yield scope
+            return
+        scope = self.anonymous.admit(anonymous_source)
         try:
-            request = await self._read_request(conn, stream)
-        except _Refused as refused:
+            with scope:
+                yield scope
+        finally:
+            self.anonymous.done(scope)
+
+    async def _exchange(self, stream: trio.SSLStream, anonymous_source: str | None) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        with self._reading(anonymous_source) as reading:
+            try:
+                request = await self._read_request(conn, stream)
+            except _Refused as refused:
+                request = refused
+        if reading.cancelled_caught:
+            log.info("anonymous connection cut: no request in time, or its budget needed room")
+            return
+        if isinstance(request, _Refused):
+            refused = request
             if isinstance(refused.error, h11.RemoteProtocolError):
                 response = _protocol_error_response(refused.error)
             else:
