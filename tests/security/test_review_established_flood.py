@@ -54,11 +54,6 @@ def test_twin_the_caller_is_served_without_squatters(relay):
     assert relay_mesh.log.saw(msg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: established mTLS connections have no per-identity share; one mesh "
-    "identity holding idle connections refuses every other caller",
-)
 def test_idle_connections_of_one_mesh_identity_do_not_lock_other_callers_out(relay):
     relay_mesh, _ = relay
     address = relay_mesh.server.address("inbound")
