@@ -18,7 +18,10 @@ connection is as unauthenticated as a pending handshake. It never takes one of t
 authenticated (mTLS) clients: until its request has been read it lives in a budget of its own —
 smaller, with a per-source share and a short deadline, where a full budget cuts the oldest of the
 same source rather than the newcomer (:class:`HandshakeAdmission`). Silent anonymous connections
-therefore only ever evict each other, and renewals keep being served.
+therefore only ever evict each other, and renewals keep being served. The mTLS slots are shared
+per identity (:class:`EstablishedAdmission`): when a share or the whole is full, a connection
+still silent (no request read yet) of that identity, or of the one holding most, is cut for the
+newcomer, so a valid certificate does not buy the right to hold every slot either.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import datetime as dt
 import signal
 import ssl
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import h11
 import structlog
 import trio
 
 from identity import IdentityError, X509Svid, server_context, ssl_peer_identity
-from sidecar.http.admission import HandshakeAdmission
+from sidecar.http.admission import EstablishedAdmission, HandshakeAdmission, Slot
 
 from ._authority import ca_server_identity
 from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
@@ -45,7 +49,8 @@ log = structlog.get_logger("trustmesh.ca")
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_IO_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256  # connections past their TLS handshake
+MAX_CONNECTIONS = 256  # mTLS connections past their TLS handshake
+MAX_CONNECTIONS_PER_IDENTITY = 32
 MAX_HANDSHAKES = 64  # connections still in it: a budget of their own (#10.7)
 MAX_HANDSHAKES_PER_SOURCE = 16
 HANDSHAKE_TIMEOUT = 5.0
@@ -83,14 +88,18 @@ class CAServer:
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_body: int = MAX_BODY_BYTES,
         max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_identity: int = MAX_CONNECTIONS_PER_IDENTITY,
         handshakes: HandshakeAdmission | None = None,
         anonymous: HandshakeAdmission | None = None,
     ) -> None:
         self.service = service
-        # Deadlines bound how long each connection lasts; this bounds how many there are. A
-        # peer that has not finished its handshake never holds one of these slots: pending
-        # handshakes have their own budget, and a full one cuts its oldest, not the newcomer.
-        self._slots = trio.CapacityLimiter(max_connections)
+        # Deadlines bound how long each connection lasts; this bounds how many there are. Only
+        # mTLS clients hold these slots, shared per identity; one still silent may be cut for a
+        # newcomer. Unauthenticated peers (a handshake not finished, or finished without a
+        # certificate) have budgets of their own, where a full one cuts its oldest.
+        self.established = EstablishedAdmission(
+            max_connections, min(max_connections, max_connections_per_identity)
+        )
         self.handshakes = handshakes or HandshakeAdmission(
             MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, min(io_timeout, HANDSHAKE_TIMEOUT)
         )
@@ -156,24 +165,23 @@ class CAServer:
             await trio.aclose_forcefully(stream)
             return
         if not stream.getpeercert(binary_form=True):
-            await self._handle_tls(stream, anonymous_source=source)  # never takes a slot
+            await self._handle_tls(stream, self._anonymous_reading(source))  # never takes a slot
             return
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
+        slot = self.established.admit(_peer_key(stream, source))
+        if slot is None:
             log.warning("connection refused: too many open connections")
             await trio.aclose_forcefully(stream)
             return
         try:
-            await self._handle_tls(stream)
+            await self._handle_tls(stream, _idle_reading(slot))
         finally:
-            self._slots.release()
+            self.established.release(slot)
 
     async def _handle_tls(
-        self, stream: trio.SSLStream, anonymous_source: str | None = None
+        self, stream: trio.SSLStream, reading: AbstractContextManager[trio.CancelScope]
     ) -> None:
         try:
-            await self._exchange(stream, anonymous_source)
+            await self._exchange(stream, reading)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the client went away; nothing to answer
         finally:
@@ -183,29 +191,27 @@ class CAServer:
                 await trio.aclose_forcefully(stream)
 
     @contextlib.contextmanager
-    def _reading(self, anonymous_source: str | None) -> Iterator[trio.CancelScope]:
-        """The scope to read a request in: for an anonymous connection, a place in its budget
-        (with its deadline, and cut if a newer one needs the room) until the request is read."""
-        if anonymous_source is None:
-            with trio.CancelScope() as scope:
-                yield scope
-            return
-        scope = self.anonymous.admit(anonymous_source)
+    def _anonymous_reading(self, source: str) -> Iterator[trio.CancelScope]:
+        """Read an anonymous connection's request in a place of its budget (with its deadline,
+        cut if a newer one needs the room), given back as soon as the request is read."""
+        scope = self.anonymous.admit(source)
         try:
             with scope:
                 yield scope
         finally:
             self.anonymous.done(scope)
 
-    async def _exchange(self, stream: trio.SSLStream, anonymous_source: str | None) -> None:
+    async def _exchange(
+        self, stream: trio.SSLStream, reading: AbstractContextManager[trio.CancelScope]
+    ) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
-        with self._reading(anonymous_source) as reading:
+        with reading as scope:
             try:
                 request = await self._read_request(conn, stream)
             except _Refused as refused:
                 request = refused
-        if reading.cancelled_caught:
-            log.info("anonymous connection cut: no request in time, or its budget needed room")
+        if scope.cancelled_caught:
+            log.info("connection cut: no request in time, or its budget needed the room")
             return
         if isinstance(request, _Refused):
             refused = request
@@ -284,6 +290,25 @@ class CAServer:
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"request body is larger than the {self.max_body}-byte limit")
+
+
+@contextlib.contextmanager
+def _idle_reading(slot: Slot) -> Iterator[trio.CancelScope]:
+    """Read an mTLS client's request while its slot counts as idle: cut if room is needed."""
+    with trio.CancelScope() as scope:
+        slot.idle = scope
+        try:
+            yield scope
+        finally:
+            slot.idle = None
+
+
+def _peer_key(stream: trio.SSLStream, source: str) -> str:
+    """Whose share an mTLS connection counts against: its SPIFFE ID (else, its source)."""
+    try:
+        return f"id:{ssl_peer_identity(stream).spiffe_id}"
+    except IdentityError:
+        return f"src:{source}"
 
 
 def _source(tcp: trio.abc.Stream) -> str:

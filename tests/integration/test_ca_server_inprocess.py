@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from ca import CAClientError, CARefused, CAUnreachable
+from ca import CAClientError, CARefused
 from ca.client import fetch_bundle, renew_svid, request_svid
 from ca.home import CALayout
 from ca.server import CAServer, listener_url
@@ -62,25 +62,54 @@ async def test_server_presents_exactly_the_ca_identity(tmp_path, mesh_ca) -> Non
         nursery.cancel_scope.cancel()
 
 
-async def test_authenticated_connections_over_the_cap_are_closed_at_once(tmp_path, mesh_ca):
+async def test_silent_mtls_connections_of_one_identity_are_cut_for_another_renewal(
+    tmp_path, mesh_ca
+):
+    """#10.7's neighbour: a valid certificate does not buy the right to hold every slot."""
     server = CAServer(
-        SigningService(mesh_ca, TokenStore(CALayout(tmp_path))), max_connections=1, io_timeout=30
+        SigningService(mesh_ca, TokenStore(CALayout(tmp_path))), max_connections=2, io_timeout=30
+    )
+    now, ttl = utcnow(), dt.timedelta(minutes=10)
+    squatter = mesh_ca.issue(AppIdentity("public", "default", "squatter"), now=now, ttl=ttl)
+    svid = mesh_ca.issue(WEB, now=now, ttl=ttl)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = listener_url(listeners[0])
+        # Finished mTLS handshakes, then silence: each one holds a slot until cut.
+        held = [await open_tls(url, client_context(squatter, mesh_ca.bundle)) for _ in range(5)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.established.established <= 2
+        renewed, _ = await renew_svid(url, svid, mesh_ca.bundle)
+        assert renewed.identity == WEB
+        assert server.established.evicted >= 4
+        # Anonymous clients (enrolment, the bundle) never use those slots.
+        assert await fetch_bundle(url, mesh_ca.bundle) == mesh_ca.bundle
+        for stream in held:
+            await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_identity_past_its_share_cuts_its_own_silent_connection(tmp_path, mesh_ca):
+    server = CAServer(
+        SigningService(mesh_ca, TokenStore(CALayout(tmp_path))),
+        max_connections=10,
+        max_connections_per_identity=1,
+        io_timeout=30,
     )
     svid = mesh_ca.issue(WEB, now=utcnow(), ttl=dt.timedelta(minutes=10))
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(server.serve, "127.0.0.1", 0)
         url = listener_url(listeners[0])
-        # A finished mTLS handshake, then silence: this connection holds the only slot.
-        holder = await open_tls(url, client_context(svid, mesh_ca.bundle))
+        silent = await open_tls(url, client_context(svid, mesh_ca.bundle))
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(CAUnreachable):
-            await renew_svid(url, svid, mesh_ca.bundle)
-        # Anonymous clients (enrolment, the bundle) never use those slots.
-        assert await fetch_bundle(url, mesh_ca.bundle) == mesh_ca.bundle
-        await holder.aclose()
-        await trio.testing.wait_all_tasks_blocked()  # its handler saw EOF and gave the slot back
-        renewed, _ = await renew_svid(url, svid, mesh_ca.bundle)
+        renewed, _ = await renew_svid(url, svid, mesh_ca.bundle)  # the same identity, again
         assert renewed.identity == WEB
+        assert server.established.evicted == 1
+        with trio.fail_after(10):
+            with pytest.raises(trio.BrokenResourceError):
+                while await silent.receive_some(1024):
+                    pass
+                raise trio.BrokenResourceError  # a clean EOF: cut as well
         nursery.cancel_scope.cancel()
 
 
