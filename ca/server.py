@@ -211,8 +211,10 @@ class CAServer:
             except _Refused as refused:
                 request = refused
         if scope.cancelled_caught:
-            log.info("connection cut: no request in time, or its budget needed the room")
-            return
+            if trio.current_time() < scope.deadline:
+                log.info("connection cut: its budget needed the room")
+                return
+            request = _Refused(RequestTimeout("request not received in time"), drain=False)
         if isinstance(request, _Refused):
             refused = request
             if isinstance(refused.error, h11.RemoteProtocolError):
