@@ -12,20 +12,33 @@ TLS: the server presents a leaf the CA issues itself for
 Client certificates are optional (``CERT_OPTIONAL``): enrolment has none, renewal has one. When
 one is presented OpenSSL verifies it against the bundle during the handshake and refuses the
 connection if it does not chain, so the service only ever sees verified identities.
+
+Admission (#10.7): a finished handshake without a certificate proves nothing, so such a
+connection is as unauthenticated as a pending handshake. It never takes one of the slots kept for
+authenticated (mTLS) clients: until its request has been read it lives in a budget of its own —
+smaller, with a per-source share and a short deadline, where a full budget cuts the oldest of the
+same source rather than the newcomer (:class:`HandshakeAdmission`). Silent anonymous connections
+therefore only ever evict each other, and renewals keep being served. The mTLS slots are shared
+per identity (:class:`EstablishedAdmission`): when a share or the whole is full, a connection
+still silent (no request read yet) of that identity, or of the one holding most, is cut for the
+newcomer, so a valid certificate does not buy the right to hold every slot either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import ssl
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import h11
 import structlog
 import trio
 
 from identity import IdentityError, X509Svid, server_context, ssl_peer_identity
-from sidecar.http.admission import HandshakeAdmission
+from sidecar.http.admission import EstablishedAdmission, HandshakeAdmission, Slot
 
 from ._authority import ca_server_identity
 from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
@@ -36,10 +49,14 @@ log = structlog.get_logger("trustmesh.ca")
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_IO_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256  # connections past their TLS handshake
+MAX_CONNECTIONS = 256  # mTLS connections past their TLS handshake
+MAX_CONNECTIONS_PER_IDENTITY = 32
 MAX_HANDSHAKES = 64  # connections still in it: a budget of their own (#10.7)
 MAX_HANDSHAKES_PER_SOURCE = 16
 HANDSHAKE_TIMEOUT = 5.0
+MAX_ANONYMOUS = 64  # finished handshakes without a client certificate, until their request is read
+MAX_ANONYMOUS_PER_SOURCE = 16
+ANONYMOUS_REQUEST_TIMEOUT = 5.0
 SERVER_CERT_TTL = dt.timedelta(hours=24)
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_TIMEOUT = 2.0
@@ -71,15 +88,23 @@ class CAServer:
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_body: int = MAX_BODY_BYTES,
         max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_identity: int = MAX_CONNECTIONS_PER_IDENTITY,
         handshakes: HandshakeAdmission | None = None,
+        anonymous: HandshakeAdmission | None = None,
     ) -> None:
         self.service = service
-        # Deadlines bound how long each connection lasts; this bounds how many there are. A
-        # peer that has not finished its handshake never holds one of these slots: pending
-        # handshakes have their own budget, and a full one cuts its oldest, not the newcomer.
-        self._slots = trio.CapacityLimiter(max_connections)
+        # Deadlines bound how long each connection lasts; this bounds how many there are. Only
+        # mTLS clients hold these slots, shared per identity; one still silent may be cut for a
+        # newcomer. Unauthenticated peers (a handshake not finished, or finished without a
+        # certificate) have budgets of their own, where a full one cuts its oldest.
+        self.established = EstablishedAdmission(
+            max_connections, min(max_connections, max_connections_per_identity)
+        )
         self.handshakes = handshakes or HandshakeAdmission(
             MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, min(io_timeout, HANDSHAKE_TIMEOUT)
+        )
+        self.anonymous = anonymous or HandshakeAdmission(
+            MAX_ANONYMOUS, MAX_ANONYMOUS_PER_SOURCE, min(io_timeout, ANONYMOUS_REQUEST_TIMEOUT)
         )
         self.io_timeout = io_timeout
         self.max_body = max_body
@@ -124,7 +149,8 @@ class CAServer:
 
     async def _handle(self, tcp: trio.abc.Stream) -> None:
         stream = trio.SSLStream(tcp, self._context, server_side=True)
-        scope = self.handshakes.admit(_source(tcp))
+        source = _source(tcp)
+        scope = self.handshakes.admit(source)
         try:
             with scope:
                 await stream.do_handshake()
@@ -138,20 +164,24 @@ class CAServer:
             log.info("tls handshake cut: deadline passed or the budget needed room")
             await trio.aclose_forcefully(stream)
             return
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
+        if not stream.getpeercert(binary_form=True):
+            await self._handle_tls(stream, self._anonymous_reading(source))  # never takes a slot
+            return
+        slot = self.established.admit(_peer_key(stream, source))
+        if slot is None:
             log.warning("connection refused: too many open connections")
             await trio.aclose_forcefully(stream)
             return
         try:
-            await self._handle_tls(stream)
+            await self._handle_tls(stream, _idle_reading(slot))
         finally:
-            self._slots.release()
+            self.established.release(slot)
 
-    async def _handle_tls(self, stream: trio.SSLStream) -> None:
+    async def _handle_tls(
+        self, stream: trio.SSLStream, reading: AbstractContextManager[trio.CancelScope]
+    ) -> None:
         try:
-            await self._exchange(stream)
+            await self._exchange(stream, reading)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the client went away; nothing to answer
         finally:
@@ -160,11 +190,33 @@ class CAServer:
             if scope.cancelled_caught:
                 await trio.aclose_forcefully(stream)
 
-    async def _exchange(self, stream: trio.SSLStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    @contextlib.contextmanager
+    def _anonymous_reading(self, source: str) -> Iterator[trio.CancelScope]:
+        """Read an anonymous connection's request in a place of its budget (with its deadline,
+        cut if a newer one needs the room), given back as soon as the request is read."""
+        scope = self.anonymous.admit(source)
         try:
-            request = await self._read_request(conn, stream)
-        except _Refused as refused:
+            with scope:
+                yield scope
+        finally:
+            self.anonymous.done(scope)
+
+    async def _exchange(
+        self, stream: trio.SSLStream, reading: AbstractContextManager[trio.CancelScope]
+    ) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        with reading as scope:
+            try:
+                request = await self._read_request(conn, stream)
+            except _Refused as refused:
+                request = refused
+        if scope.cancelled_caught:
+            if trio.current_time() < scope.deadline:
+                log.info("connection cut: its budget needed the room")
+                return
+            request = _Refused(RequestTimeout("request not received in time"), drain=False)
+        if isinstance(request, _Refused):
+            refused = request
             if isinstance(refused.error, h11.RemoteProtocolError):
                 response = _protocol_error_response(refused.error)
             else:
@@ -240,6 +292,25 @@ class CAServer:
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"request body is larger than the {self.max_body}-byte limit")
+
+
+@contextlib.contextmanager
+def _idle_reading(slot: Slot) -> Iterator[trio.CancelScope]:
+    """Read an mTLS client's request while its slot counts as idle: cut if room is needed."""
+    with trio.CancelScope() as scope:
+        slot.idle = scope
+        try:
+            yield scope
+        finally:
+            slot.idle = None
+
+
+def _peer_key(stream: trio.SSLStream, source: str) -> str:
+    """Whose share an mTLS connection counts against: its SPIFFE ID (else, its source)."""
+    try:
+        return f"id:{ssl_peer_identity(stream).spiffe_id}"
+    except IdentityError:
+        return f"src:{source}"
 
 
 def _source(tcp: trio.abc.Stream) -> str:

@@ -1,7 +1,8 @@
 """An HTTP/1.1 server loop for the sidecar's listeners: accept, keep-alive, limits, drain.
 
 One task per connection, each in a nursery owned by the server. Limits that keep one peer from
-starving the others: a cap on established connections (excess ones are closed at once), a
+starving the others: a cap on established connections, shared per mTLS identity (when full, an
+idle connection of the peer holding most is cut for the newcomer; see :mod:`.admission`), a
 separate, smaller budget with a per-source share and a short deadline for connections still in
 their TLS handshake (:mod:`.admission`: unauthenticated peers never take an established caller's
 place), a deadline for each request head, a per-read timeout and an overall deadline inside
@@ -27,7 +28,7 @@ import trio
 
 from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map, ssl_peer_svid
 
-from .admission import HandshakeAdmission
+from .admission import EstablishedAdmission, HandshakeAdmission, Slot
 from .connection import ConnectionLost, HttpConnection, ProtocolViolation
 from .socket_stream import DirectStream, detach, tls_server_stream
 from .wire import END, ResponseHead
@@ -40,11 +41,12 @@ SERVER_NAME = b"trustmesh"
 @dataclass(frozen=True)
 class ServerLimits:
     max_connections: int = 1024  # established (TLS: handshake finished) connections
+    max_connections_per_peer: int = 256  # of those, per mTLS identity (TLS listeners only)
     max_handshakes: int = 128  # connections still in their TLS handshake
     max_handshakes_per_source: int = 32
     max_head_bytes: int = 16 * 1024
     handshake_timeout: float = 5.0
-    head_timeout: float = 10.0  # first request on a connection: accept → complete head
+    head_timeout: float = 5.0  # first request on a connection: accept → complete head
     keepalive_timeout: float = 60.0  # between requests on a kept-alive connection
     read_timeout: float = 30.0  # any single read inside a request
     body_timeout: float = 30.0  # a whole request body the sidecar holds (inspected, small)
@@ -142,6 +144,7 @@ class HttpServer:
     active_connections: int = 0
     in_flight: int = 0
     admission: HandshakeAdmission = field(init=False)
+    established: EstablishedAdmission = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = HandshakeAdmission(
@@ -149,6 +152,12 @@ class HttpServer:
             self.limits.max_handshakes_per_source,
             self.limits.handshake_timeout,
         )
+        # Per-peer shares mean something only where peers are told apart by identity: a
+        # plaintext listener serves the one local app (on loopback, every source is the same).
+        share = self.limits.max_connections
+        if self.ssl_context is not None:
+            share = min(share, self.limits.max_connections_per_peer)
+        self.established = EstablishedAdmission(self.limits.max_connections, share)
 
     async def serve(
         self, listeners: list[trio.abc.Listener], *, task_status=trio.TASK_STATUS_IGNORED
@@ -180,25 +189,26 @@ class HttpServer:
                         log.error("accept failed", listener=self.name, error=str(exc))
                         await trio.sleep(0.1)
                         continue
-                    if self.ssl_context is None and self._full():
-                        nursery.start_soon(stream.aclose)
-                        continue
                     # TLS connections are admitted by the handshake budget, then counted.
                     nursery.start_soon(self._connection, stream)
 
-    def _full(self) -> bool:
-        if self.active_connections < self.limits.max_connections:
-            return False
-        log.warning("connection limit reached", listener=self.name)
-        return True
+    def _admit(self, info: ConnectionInfo) -> Slot | None:
+        """A share of the established connections for this peer (:mod:`.admission`)."""
+        identity = info.peer_identity
+        # The SPIFFE ID the certificate presented; else (plaintext, or an unusable ID) the source.
+        key = f"id:{identity.spiffe_id}" if identity is not None else f"src:{info.peer_host}"
+        slot = self.established.admit(key)
+        if slot is None:
+            log.warning("connection limit reached", listener=self.name, peer=key)
+        return slot
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
-        established = False
+        slot = None
         try:
             info = _peer_address(stream)
             if self.ssl_context is not None:
                 stream = tls_server_stream(stream, self.ssl_context())
-                if not await self._handshake(stream, info) or self._full():
+                if not await self._handshake(stream, info):
                     return
                 try:
                     info.peer_svid = ssl_peer_svid(stream)
@@ -207,14 +217,17 @@ class HttpServer:
                     info.peer_identity_error = str(exc)
             elif isinstance(stream, trio.SocketStream):
                 stream = DirectStream(detach(stream))
+            slot = self._admit(info)
+            if slot is None:
+                return
             self.active_connections += 1
-            established = True
-            await self._serve_requests(stream, info)
+            await self._serve_requests(stream, info, slot)
         except Exception:
             # A bug reached by one connection must not take the listener down with it.
             log.exception("connection handler failed", listener=self.name)
         finally:
-            if established:
+            if slot is not None:
+                self.established.release(slot)
                 self.active_connections -= 1
             with trio.move_on_after(1) as scope:
                 scope.shield = True
@@ -242,7 +255,9 @@ class HttpServer:
             return False
         return True
 
-    async def _serve_requests(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+    async def _serve_requests(
+        self, stream: trio.abc.Stream, info: ConnectionInfo, slot: Slot
+    ) -> None:
         conn = HttpConnection(
             stream,
             h11.SERVER,
@@ -256,6 +271,7 @@ class HttpServer:
             wait = self.limits.head_timeout if first else self.limits.keepalive_timeout
             idle_scope = trio.move_on_after(wait)
             self._idle_scopes.add(idle_scope)
+            slot.idle = idle_scope  # idle: may be cut to make room for another peer
             try:
                 with idle_scope:
                     try:
@@ -267,8 +283,9 @@ class HttpServer:
                         return
             finally:
                 self._idle_scopes.discard(idle_scope)
+                slot.idle = None
             if idle_scope.cancelled_caught:
-                return  # idle, too slow, or draining: close quietly
+                return  # idle, too slow, draining, or cut for room: close quietly
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             first = False
@@ -282,7 +299,7 @@ class HttpServer:
                 return
             finally:
                 self.in_flight -= 1
-            if not conn.reusable:
+            if not conn.reusable or slot.evicted:
                 return
             conn.start_next_cycle()
 

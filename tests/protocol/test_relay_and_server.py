@@ -626,16 +626,18 @@ async def test_malformed_request_gets_json_error_and_the_server_survives(
     assert head.status_code == 200
 
 
-async def test_max_connections_is_enforced(serve, autojump_clock):
-    served = await serve(App(), max_connections=1)
+async def test_max_connections_is_enforced_against_busy_connections(serve, autojump_clock):
+    app = App()
+    served = await serve(app, max_connections=1)
     first = await served.client()
-    await trio.testing.wait_all_tasks_blocked()
+    await send_request(first, target=b"/block")
+    await app.blocked.wait()
     assert served.server.active_connections == 1
-    # Over the limit: closed at once, without a byte.
+    # Over the limit, and the only connection has a request in flight: closed at once.
     second = await served.listener.connect()
     assert await read_until_eof(second) == b""
     # The first connection is served normally...
-    await send_request(first, target=b"/first", headers=[(b"connection", b"close")])
+    app.release.set()
     head, _ = await read_response(first)
     assert head.status_code == 200
     await first.aclose()
@@ -644,6 +646,21 @@ async def test_max_connections_is_enforced(serve, autojump_clock):
     # ...and once it is gone, a new one is accepted again.
     head, _ = await served.get(b"/third")
     assert head.status_code == 200
+
+
+async def test_a_full_listener_cuts_an_idle_connection_for_a_newcomer(serve, autojump_clock):
+    """#10.7: a peer holding every slot silent does not decide who is served."""
+    served = await serve(App(), max_connections=2)
+    idle = [await served.client() for _ in range(2)]
+    await trio.testing.wait_all_tasks_blocked()
+    head, _ = await served.get(b"/newcomer")
+    assert head.status_code == 200
+    assert served.server.established.evicted >= 1
+    closed = 0
+    for conn in idle:
+        with trio.move_on_after(1):
+            closed += await read_until_eof(conn.stream) == b""
+    assert closed >= 1
 
 
 async def test_drain_finishes_in_flight_and_closes_idle(serve, autojump_clock):

@@ -62,11 +62,6 @@ async def test_twin_renewal_is_served_without_a_flood(ca_proc, mesh_ca):
     assert renewed.identity == WEB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: at the CA, a handshake finished without a certificate holds an "
-    "established slot; 260 silent ones refuse every renewal",
-)
 async def test_silent_anonymous_tls_connections_do_not_lock_renewals_out(ca_proc, mesh_ca):
     svid, bundle = await _svid(ca_proc, mesh_ca)
     anon = _anon_ctx(mesh_ca.bundle)
