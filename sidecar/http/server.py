@@ -28,7 +28,7 @@ import trio
 from identity import AppIdentity, IdentityError, ssl_peer_identity
 
 from .admission import HandshakeAdmission
-from .connection import ConnectionLost, HttpConnection, ProtocolViolation
+from .connection import ConnectionLost, HttpConnection, IdleTimeout, ProtocolViolation
 from .socket_stream import DirectStream, detach, tls_server_stream
 from .wire import END, ResponseHead
 
@@ -137,7 +137,7 @@ class HttpServer:
     engine: type | None = None  # the HTTP/1.1 engine (default: llhttp; h11 for the admin port)
     draining: bool = False
     _accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    _idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    _idle_connections: set[HttpConnection] = field(default_factory=set)  # waiting for a head
     active_connections: int = 0
     in_flight: int = 0
     admission: HandshakeAdmission = field(init=False)
@@ -166,8 +166,8 @@ class HttpServer:
     def drain(self) -> None:
         self.draining = True
         self._accept_scope.cancel()
-        for scope in list(self._idle_scopes):
-            scope.cancel()
+        for conn in list(self._idle_connections):
+            conn.interrupt()
 
     async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
         with self._accept_scope:
@@ -252,21 +252,23 @@ class HttpServer:
         first = True
         while not self.draining:
             wait = self.limits.head_timeout if first else self.limits.keepalive_timeout
-            idle_scope = trio.move_on_after(wait)
-            self._idle_scopes.add(idle_scope)
+            # The wait for a head is a phase of the connection, not a cancel scope of its own:
+            # a read that has to wait takes the earlier of this and the per-read deadline.
+            deadline = trio.current_time() + wait
+            saved = conn.begin_phase(deadline, _idle_timeout)
+            self._idle_connections.add(conn)
             try:
-                with idle_scope:
-                    try:
-                        event = await conn.next_event()
-                    except ProtocolViolation as exc:
+                try:
+                    event = await conn.next_event()
+                except ProtocolViolation as exc:
+                    with trio.move_on_at(deadline):
                         await self._answer_violation(conn, exc)
-                        return
-                    except ConnectionLost:
-                        return
+                    return
+                except ConnectionLost:
+                    return  # idle, too slow, draining, or gone: close quietly
             finally:
-                self._idle_scopes.discard(idle_scope)
-            if idle_scope.cancelled_caught:
-                return  # idle, too slow, or draining: close quietly
+                self._idle_connections.discard(conn)
+                conn.end_phase(saved)
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             first = False
@@ -290,6 +292,10 @@ class HttpServer:
         if conn.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(ConnectionLost):
                 await send_error(conn, exc.http_status, exc.code, f"malformed request: {exc}")
+
+
+def _idle_timeout() -> IdleTimeout:
+    return IdleTimeout("no request head in time, or the listener is draining")
 
 
 def _peer_address(stream: trio.abc.Stream) -> ConnectionInfo:
