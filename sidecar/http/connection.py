@@ -180,9 +180,11 @@ class HttpConnection:
                     # A peer that keeps the socket full (a pipelining flood) must not keep
                     # every other connection waiting: let the scheduler run now and then.
                     self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
+                    # Where a cancel scope would have ended the phase: its deadline passed, or
+                    # it was interrupted while this task let the others run.
                     if self._phase_over():
                         raise self._phase_error()  # type: ignore[misc]
-                    await trio.lowlevel.checkpoint()
                 return data
         self._unyielded = 0
         phase_error = self._phase_error

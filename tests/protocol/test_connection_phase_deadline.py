@@ -129,3 +129,46 @@ async def test_bytes_already_there_are_read_whatever_the_phase(autojump_clock):
     await client.send_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
     conn.begin_phase(trio.current_time() + 3, lambda: PhaseOver("phase over"))
     assert isinstance(await conn.next_event(), h11.Request)
+
+
+class EndlessBody(trio.abc.Stream):
+    """A peer whose bytes are always already there: a head announcing a huge body, then body
+    bytes on every read, so reads never wait (the pipelining-flood shape)."""
+
+    def __init__(self) -> None:
+        self.head_sent = False
+
+    def receive_nowait(self, max_bytes: int) -> bytes:
+        if not self.head_sent:
+            self.head_sent = True
+            return b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 999999999\r\n\r\n"
+        return b"x" * 1024
+
+    async def receive_some(self, max_bytes=None) -> bytes:  # pragma: no cover - never waits
+        raise AssertionError("a read that finds bytes waiting must not wait")
+
+    async def send_all(self, data) -> None:  # pragma: no cover - nothing is sent
+        raise AssertionError("nothing is sent")
+
+    async def wait_send_all_might_not_block(self) -> None:  # pragma: no cover
+        raise AssertionError("nothing is sent")
+
+    async def aclose(self) -> None:  # pragma: no cover
+        pass
+
+
+async def test_a_connection_fed_without_pause_still_ends_its_phase_when_it_yields(
+    autojump_clock,
+):
+    """Reads that never wait enter no scope; the phase still ends at the next yield, as the
+    cancel scope it replaces did at that checkpoint."""
+    conn = HttpConnection(EndlessBody(), h11.SERVER, read_timeout=5)
+    assert isinstance(await conn.next_event(), h11.Request)
+    conn.begin_phase(trio.current_time() + 60, lambda: PhaseOver("phase over"))
+    conn.interrupt()
+    chunks = 0
+    with pytest.raises(PhaseOver):
+        while True:
+            assert isinstance(await conn.next_event(), h11.Data)
+            chunks += 1
+    assert chunks >= 1  # bytes already there were served until the reader yielded
