@@ -6,8 +6,6 @@ import datetime as dt
 import difflib
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +68,11 @@ def looked_in(home: Path) -> str:
 
 def admin_status(record: SidecarRecord, timeout: float = 1.0) -> dict | None:
     """A running sidecar's ``/v1/status``, or None if it does not answer."""
+    # Imported here: urllib.request brings http.client and email (~0.5 MiB), and a sidecar
+    # process imports this module for --home alone; only CLI commands ask for a status.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(
             f"http://{record.admin}/v1/status", timeout=timeout

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -65,16 +66,21 @@ class HandshakeAdmission:
                 return
 
 
+class Interruptible(Protocol):
+    def interrupt(self) -> None: ...
+
+
 @dataclass(eq=False)
 class Slot:
     """One established connection's place in an :class:`EstablishedAdmission`.
 
-    ``idle`` is the cancel scope the connection is waiting for its next request head in, or
-    ``None`` while a request is in flight: only an idle connection may be cut to make room.
+    ``idle`` is the connection while it waits for its next request head (anything with an
+    ``interrupt()`` that ends that wait), or ``None`` while a request is in flight: only an idle
+    connection may be cut to make room.
     """
 
     key: str
-    idle: trio.CancelScope | None = None
+    idle: Interruptible | None = None
     evicted: bool = False
 
 
@@ -131,7 +137,7 @@ class EstablishedAdmission:
             for slot in self._slots:
                 if slot.key == key and slot.idle is not None:
                     slot.evicted = True
-                    slot.idle.cancel()
+                    slot.idle.interrupt()
                     self.release(slot)
                     self.evicted += 1
                     return True

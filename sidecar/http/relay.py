@@ -82,9 +82,15 @@ async def read_whole_body(conn: HttpConnection, limit: int) -> bytes:
     """
     if conn.body_timeout is None:
         return await _read_body(conn, limit)
-    with trio.move_on_after(conn.body_timeout):
+    timeout = conn.body_timeout
+    saved = conn.begin_phase(
+        trio.current_time() + timeout,
+        lambda: BodyTimeout(f"the request body did not arrive within {timeout:g} s"),
+    )
+    try:
         return await _read_body(conn, limit)
-    raise BodyTimeout(f"the request body did not arrive within {conn.body_timeout:g} s")
+    finally:
+        conn.end_phase(saved)
 
 
 async def _read_body(conn: HttpConnection, limit: int) -> bytes:

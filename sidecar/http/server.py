@@ -29,7 +29,7 @@ import trio
 from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map, ssl_peer_svid
 
 from .admission import EstablishedAdmission, HandshakeAdmission, Slot
-from .connection import ConnectionLost, HttpConnection, ProtocolViolation
+from .connection import ConnectionLost, HttpConnection, IdleTimeout, ProtocolViolation
 from .socket_stream import DirectStream, detach, tls_server_stream
 from .wire import END, ResponseHead
 
@@ -140,7 +140,7 @@ class HttpServer:
     engine: type | None = None  # the HTTP/1.1 engine (default: llhttp; h11 for the admin port)
     draining: bool = False
     _accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    _idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    _idle_connections: set[HttpConnection] = field(default_factory=set)  # waiting for a head
     active_connections: int = 0
     in_flight: int = 0
     admission: HandshakeAdmission = field(init=False)
@@ -176,8 +176,8 @@ class HttpServer:
     def drain(self) -> None:
         self.draining = True
         self._accept_scope.cancel()
-        for scope in list(self._idle_scopes):
-            scope.cancel()
+        for conn in list(self._idle_connections):
+            conn.interrupt()
 
     async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
         with self._accept_scope:
@@ -269,23 +269,25 @@ class HttpServer:
         first = True
         while not self.draining:
             wait = self.limits.head_timeout if first else self.limits.keepalive_timeout
-            idle_scope = trio.move_on_after(wait)
-            self._idle_scopes.add(idle_scope)
-            slot.idle = idle_scope  # idle: may be cut to make room for another peer
+            # The wait for a head is a phase of the connection, not a cancel scope of its own:
+            # a read that has to wait takes the earlier of this and the per-read deadline.
+            deadline = trio.current_time() + wait
+            saved = conn.begin_phase(deadline, _idle_timeout)
+            self._idle_connections.add(conn)
+            slot.idle = conn  # idle: may be cut (interrupted) to make room for another peer
             try:
-                with idle_scope:
-                    try:
-                        event = await conn.next_event()
-                    except ProtocolViolation as exc:
+                try:
+                    event = await conn.next_event()
+                except ProtocolViolation as exc:
+                    with trio.move_on_at(deadline):
                         await self._answer_violation(conn, exc)
-                        return
-                    except ConnectionLost:
-                        return
+                    return
+                except ConnectionLost:
+                    return  # idle, too slow, draining, or gone: close quietly
             finally:
-                self._idle_scopes.discard(idle_scope)
+                self._idle_connections.discard(conn)
+                conn.end_phase(saved)
                 slot.idle = None
-            if idle_scope.cancelled_caught:
-                return  # idle, too slow, draining, or cut for room: close quietly
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             first = False
@@ -309,6 +311,10 @@ class HttpServer:
         if conn.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(ConnectionLost):
                 await send_error(conn, exc.http_status, exc.code, f"malformed request: {exc}")
+
+
+def _idle_timeout() -> IdleTimeout:
+    return IdleTimeout("no request head in time, or the listener is draining")
 
 
 def _peer_address(stream: trio.abc.Stream) -> ConnectionInfo:

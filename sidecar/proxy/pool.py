@@ -23,22 +23,30 @@ import contextlib
 import select
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
 
 import trio
 
 from ..http.connection import HttpConnection
 
 
-@dataclass(eq=False)
 class _Parked:
-    conn: HttpConnection
-    generation: int
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    done: trio.Event = field(default_factory=trio.Event)
-    dead: bool = False
-    fd: int | None = None  # the socket to check before reuse; None: a watcher task guards it
-    parked_at: float = 0.0
+    """One parked connection. The watcher's cancel scope and done event exist only for a
+    stream without a socket: a socket-backed one (every connection in production) is parked
+    once per request, and needs neither (#11)."""
+
+    __slots__ = ("conn", "dead", "done", "fd", "generation", "parked_at", "scope")
+
+    def __init__(self, conn: HttpConnection, generation: int, fd: int | None = None) -> None:
+        self.conn = conn
+        self.generation = generation
+        self.fd = fd  # the socket to check before reuse; None: a watcher task guards it
+        self.dead = False
+        self.parked_at = 0.0
+        self.scope: trio.CancelScope | None = None
+        self.done: trio.Event | None = None
+        if fd is None:
+            self.scope = trio.CancelScope()
+            self.done = trio.Event()
 
 
 class ConnectionPool:
@@ -159,7 +167,8 @@ class ConnectionPool:
     async def aclose(self) -> None:
         for parked_list in self._idle.values():
             for parked in parked_list:
-                parked.scope.cancel()
+                if parked.scope is not None:
+                    parked.scope.cancel()
                 await parked.conn.aclose()
         self._idle.clear()
 
