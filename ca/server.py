@@ -298,11 +298,23 @@ class CAServer:
 def _idle_reading(slot: Slot) -> Iterator[trio.CancelScope]:
     """Read an mTLS client's request while its slot counts as idle: cut if room is needed."""
     with trio.CancelScope() as scope:
-        slot.idle = scope
+        slot.idle = _Interruptible(scope)
         try:
             yield scope
         finally:
             slot.idle = None
+
+
+class _Interruptible:
+    """What eviction cuts: the scope this connection reads its request in."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+
+    def interrupt(self) -> None:
+        self.scope.cancel()
 
 
 def _peer_key(stream: trio.SSLStream, source: str) -> str:
