@@ -107,11 +107,22 @@ def _port(listeners: list[trio.SocketListener]) -> tuple[str, int]:
     return host, port
 
 
-async def _open(host: str, port: int) -> list[trio.SocketListener]:
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise SidecarConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+async def _open(host: str, port: int, avoid: int | None = None) -> list[trio.SocketListener]:
+    """Listen on ``host:port``. With port 0 the kernel picks, and it may pick ``avoid`` (the
+    app's port, which the app may not have bound yet): then pick again, so a sidecar never takes
+    the port its own app is about to listen on."""
+    for _ in range(8):
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise SidecarConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        if port != 0 or avoid is None or _port(listeners)[1] != avoid:
+            return listeners
+        for listener in listeners:
+            await listener.aclose()
+    raise SidecarConfigError(f"cannot find a free port on {host} other than {avoid}")
 
 
 async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -184,7 +195,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
             servers = [HttpServer("outbound", outbound.handle, opts.limits)]
-            listeners = [await _open("127.0.0.1", opts.http_port)]
+            listeners = [await _open("127.0.0.1", opts.http_port, avoid=opts.app_port)]
             inbound_address = None
             if opts.app_port is not None:
                 servers.append(
@@ -195,10 +206,12 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                         ssl_context=lambda: holder.material().server,
                     )
                 )
-                listeners.append(await _open(opts.inbound_host, opts.inbound_port))
+                listeners.append(
+                    await _open(opts.inbound_host, opts.inbound_port, avoid=opts.app_port)
+                )
                 inbound_address = _port(listeners[-1])
             servers.append(HttpServer("admin", admin.handle, opts.limits, engine=h11.Connection))
-            listeners.append(await _open("127.0.0.1", opts.admin_port))
+            listeners.append(await _open("127.0.0.1", opts.admin_port, avoid=opts.app_port))
             http_address, admin_address = _port(listeners[0]), _port(listeners[-1])
 
             def status() -> dict[str, Any]:
