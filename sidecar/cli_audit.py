@@ -15,18 +15,11 @@ from pathlib import Path
 
 import click
 
-from ca.home import resolve_home
-
 from .audit import log_files, verify_files
 from .audit.sinks import SEGMENT_DIGITS
 from .audit.tail import Filter, format_line, parse_duration
 from .audit.verify import check_head, verify_copied_checkpoint
-
-
-def _home_option(func):
-    return click.option(
-        "--home", help="Mesh state directory (default $TRUSTMESH_HOME or ./.trustmesh)."
-    )(func)
+from .cli_support import home_option, resolve_cli_home
 
 
 def _current_path(home: Path, app_id: str, namespace: str) -> Path:
@@ -161,7 +154,7 @@ def audit_group() -> None:
     help="A checkpoint line copied off the host: the log must still hold it.",
 )
 @click.option("--no-live", is_flag=True, help="Do not compare with the running sidecar's head.")
-@_home_option
+@home_option
 def verify_command(
     files, app_id, namespace, policy_dir, bundle, checkpoint_file, no_live, home
 ) -> None:
@@ -170,7 +163,7 @@ def verify_command(
     breaks."""
     from identity import IdentityError, TrustBundle
 
-    home_path = resolve_home(home)
+    home_path = resolve_cli_home(home, create=False)
     paths, current = _log_files(files, app_id, namespace, home_path)
     if not app_id:
         namespace, app_id = _named_owner(paths)
@@ -233,12 +226,12 @@ def _load_checkpoint(path: str) -> dict:
 @click.option("--tool", help="Only tools/call requests naming this tool.")
 @click.option("--since", help="Only decisions newer than this (e.g. 90s, 10m, 2h, 1d).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-@_home_option
+@home_option
 def tail_command(
     files, app_id, namespace, follow, denied, caller, tool, since, output, home
 ) -> None:
     """Print decisions, one line each (or the JSON records with -o json)."""
-    home_path = resolve_home(home)
+    home_path = resolve_cli_home(home, create=False)
     if files or app_id:
         paths, _ = _log_files_for(files, app_id, namespace, home_path)
     else:

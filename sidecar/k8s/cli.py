@@ -11,6 +11,7 @@ import urllib.request
 import click
 import yaml
 
+from ..cli_support import home_option
 from ..errors import SidecarError
 
 RENDER_HELP = """Print Kubernetes manifests for the apps of RUNFILE.
@@ -59,7 +60,7 @@ def k8s_group() -> None:
     is_flag=True,
     help="Print only the trustmesh-policy ConfigMap: what to kubectl apply after a policy change.",
 )
-@click.option("--home", help="Mesh state directory (default $TRUSTMESH_HOME or ./.trustmesh).")
+@home_option
 def render_command(**kw) -> None:
     from .render import policy_manifests, render
     from .source import RenderError, build_render_input
