@@ -20,9 +20,10 @@ import h11
 import trio
 
 from ..errors import SidecarError
+from .deadlines import Sweeper, sweeper
 from .framing import FramingProblem, check_framing_headers, check_raw_head, raw_head
 from .socket_stream import DirectStream, detach
-from .wire import Http1, as_h11
+from .wire import NEED_DATA, Http1, ResponseHead, as_h11
 
 READ_SIZE = 64 * 1024
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024
@@ -81,6 +82,12 @@ class HttpConnection:
             stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
         self.stream = stream
         self._receive_nowait = getattr(stream, "receive_nowait", None)
+        # A socket driven directly waits under a deadline kept by the run's sweeper
+        # (:mod:`.deadlines`); any other stream under a cancel scope per waiting read.
+        self._direct = type(stream) is DirectStream
+        self._sweeper: Sweeper | None = None
+        self.wait_deadline = math.inf  # while a direct read waits under a deadline
+        self._expired = False
         self._unyielded = 0  # reads in a row that found bytes waiting and did not yield
         # Bounds each single read: a peer that stalls mid-message cannot hold us forever.
         # None for upstream reads, where an SSE stream may legitimately idle for long.
@@ -110,26 +117,51 @@ class HttpConnection:
 
     async def next_event(self) -> h11.Event:
         """The next complete event; raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
+        if self._strict_checks:
+            return await self._next_h11_event()
+        http = self.http
         while True:
-            # While a head is due, keep the raw bytes: h11 unfolds folded lines silently.
-            strict = self._strict_checks
-            awaiting = strict and self.http.their_state is self._head_state
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._broken_protocol(exc) from exc
+            if event is not NEED_DATA:
+                if type(event) is ResponseHead:
+                    self._bodyless_answer = (
+                        self._sent_method == b"HEAD" or event.status_code in BODYLESS_STATUSES
+                    )
+                return event
+            if http.they_are_waiting_for_100_continue:
+                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                data = await self._receive()
+            except _TRANSPORT_ERRORS as exc:
+                raise ConnectionLost(f"connection lost while reading: {exc!r}") from exc
+            http.receive_data(data)
+
+    def _broken_protocol(self, exc: Exception) -> SidecarError:
+        status = getattr(exc, "error_status_hint", None) or getattr(exc, "http_status", 400)
+        if self.http.our_role is h11.CLIENT:
+            # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
+            # for our caller, not a malformed request from them.
+            return ConnectionLost(f"upstream broke the protocol: {exc}")
+        return ProtocolViolation(str(exc), status)
+
+    async def _next_h11_event(self) -> h11.Event:
+        """:meth:`next_event` for h11 (the admin port, and the oracle in tests), which resolves
+        folded lines and ambiguous framing silently: those are checked here on the raw head."""
+        while True:
+            awaiting = self.http.their_state is self._head_state
             buffered = self.http.trailing_data[0] if awaiting else b""
             try:
                 event = self.http.next_event()
-                if strict and isinstance(event, h11.Request | h11.Response):
+                if isinstance(event, h11.Request | h11.Response):
                     check_raw_head(raw_head(buffered))
                     check_framing_headers(event.headers, event.http_version)
             except (h11.RemoteProtocolError, FramingProblem) as exc:
-                status = getattr(exc, "error_status_hint", None) or exc.http_status
-                if self.http.our_role is h11.CLIENT:
-                    # An upstream that breaks HTTP (or hangs up mid-message) is a bad gateway
-                    # for our caller, not a malformed request from them.
-                    raise ConnectionLost(f"upstream broke the protocol: {exc}") from exc
-                raise ProtocolViolation(str(exc), status) from exc
+                raise self._broken_protocol(exc) from exc
             if isinstance(event, h11.Request | h11.Response):
-                if strict:
-                    self._check_head_size(event)
+                self._check_head_size(event)
                 if isinstance(event, h11.Response):
                     self._bodyless_answer = (
                         self._sent_method == b"HEAD" or event.status_code in BODYLESS_STATUSES
@@ -163,6 +195,15 @@ class HttpConnection:
         self._interrupted = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
+        elif self.wait_deadline != math.inf:
+            self.expire()
+
+    def expire(self) -> None:
+        """Wake the direct read waiting under a deadline (called by the sweeper when the deadline
+        passed, or by :meth:`interrupt`): its socket wait raises ``ClosedResourceError``, which
+        :meth:`_receive` turns into the timeout. The socket is not read again."""
+        self._expired = True
+        trio.lowlevel.notify_closing(self.stream.socket)
 
     def _phase_over(self) -> bool:
         return self._phase_error is not None and (
@@ -195,13 +236,32 @@ class HttpConnection:
         if phase_error is not None and (self._interrupted or now >= self._phase_deadline):
             raise phase_error()
         by_phase = self._phase_deadline < read_deadline
-        scope = trio.CancelScope(deadline=self._phase_deadline if by_phase else read_deadline)
-        self._wait_scope = scope
-        try:
-            with scope:
+        deadline = self._phase_deadline if by_phase else read_deadline
+        if self._direct:
+            if deadline == math.inf:
                 return await self.stream.receive_some(READ_SIZE)
-        finally:
-            self._wait_scope = None
+            swept = self._sweeper
+            if swept is None:
+                swept = self._sweeper = sweeper()
+            self._expired = False
+            self.wait_deadline = deadline
+            swept.watch(self)
+            try:
+                return await self.stream.receive_some(READ_SIZE)
+            except trio.ClosedResourceError:
+                if not self._expired:
+                    raise  # closed under us for another reason
+            finally:
+                self.wait_deadline = math.inf
+                swept.unwatch(self)
+        else:
+            scope = trio.CancelScope(deadline=deadline)
+            self._wait_scope = scope
+            try:
+                with scope:
+                    return await self.stream.receive_some(READ_SIZE)
+            finally:
+                self._wait_scope = None
         if phase_error is not None and (by_phase or self._interrupted):
             raise phase_error()
         raise ReadTimeout(f"peer sent nothing for {self.read_timeout:g} s")

@@ -23,7 +23,7 @@ import trio
 from ..errors import SidecarError
 from .connection import ConnectionLost, HttpConnection
 from .headers import forwardable, framing_for
-from .wire import END, ResponseHead
+from .wire import END, InformationalHead, ResponseHead
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -98,14 +98,15 @@ async def _read_body(conn: HttpConnection, limit: int) -> bytes:
     size = 0
     while True:
         event = await conn.next_event()
-        if isinstance(event, h11.Data):
+        kind = type(event)  # both engines yield exactly these types inside a body
+        if kind is h11.Data:
             size += len(event.data)
             if size > limit:
                 raise BodyTooLarge(f"body exceeds the {limit}-byte limit on this route")
             parts.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(parts)
-        elif isinstance(event, h11.ConnectionClosed):
+        elif kind is h11.EndOfMessage:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        elif kind is h11.ConnectionClosed:
             raise ConnectionLost("peer closed the connection before the body ended")
         else:  # pragma: no cover - h11 only yields the above inside a body
             raise ConnectionLost(f"unexpected {type(event).__name__} inside a body")
@@ -150,15 +151,20 @@ async def _relay_response(
     buffer_limit: int,
     head_timeout: float,
 ) -> None:
-    with trio.move_on_after(head_timeout) as scope:
+    # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
+    saved = up.begin_phase(
+        trio.current_time() + head_timeout,
+        lambda: UpstreamTimeout(f"no response within {head_timeout:g} s"),
+    )
+    try:
         while True:
             event = await up.next_event()
-            if isinstance(event, h11.InformationalResponse):
+            if type(event) is InformationalHead or isinstance(event, h11.InformationalResponse):
                 continue  # 100-continue was for us; the caller got its own
             break
-    if scope.cancelled_caught:
-        raise UpstreamTimeout(f"no response within {head_timeout:g} s")
-    if not isinstance(event, h11.Response):
+    finally:
+        up.end_phase(saved)
+    if type(event) is not ResponseHead and not isinstance(event, h11.Response):
         raise ConnectionLost("upstream closed the connection without answering")
     transform = plan(event) if plan is not None else None
     headers = response_headers(event, transform)

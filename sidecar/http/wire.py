@@ -37,6 +37,7 @@ END = h11.EndOfMessage()  # immutable: one instance serves every message
 _END = END
 _CLOSED = h11.ConnectionClosed()
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_LIST = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 _UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
 _UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _BODYLESS_STATUS = frozenset({204, 304})
@@ -384,7 +385,19 @@ class Http1:
 
     def send(self, event) -> bytes:
         kind = type(event)
-        if kind is h11.Data or isinstance(event, h11.Data):
+        if kind is h11.Data:
+            return self._send_data(event.data)
+        if event is _END:
+            return self._send_end()
+        if kind is RequestHead:
+            return self._send_request(event)
+        if kind is ResponseHead:
+            return self._send_response(event)
+        return self._send_other(event)
+
+    def _send_other(self, event) -> bytes:
+        """:meth:`send` for anything but the four events of every exchange (h11's own types)."""
+        if isinstance(event, h11.Data):
             return self._send_data(event.data)
         if event is _END or isinstance(event, h11.EndOfMessage):
             return self._send_end()
@@ -512,10 +525,24 @@ def _parser_refusal(message: str) -> h11.RemoteProtocolError:
 
 
 def _head(start: bytes, headers) -> bytes:
+    """The serialised head. Names and values are checked together, two regex passes over the
+    joined fields rather than two per field: every name a token (joined by ``:``, which is not
+    a token character, so counting the joints catches one inside a name), no CR, LF or NUL in
+    any value."""
+    if not headers:
+        return start + b"\r\n\r\n"
+    names = b":".join([name for name, _ in headers])
+    values = b"".join([value for _, value in headers])
+    if (
+        not _TOKEN_LIST.fullmatch(names)
+        or names.count(b":") != len(headers) - 1  # a ":" inside a name would pass as a joint
+        or _UNSAFE_VALUE.search(values)
+    ):
+        for name, value in headers:
+            if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
+                raise h11.LocalProtocolError(f"unsafe header {name!r}")
+        raise h11.LocalProtocolError("unsafe header")  # pragma: no cover - found above
     parts = [start]
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
-            raise h11.LocalProtocolError(f"unsafe header {name!r}")
-        parts.append(name + b": " + value)
+    parts += [name + b": " + value for name, value in headers]
     parts.append(b"\r\n")
     return b"\r\n".join(parts)
