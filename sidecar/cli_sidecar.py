@@ -57,6 +57,8 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
         checkpoint_seconds=kw["audit_checkpoint_seconds"],
         max_file_bytes=kw["audit_max_bytes"],
     )
+
+
 def _limits(items: tuple[str, ...]) -> ServerLimits:
     try:
         return ServerLimits().with_overrides(list(items))

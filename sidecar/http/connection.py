@@ -85,6 +85,9 @@ class HttpConnection:
         # A socket driven directly waits under a deadline kept by the run's sweeper
         # (:mod:`.deadlines`); any other stream under a cancel scope per waiting read.
         self._direct = type(stream) is DirectStream
+        # After nothing was there (or a request was just sent), wait before reading again.
+        self._receive_after_wait = getattr(stream, "receive_after_wait", None)
+        self._nothing_yet = False
         self._sweeper: Sweeper | None = None
         self.wait_deadline = math.inf  # while a direct read waits under a deadline
         self._expired = False
@@ -213,7 +216,10 @@ class HttpConnection:
     async def _receive(self) -> bytes:
         """The next bytes from the peer: at once if they are already there (no deadline, no
         wait), else within ``read_timeout`` and the phase's deadline."""
-        if self._receive_nowait is not None:
+        nothing_yet = self._nothing_yet
+        if nothing_yet:
+            self._nothing_yet = False  # a request just sent: its answer cannot be here yet
+        elif self._receive_nowait is not None:
             data = self._receive_nowait(READ_SIZE)
             if data is not None:
                 self._unyielded += 1
@@ -229,8 +235,9 @@ class HttpConnection:
                 return data
         self._unyielded = 0
         phase_error = self._phase_error
+        receive = self._receive_after_wait if self._direct else self.stream.receive_some
         if phase_error is None and self.read_timeout is None:
-            return await self.stream.receive_some(READ_SIZE)
+            return await receive(READ_SIZE)
         now = trio.current_time()
         read_deadline = math.inf if self.read_timeout is None else now + self.read_timeout
         if phase_error is not None and (self._interrupted or now >= self._phase_deadline):
@@ -239,7 +246,7 @@ class HttpConnection:
         deadline = self._phase_deadline if by_phase else read_deadline
         if self._direct:
             if deadline == math.inf:
-                return await self.stream.receive_some(READ_SIZE)
+                return await receive(READ_SIZE)
             swept = self._sweeper
             if swept is None:
                 swept = self._sweeper = sweeper()
@@ -247,7 +254,7 @@ class HttpConnection:
             self.wait_deadline = deadline
             swept.watch(self)
             try:
-                return await self.stream.receive_some(READ_SIZE)
+                return await receive(READ_SIZE)
             except trio.ClosedResourceError:
                 if not self._expired:
                     raise  # closed under us for another reason
@@ -281,6 +288,7 @@ class HttpConnection:
     async def send(self, event: h11.Event) -> None:
         if isinstance(event, h11.Request):
             self._sent_method = event.method
+            self._nothing_yet = self._direct
         if self._strict_checks:
             event = as_h11(event)
         try:
@@ -297,10 +305,12 @@ class HttpConnection:
         """Send several events as one write: one TLS record and one syscall, not one each."""
         if events and isinstance(events[0], h11.Request):
             self._sent_method = events[0].method
+            self._nothing_yet = self._direct
         if self._strict_checks:
             events = [as_h11(event) for event in events]
         try:
-            data = b"".join(self.http.send(event) or b"" for event in events)
+            send = self.http.send
+            data = b"".join([send(event) or b"" for event in events])
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send: {exc}") from exc
         try:

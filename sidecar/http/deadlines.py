@@ -3,13 +3,12 @@ per read.
 
 A trio cancel scope costs several microseconds to enter and to leave (it registers its deadline,
 runs two context managers and re-links the task's cancel status), and the data plane waited
-under one or two of them per request on each side (#11). A read waiting on a socket only needs
-to stop when its deadline passes — the exact moment hardly matters, the deadlines are seconds
-long — so a waiting read just records its deadline here, and a single sweeper, woken every
-:data:`TICK`, wakes each read past its deadline with ``trio.lowlevel.notify_closing`` on its
-socket: the read's ``wait_readable`` raises ``ClosedResourceError``, and the connection turns
-that into the error its phase names. A deadline thus fires up to one tick late. The socket
-itself stays open (the caller may still answer 408 on it); it is never read again.
+under one or two of them per request on each side (#11). A waiting read only needs to stop
+once its deadline passes, so it just records its deadline here, and a single sweeper wakes each
+read past its deadline with ``trio.lowlevel.notify_closing`` on its socket: the read's
+``wait_readable`` raises ``ClosedResourceError``, and the connection turns that into the error
+its phase names. The socket itself stays open (the caller may still answer 408 on it); it is
+never read again.
 
 Streams without a socket (memory streams in tests, ``trio.SSLStream``) keep a cancel scope
 per waiting read (see :meth:`.connection.HttpConnection._receive`).
@@ -25,7 +24,7 @@ import trio
 
 log = structlog.get_logger("trustmesh.http")
 
-TICK = 0.05  # seconds between sweeps while any read waits under a deadline
+MAX_SLEEP = 1.0  # the sweeper wakes at least this often while any read waits under a deadline
 
 
 class Waiter(Protocol):
@@ -36,14 +35,31 @@ class Waiter(Protocol):
 
 
 class Sweeper:
-    """Wakes reads whose deadline passed; one per trio run (:func:`sweeper`)."""
+    """Wakes reads whose deadline passed; one per trio run (:func:`sweeper`).
+
+    It sleeps until the earliest deadline it knows of, but never longer than
+    :data:`MAX_SLEEP`; a read that starts waiting with an earlier deadline than the sweeper's
+    next wake moves that wake forward (rare: the data plane's deadlines are seconds long). A
+    wake costs the process a few hundred microseconds, so it does not tick faster than it must:
+    with every connection idle between requests, about once a second.
+    """
 
     def __init__(self) -> None:
         self._waiting: set[Waiter] = set()
         self._wakeup = trio.Event()
+        self._earliest = math.inf  # no later than every watched deadline
+        self._wake_at = math.inf  # when the sweeper's current sleep ends
+        self._sleep: trio.CancelScope | None = None
 
     def watch(self, waiter: Waiter) -> None:
         self._waiting.add(waiter)
+        deadline = waiter.wait_deadline
+        if deadline < self._earliest:
+            self._earliest = deadline
+        if deadline < self._wake_at:
+            self._wake_at = deadline
+            if self._sleep is not None:
+                self._sleep.deadline = deadline
         if not self._wakeup.is_set():
             self._wakeup.set()
 
@@ -59,11 +75,23 @@ class Sweeper:
             if not self._waiting:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
-            await trio.sleep(TICK)
+            self._wake_at = min(self._earliest, trio.current_time() + MAX_SLEEP)
+            with trio.CancelScope(deadline=self._wake_at) as self._sleep:
+                await trio.sleep_forever()
+            self._sleep = None
+            self._wake_at = math.inf
             self.sweep(trio.current_time())
 
     def sweep(self, now: float) -> None:
-        due = [waiter for waiter in self._waiting if waiter.wait_deadline <= now]
+        due = []
+        earliest = math.inf
+        for waiter in self._waiting:
+            deadline = waiter.wait_deadline
+            if deadline <= now:
+                due.append(waiter)
+            elif deadline < earliest:
+                earliest = deadline
+        self._earliest = earliest
         for waiter in due:
             self._waiting.discard(waiter)
             try:

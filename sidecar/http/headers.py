@@ -67,24 +67,41 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
     ``Content-Length`` is left out too: the framing of the next hop is decided once, by
     :func:`framing_for`, so a message never leaves with two lengths or a length beside chunked.
     """
-    headers = list(headers)
+    if not isinstance(headers, list):
+        headers = list(headers)
+    skip = _skipped(drop)
     nominated = connection_tokens(headers)
     kept = []
     for name, value in headers:
         # CGI-style servers fold '_' and '-' into one variable: judge both spellings alike.
-        canon = name.replace(b"_", b"-")
-        if canon in HOP_BY_HOP or canon in nominated or canon in drop or canon == b"content-length":
+        canon = name.replace(b"_", b"-") if b"_" in name else name
+        if canon in skip or (nominated and canon in nominated):
             continue
         kept.append((name, value))
     return kept
 
 
+_SKIPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _skipped(drop: frozenset[bytes]) -> frozenset[bytes]:
+    """Every name :func:`forwardable` leaves out besides nominated ones, one set per ``drop``
+    (a few per policy), so each header costs one lookup."""
+    found = _SKIPPED.get(drop)
+    if found is None:
+        if len(_SKIPPED) >= 64:
+            _SKIPPED.clear()
+        found = _SKIPPED[drop] = HOP_BY_HOP | drop | {b"content-length"}
+    return found
+
+
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The single value of ``name``; several values are joined as RFC 9110 §5.3 allows."""
-    values = [v for n, v in headers if n == name]
-    if not values:
-        return None
-    return b", ".join(values)
+    found = None
+    for n, v in headers:
+        if n == name:
+            found = v if found is None else found + b", " + v
+    return found
 
 
 def is_chunked(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -102,7 +119,8 @@ def framing_for(incoming: Iterable[tuple[bytes, bytes]]) -> Headers:
     Chunked wins over a ``Content-Length`` sent beside it (RFC 9112 §6.1: h11 framed the body
     by the chunks, and a proxy must drop the length); otherwise the length is kept.
     """
-    incoming = list(incoming)
+    if not isinstance(incoming, list):
+        incoming = list(incoming)
     if is_chunked(incoming):
         return [(b"transfer-encoding", b"chunked")]
     length = get_header(incoming, b"content-length")

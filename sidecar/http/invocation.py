@@ -72,11 +72,9 @@ def parse_app_address(text: str, default_namespace: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else (parts[0], default_namespace)
 
 
-def parse_invocation(
-    target: bytes, headers: list[tuple[bytes, bytes]], default_namespace: str
-) -> Invocation:
+def parse_invocation(target: bytes, header_app: bytes | None, default_namespace: str) -> Invocation:
+    """The invocation a request target names; ``header_app`` is its ``dapr-app-id`` value."""
     raw_path, query = split_target(target)
-    header_app = get_header(headers, b"dapr-app-id")
     path = percent_decode(raw_path)
     if header_app is not None:
         try:

@@ -94,6 +94,13 @@ async def read_whole_body(conn: HttpConnection, limit: int) -> bytes:
 
 
 async def _read_body(conn: HttpConnection, limit: int) -> bytes:
+    take_body = getattr(conn.http, "take_body", None)
+    if take_body is not None:
+        whole = take_body()  # all of it arrived with the head: no event-by-event walk
+        if whole is not None:
+            if len(whole) > limit:
+                raise BodyTooLarge(f"body exceeds the {limit}-byte limit on this route")
+            return whole
     parts: list[bytes] = []
     size = 0
     while True:

@@ -31,6 +31,7 @@ class DirectStream(trio.abc.Stream):
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.socket = sock
+        self.fd = sock.fileno()  # for the pool's parked-connection checks
         self.broken = False
         self._closed = False
 
@@ -76,6 +77,12 @@ class DirectStream(trio.abc.Stream):
             except OSError as exc:
                 self.broken = True
                 raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+
+    async def receive_after_wait(self, max_bytes: int) -> bytes:
+        """:meth:`receive_some` for a caller that just found nothing to read: wait first,
+        rather than try (and fail) once more."""
+        await self._wait_readable()
+        return await self.receive_some(max_bytes)
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What can be read without waiting (b"" at EOF), or None if nothing is there yet."""

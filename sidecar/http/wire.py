@@ -352,6 +352,29 @@ class Http1:
             self.they_are_waiting_for_100_continue = False
         return event
 
+    def take_body(self) -> bytes | None:
+        """The rest of the body being received, if all of it and its end have arrived: those
+        events are consumed as ``next_event`` would have handed them out one by one. ``None``
+        (nothing consumed) if the end has not arrived, or anything else came first."""
+        events = self._events
+        if self.their_state is not SEND_BODY or not events:
+            return None
+        parts = []
+        for event in events:
+            if event is _END:
+                break
+            if type(event) is not h11.Data:
+                return None
+            parts.append(event.data)
+        else:
+            return None
+        for _ in range(len(parts) + 1):
+            events.popleft()
+        self.they_are_waiting_for_100_continue = False
+        self.their_state = DONE
+        self._settle()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def _receive_head(self, head, keep_alive: bool) -> None:
         if not keep_alive:
             self._keep_alive = False

@@ -10,13 +10,14 @@ whose plan names the pool key (address, expected identity) and the head for the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from identity import AppIdentity, IdentityError
 
 from ..errors import SidecarError
-from ..http.headers import unexpected_body
+from ..http.headers import get_header, unexpected_body
 from ..http.invocation import HEALTH_PATHS, check_outbound_request, parse_invocation
 from ..http.message import request_head
 from ..policy import Decision
@@ -66,14 +67,20 @@ class OutboundJudge:
         why = unexpected_body(request.method, request.headers)
         if why is not None:
             return _refuse(BodyNotAllowed(why), facts)
-        me = self.site.me
-        invocation = parse_invocation(request.target, request.headers, me.namespace)
-        facts = facts.but(path=invocation.target.method)
-        try:
-            expected = AppIdentity(me.trust_domain, invocation.namespace, invocation.app_id)
-        except IdentityError as exc:
-            return _refuse(AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}"), facts)
-        facts = facts.but(callee=expected)  # named in the record even when it cannot be reached
+        header_app = get_header(request.headers, b"dapr-app-id")
+        small = len(request.target) + len(header_app or b"") <= 512
+        route = (_route_cached if small else _route)(request.target, header_app, self.site.me)
+        invocation, expected, decision = route
+        if decision is None:  # the App ID is not a valid one: ``expected`` is the refusal
+            return _refuse(expected, facts.but(path=invocation.target.method))
+        # Named in the record even when it cannot be reached.
+        facts = Facts(
+            verb=facts.verb,
+            path=invocation.target.method,
+            caller=facts.caller,
+            callee=expected,
+            trace_id=facts.trace_id,
+        )
         address = self.resolve(invocation.app_id, invocation.namespace)
         if address is None:
             message = (
@@ -87,8 +94,24 @@ class OutboundJudge:
             target=request.target,
         )
         head = request_head(request.method, invocation.target.wire_path, headers)
-        decision = Decision.allow("outbound", "resolved", rule=str(expected))
         return Forward(decision, facts, ForwardPlan(head, upstream=(address, expected)))
+
+
+def _route(target: bytes, header_app: bytes | None, me: AppIdentity) -> tuple:
+    """Where a request target (and its ``dapr-app-id``) points: ``(invocation, expected peer
+    identity, decision)``, or ``(invocation, refusal, None)`` for an invalid App ID. Pure: a
+    target that cannot be parsed raises."""
+    invocation = parse_invocation(target, header_app, me.namespace)
+    try:
+        expected = AppIdentity(me.trust_domain, invocation.namespace, invocation.app_id)
+    except IdentityError as exc:
+        return invocation, AppNotFound(f"invalid app id {invocation.app_id!r}: {exc}"), None
+    return invocation, expected, Decision.allow("outbound", "resolved", rule=str(expected))
+
+
+# The same few targets come every request: each is parsed and validated once (short ones only,
+# so the cache stays small whatever an app sends).
+_route_cached = functools.lru_cache(maxsize=1024)(_route)
 
 
 def _refuse(exc: SidecarError, facts: Facts) -> Answer:

@@ -200,6 +200,9 @@ class _Borrowed:
 
 def _socket_fd(conn: HttpConnection) -> int | None:
     """The file descriptor under a plain or TLS trio stream, if there is one."""
+    fd = getattr(conn.stream, "fd", None)  # a socket driven directly knows its own
+    if fd is not None:
+        return fd
     stream = getattr(conn.stream, "transport_stream", conn.stream)
     sock = getattr(stream, "socket", None)
     try:

@@ -1,6 +1,6 @@
 """Deadlines of reads waiting on a real socket, kept by the run's sweeper (no cancel scope per
-read): they end exactly as the phase-deadline tests over memory streams do, up to one sweeper
-tick late, and leave the socket usable for the answer. On the autojump clock, over socketpairs.
+read): they end exactly as the phase-deadline tests over memory streams do, and leave the socket
+usable for the answer; the sweeper sleeps rather than ticks. Autojump clock, over socketpairs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio
 
 from sidecar.errors import SidecarError
 from sidecar.http.connection import HttpConnection, IdleTimeout, ReadTimeout
-from sidecar.http.deadlines import TICK, sweeper
+from sidecar.http.deadlines import sweeper
 from sidecar.http.socket_stream import DirectStream
 
 
@@ -35,11 +35,11 @@ def server_conn(sock: socket.socket, read_timeout: float | None = 5) -> HttpConn
     return conn
 
 
-async def test_a_silent_peer_ends_in_a_read_timeout_within_a_tick(pair, autojump_clock):
+async def test_a_silent_peer_ends_in_a_read_timeout_at_its_deadline(pair, autojump_clock):
     conn = server_conn(pair[0], read_timeout=5)
     with pytest.raises(ReadTimeout):
         await conn.next_event()
-    assert 5 <= trio.current_time() <= 5 + 2 * TICK
+    assert 5 <= trio.current_time() <= 5 + 0.01
     assert sweeper().watched == 0
 
 
@@ -48,7 +48,7 @@ async def test_an_earlier_phase_deadline_ends_in_the_phase_error(pair, autojump_
     conn.begin_phase(trio.current_time() + 2, lambda: PhaseOver("phase over"))
     with pytest.raises(PhaseOver):
         await conn.next_event()
-    assert 2 <= trio.current_time() <= 2 + 2 * TICK
+    assert 2 <= trio.current_time() <= 2 + 0.01
 
 
 async def test_bytes_arriving_before_the_deadline_are_read_and_nothing_expires(
@@ -122,3 +122,23 @@ async def test_a_read_without_any_deadline_is_not_watched(pair, autojump_clock):
         nursery.start_soon(speak_late)
         assert (await conn.next_event()).method == b"GET"
     assert trio.current_time() == pytest.approx(100)
+
+
+async def test_a_nearer_deadline_wakes_the_sleeping_sweeper_early(pair, autojump_clock):
+    """The sweeper sleeps until the earliest deadline it knows (at most a second): a read that
+    starts waiting with a nearer one moves that wake forward."""
+    first, _ = pair
+    second, other = socket.socketpair()
+    try:
+        slow = server_conn(first, read_timeout=50)
+        quick = server_conn(second, read_timeout=0.3)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow.next_event)
+            await trio.sleep(0.1)  # the sweeper is asleep until 1.0 by now
+            with pytest.raises(ReadTimeout):
+                await quick.next_event()
+            assert trio.current_time() == pytest.approx(0.4)
+            nursery.cancel_scope.cancel()
+    finally:
+        other.close()
+        second.close()

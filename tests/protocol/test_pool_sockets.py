@@ -105,4 +105,3 @@ async def test_idle_connections_are_swept(nursery, autojump_clock):
     assert await pool.acquire("app") is not conn
     assert len(dialled) == 2
     nursery.cancel_scope.cancel()
-

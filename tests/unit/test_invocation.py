@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.http.headers import get_header
 from sidecar.http.invocation import (
     ApiTokenInvalid,
     InvocationError,
@@ -23,7 +24,7 @@ NS = "default"
 
 
 def invoke(target: bytes, *headers: tuple[bytes, bytes]):
-    return parse_invocation(target, list(headers), NS)
+    return parse_invocation(target, get_header(list(headers), b"dapr-app-id"), NS)
 
 
 # --- the URL form: /v1.0/invoke/<app>/method/<path> -------------------------------------------
