@@ -301,6 +301,28 @@ class HttpConnection:
             except _TRANSPORT_ERRORS as exc:
                 raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
 
+    async def send_message(self, head: h11.Request | h11.Response, body: bytes) -> None:
+        """Send a whole message — head, body and end — as one write (one TLS record, one
+        system call): the common case of a small request or answer held whole."""
+        if self._strict_checks:
+            events: list[h11.Event] = [head]
+            if body:
+                events.append(h11.Data(data=body))
+            events.append(h11.EndOfMessage())
+            await self.send_many(events)
+            return
+        if type(head) is not ResponseHead:
+            self._sent_method = head.method
+            self._nothing_yet = self._direct
+        try:
+            data = self.http.send_message(head, body)
+        except h11.LocalProtocolError as exc:
+            raise ConnectionLost(f"cannot send: {exc}") from exc
+        try:
+            await self.stream.send_all(data)
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+
     async def send_many(self, events: list[h11.Event]) -> None:
         """Send several events as one write: one TLS record and one syscall, not one each."""
         if events and isinstance(events[0], h11.Request):

@@ -234,13 +234,9 @@ async def _send_whole(
     body: bytes,
     result: ExchangeResult,
 ) -> None:
-    events: list[h11.Event] = [_response(response, headers)]
-    if body:
-        events.append(h11.Data(data=body))
-    events.append(END)
     result.status = response.status_code
     result.head_sent = True
-    await down.send_many(events)
+    await down.send_message(_response(response, headers), body)
     result.bytes_down += len(body)
 
 
@@ -282,11 +278,7 @@ async def relay_exchange(
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
-        events: list[h11.Event] = [request]
-        if body:
-            events.append(h11.Data(data=body))
-        events.append(END)
-        await up.send_many(events)
+        await up.send_message(request, body)
         result.bytes_up += len(body)
         await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
         result.upstream_reusable = up.reusable

@@ -31,7 +31,7 @@ from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map,
 from .admission import EstablishedAdmission, HandshakeAdmission, Slot
 from .connection import ConnectionLost, HttpConnection, IdleTimeout, ProtocolViolation
 from .socket_stream import DirectStream, detach, tls_server_stream
-from .wire import END, ResponseHead
+from .wire import ResponseHead
 
 log = structlog.get_logger("trustmesh.http")
 
@@ -113,11 +113,7 @@ async def send_simple_response(
     if conn.http.their_state is not h11.DONE:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
-    events: list[h11.Event] = [ResponseHead(status, headers, _reason(status))]
-    if body:
-        events.append(h11.Data(data=body))
-    events.append(END)
-    await conn.send_many(events)
+    await conn.send_message(ResponseHead(status, headers, _reason(status)), body)
 
 
 def _reason(status: int) -> bytes:

@@ -23,6 +23,7 @@ import ssl
 import trio
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+_wait_readable = trio.lowlevel.wait_readable
 
 
 class DirectStream(trio.abc.Stream):
@@ -34,6 +35,12 @@ class DirectStream(trio.abc.Stream):
         self.fd = sock.fileno()  # for the pool's parked-connection checks
         self.broken = False
         self._closed = False
+        # The calls that move bytes. For TLS, the SSL object's own read/write: ``SSLSocket``'s
+        # Python wrappers add two frames per call and nothing this stream needs (it checks for
+        # closing itself, and maps a ragged EOF to b"" as ``suppress_ragged_eofs`` would).
+        tls = getattr(sock, "_sslobj", None) if isinstance(sock, ssl.SSLSocket) else None
+        self._recv = tls.read if tls is not None else sock.recv
+        self._send = tls.write if tls is not None else sock.send
 
     # --- TLS ------------------------------------------------------------------------------
 
@@ -62,17 +69,16 @@ class DirectStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         size = max_bytes or 65536
-        sock = self.socket
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("stream was closed")
             try:
-                return sock.recv(size)
+                return self._recv(size)
             except (ssl.SSLWantReadError, *_WOULD_BLOCK):
                 await self._wait_readable()
             except ssl.SSLWantWriteError:
                 await self._wait_writable()
-            except ssl.SSLZeroReturnError:
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return b""
             except OSError as exc:
                 self.broken = True
@@ -89,24 +95,28 @@ class DirectStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("stream was closed")
         try:
-            return self.socket.recv(max_bytes)
+            return self._recv(max_bytes)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, *_WOULD_BLOCK):
             return None
-        except ssl.SSLZeroReturnError:
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             return b""
         except OSError as exc:
             self.broken = True
             raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
 
     async def send_all(self, data) -> None:
-        view = memoryview(data)
-        sock = self.socket
+        view = data  # a memoryview only once a write was partial
+        send = self._send
         try:
             while view:
                 if self._closed:
                     raise trio.ClosedResourceError("stream was closed")
                 try:
-                    sent = sock.send(view)
+                    sent = send(view)
+                    if sent == len(view):
+                        return
+                    if type(view) is not memoryview:
+                        view = memoryview(view)
                 except (ssl.SSLWantWriteError, *_WOULD_BLOCK):
                     await self._wait_writable()
                     continue
@@ -139,14 +149,14 @@ class DirectStream(trio.abc.Stream):
 
     async def _wait_readable(self) -> None:
         try:
-            await trio.lowlevel.wait_readable(self.socket)
+            await _wait_readable(self.fd)  # the descriptor itself: no fileno() call per wait
         except trio.ClosedResourceError:
             raise
         except OSError as exc:  # pragma: no cover - a descriptor gone under us
             raise trio.BrokenResourceError(str(exc)) from exc
 
     async def _wait_writable(self) -> None:
-        await trio.lowlevel.wait_writable(self.socket)
+        await trio.lowlevel.wait_writable(self.fd)
 
 
 def detach(stream: trio.SocketStream) -> socket.socket:

@@ -418,6 +418,13 @@ class Http1:
             return self._send_response(event)
         return self._send_other(event)
 
+    def send_message(self, head, body: bytes) -> bytes:
+        """``send(head) + send(Data(body)) + send(END)`` without building the events."""
+        out = self.send(head)
+        if body:
+            out += self._send_data(body)
+        return out + self._send_end()
+
     def _send_other(self, event) -> bytes:
         """:meth:`send` for anything but the four events of every exchange (h11's own types)."""
         if isinstance(event, h11.Data):
