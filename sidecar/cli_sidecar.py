@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 import click
 import trio
 
-from ca import CAError
 from identity import IdentityError
 
 from .audit import STDOUT, AuditSettings
@@ -19,7 +19,14 @@ from .http.server import ServerLimits
 from .logsetup import configure_logging
 from .runtime import SidecarOptions, print_ready_line, run_sidecar
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (SidecarError, IdentityError, CAError)
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (SidecarError, IdentityError)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Ours, and the CA package's when it was loaded (SPIRE and tests may load it; a serving
+    sidecar does not, since importing it imports ``cryptography``)."""
+    ca = sys.modules.get("ca")
+    return KNOWN_ERRORS + ((ca.CAError,) if ca is not None else ())
 
 
 def first_known_error(exc: BaseException) -> BaseException | None:
@@ -30,7 +37,7 @@ def first_known_error(exc: BaseException) -> BaseException | None:
             if found is not None:
                 return found
         return None
-    return exc if isinstance(exc, KNOWN_ERRORS) else None
+    return exc if isinstance(exc, _known_errors()) else None
 
 
 def _read_secret_file(path: str | None, what: str) -> str | None:

@@ -106,7 +106,7 @@ class IdentityHolder:
         log.info(
             "svid installed",
             spiffe_id=str(svid.identity),
-            serial=f"{svid.leaf.serial_number:x}",
+            serial=f"{svid.serial_number:x}",
             not_after=svid.not_after.isoformat(),
             generation=generation,
         )
@@ -173,7 +173,7 @@ async def run_ca_identity(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Obtain the first SVID with the join token, then renew at half-life forever."""
-    from ca.client import request_svid  # the CA client is only needed in this mode
+    from .ca_worker import request_svid  # a child process: keeps cryptography out of ours
 
     backoff = 0.5
     while True:
@@ -194,7 +194,7 @@ async def run_ca_identity(
 
 
 async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
-    from ca.client import renew_svid
+    from . import ca_worker
 
     while True:
         material = holder.material()
@@ -205,7 +205,7 @@ async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
         while True:
             material = holder.material()
             try:
-                svid, bundle = await renew_svid(ca_url, material.svid, material.bundle)
+                svid, bundle = await ca_worker.renew_svid(ca_url, material.svid, material.bundle)
                 holder.install(svid, bundle)
                 break
             except Exception as exc:
