@@ -1,43 +1,22 @@
-"""``trustmesh sidecar``: run one sidecar in the foreground."""
+"""``trustmesh sidecar``: run one sidecar in the foreground.
+
+The flags are read here, with click; the sidecar then runs in a process that never loaded click
+or this module (:mod:`sidecar.serve` explains the hand-over).
+"""
 
 from __future__ import annotations
 
-import gc
 import os
-import sys
 from pathlib import Path
 
 import click
-import trio
-
-from identity import IdentityError
 
 from .audit import STDOUT, AuditSettings
 from .cli_support import home_option, resolve_cli_home
-from .errors import SidecarError
 from .http.server import ServerLimits
 from .logsetup import configure_logging
-from .runtime import SidecarOptions, print_ready_line, run_sidecar
-
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (SidecarError, IdentityError)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Ours, and the CA package's when it was loaded (SPIRE and tests may load it; a serving
-    sidecar does not, since importing it imports ``cryptography``)."""
-    ca = sys.modules.get("ca")
-    return KNOWN_ERRORS + ((ca.CAError,) if ca is not None else ())
-
-
-def first_known_error(exc: BaseException) -> BaseException | None:
-    """trio wraps task failures in exception groups; find the one a user should read."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = first_known_error(inner)
-            if found is not None:
-                return found
-        return None
-    return exc if isinstance(exc, _known_errors()) else None
+from .runtime import SidecarOptions
+from .serve import first_known_error, hand_over, serve, started_as_the_cli
 
 
 def _read_secret_file(path: str | None, what: str) -> str | None:
@@ -64,6 +43,8 @@ def _audit_settings(kw: dict, home: Path) -> AuditSettings:
         checkpoint_seconds=kw["audit_checkpoint_seconds"],
         max_file_bytes=kw["audit_max_bytes"],
     )
+
+
 def _limits(items: tuple[str, ...]) -> ServerLimits:
     try:
         return ServerLimits().with_overrides(list(items))
@@ -247,15 +228,10 @@ def sidecar_command(**kw) -> None:
         limits=_limits(kw["limits"]),
     )
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(run_sidecar, opts)
-            # Everything loaded so far lives as long as the process: keep the collector off it.
-            gc.freeze()
-            print_ready_line(running)
-
+    if started_as_the_cli():
+        hand_over(opts, kw["log_level"])  # becomes the lean serving process (sidecar.serve)
     try:
-        trio.run(main)
+        serve(opts)
     except BaseException as exc:  # translated below, or re-raised as it was
         known = first_known_error(exc)
         if known is None:
