@@ -3,12 +3,15 @@
 A sidecar lives for days; the command line is read once. click, the other commands' shared
 helpers and their imports cost a sidecar ~1.4 MiB of resident memory for its whole life (issue
 #11 allows 35 MiB). So ``trustmesh sidecar`` parses and validates its flags with click, exactly
-as before (same help, same messages), builds the :class:`SidecarOptions`, and then replaces
-itself with ``python -m sidecar.serve`` (:func:`os.execve`: the same pid, stdio, environment
-and, after the module name, the same arguments, so ``ps`` and whoever watches the pid see the
-same sidecar). The options travel pickled over a pipe inherited across the exec, named by
-``TRUSTMESH_SIDECAR_OPTIONS_FD``, never on the command line (they may hold tokens).
+as before (same help, same messages), and then replaces itself with ``python -m sidecar.serve``
+(:func:`os.execve`: the same pid, stdio, environment and, after the module name, the same
+arguments, so ``ps`` and whoever watches the pid see the same sidecar). The values it read
+(plain data: strings, numbers, paths) travel pickled over a pipe inherited across the exec,
+named by ``TRUSTMESH_SIDECAR_OPTIONS_FD``, never on the command line (they may hold tokens).
+The serving process builds the :class:`SidecarOptions` from them, so the CLI process does not
+import the serving path only to pass it on (start-up costs one more interpreter, not two).
 
+A ``--limit`` the listeners refuse is refused there, worded by click as before.
 Failures end as the CLI ends them: one line ``trustmesh: <message>`` on stderr and exit 1 for an
 error a user can cause (the CLI's own :func:`sidecar.cli.known_error_message`, loaded only then),
 exit 70 naming an internal error otherwise.
@@ -20,14 +23,20 @@ import gc
 import os
 import pickle
 import sys
-
-import trio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from identity import IdentityError
 
 from .errors import SidecarError
-from .logsetup import configure_logging
-from .runtime import SidecarOptions, print_ready_line, run_sidecar
+
+if TYPE_CHECKING:
+    import click
+
+    from .runtime import SidecarOptions
+
+# This module's top level stays light: ``trustmesh sidecar`` imports it to hand over, and the
+# serving path (trio, the proxies) is imported by the process that serves, once.
 
 OPTIONS_FD_ENV = "TRUSTMESH_SIDECAR_OPTIONS_FD"
 MAX_OPTIONS_BYTES = 60_000  # below a pipe's capacity: written whole before the exec, unread
@@ -64,8 +73,46 @@ def _release_startup_memory() -> None:
         pass
 
 
-def serve(opts: SidecarOptions) -> None:
+class BadLimit(ValueError):
+    """A ``--limit NAME=VALUE`` the listeners do not know or accept."""
+
+    def as_click(self) -> click.BadParameter:
+        import click  # only to word the refusal exactly as the CLI's own flags are refused
+
+        return click.BadParameter(str(self), param_hint="--limit")
+
+
+def build_options(spec: dict[str, Any]) -> SidecarOptions:
+    """The :class:`SidecarOptions` from the plain values ``trustmesh sidecar`` read."""
+    from .audit import STDOUT, AuditSettings
+    from .http.server import ServerLimits
+    from .runtime import SidecarOptions
+
+    spec = dict(spec)
+    try:
+        limits = ServerLimits().with_overrides(spec.pop("limits"))
+    except ValueError as exc:
+        raise BadLimit(str(exc)) from None
+    audit = dict(spec.pop("audit"))
+    where = audit.pop("where")
+    if where is None:
+        destination: Path | str | None = (
+            spec["home"] / "audit" / f"{spec['namespace']}.{spec['app_id']}.jsonl"
+        )
+    elif where in ("none", STDOUT):
+        destination = None if where == "none" else STDOUT
+    else:
+        destination = Path(where)
+    return SidecarOptions(**spec, audit=AuditSettings(destination, **audit), limits=limits)
+
+
+def serve(spec: dict[str, Any]) -> None:
     """Run the sidecar until it is drained; raise what stopped it otherwise."""
+    import trio
+
+    from .runtime import print_ready_line, run_sidecar
+
+    opts = build_options(spec)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -104,10 +151,10 @@ def started_as_the_cli() -> bool:
     return os.path.basename(sys.argv[0]) == "trustmesh"
 
 
-def hand_over(opts: SidecarOptions, log_level: str) -> None:
+def hand_over(spec: dict[str, Any], log_level: str) -> None:
     """Replace this process with the lean serving one; return (having changed nothing) only if
     that cannot be done, and the caller then serves in this process."""
-    data = pickle.dumps((opts, log_level), protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps((spec, log_level), protocol=pickle.HIGHEST_PROTOCOL)
     if len(data) > MAX_OPTIONS_BYTES:
         return
     read_end, write_end = os.pipe()
@@ -138,10 +185,15 @@ def main() -> None:
     # The pipe was written by hand_over in this very process before it exec'd: whoever could
     # write it could run any code as this user anyway, so unpickling it trusts no one new.
     with os.fdopen(int(fd), "rb") as pipe:
-        opts, log_level = pickle.load(pipe)  # noqa: S301
+        spec, log_level = pickle.load(pipe)  # noqa: S301
+    from .logsetup import configure_logging
+
     configure_logging(log_level)
     try:
-        serve(opts)
+        serve(spec)
+    except BadLimit as exc:
+        refusal = exc.as_click()
+        _fail(refusal.format_message(), refusal.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
