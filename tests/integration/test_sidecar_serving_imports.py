@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._support.ca_proc import running_ca
+
 NOT_FOR_SERVING = (
     "urllib.request",
     "http.client",
@@ -144,3 +146,36 @@ def test_the_process_probe_sees_what_a_serving_sidecar_has_loaded(served_pair):
         assert {"ssl", "trio", "identity._der", "sidecar.http.server", "sidecar.runtime"} <= modules
         assert "_ssl" in _mapped_files(proc.pid), name
     assert "identity._sign" in _modules_of(procs["server"], tmp_path / "server.modules")
+
+
+def test_a_sidecar_enrolled_and_renewed_by_the_bundled_ca_never_imports_cryptography(
+    mesh, tmp_path
+):
+    """Keys and CSRs are made by a short-lived child (sidecar.ca_worker): after joining with a
+    token and renewing a 4-second SVID, the serving process still has no X.509 library."""
+    tm = [sys.executable, "-m", "sidecar"]
+    subprocess.run([*tm, "ca", "init", "--home", str(mesh.home)], check=True, capture_output=True)
+    with running_ca(mesh.home, tmp_path / "ca.log", "--svid-ttl", "4s") as ca:
+        token = subprocess.run(
+            [*tm, "ca", "token", "--app-id", "joined", "--home", str(mesh.home)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        env = {
+            "TRUSTMESH_JOIN_TOKEN": token,
+            "TRUSTMESH_PROBE_MODULES": str(tmp_path / "joined.modules"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE_SITE), PYTHONPATH])),
+        }
+        proc = mesh.procs.sidecar("joined", mesh.home, extra=["--ca-url", ca.url], env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            svid = httpx.get(f"http://{proc.ready['admin']}/v1/status").json()["svid"]
+            if svid["renewals"] >= 1:
+                break
+            assert time.monotonic() < deadline, f"no renewal: {svid}"
+            time.sleep(0.2)
+        modules = _modules_of(proc, tmp_path / "joined.modules")
+    assert sorted(m for m in NOT_IN_A_SERVING_PROCESS if m in modules) == []
+    assert {"identity._der", "sidecar.ca_worker"} <= modules  # the twin: the probe sees it
+    assert "cryptography" not in _mapped_files(proc.pid)
