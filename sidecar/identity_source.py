@@ -8,10 +8,11 @@ so a rotation never changes anything under a request in flight.
   csi-driver-spiffe. Polled once a second; a change is loaded, checked (key matches leaf, the leaf
   is this app's identity) and installed. A broken or foreign file is logged and ignored: the last
   good material stays in force.
-* ``--ca-url``/``--token``: a key made here, a CSR to the bundled CA with the one-time token, then
-  renewal over mTLS with a new key at half the certificate's lifetime. If the CA is unreachable
-  the current SVID keeps serving and renewal retries with exponential back-off, each failure
-  logged, until it works or the SVID expires.
+* ``--ca-url``/``--token``: a new key, a CSR to the bundled CA with the one-time token, then
+  renewal over mTLS with a new key at half the certificate's lifetime; each in a short-lived
+  child process (``ca_worker``), so the sidecar never loads an X.509 library. If the CA is
+  unreachable the current SVID keeps serving and renewal retries with exponential back-off, each
+  failure logged, until it works or the SVID expires.
 * ``--identity spire``: the SPIFFE Workload API (``identity_spire.py``).
 
 Which App an SVID (ours or a peer's) is depends on the mesh's identity map: ``AppIdentityBinding``
