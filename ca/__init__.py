@@ -6,19 +6,6 @@ join tokens in :mod:`ca.tokens`; the HTTPS signing service in :mod:`ca.service` 
 this package re-exports only the signing core and the errors.
 """
 
-from ._authority import (
-    CA_SERVER_APP_ID,
-    CLOCK_SKEW,
-    CONTROL_PLANE_NAMESPACE,
-    DEFAULT_CA_TTL,
-    DEFAULT_LEAF_TTL,
-    CertificateAuthority,
-    ca_server_identity,
-    check_public_key_strength,
-    check_workload_identity,
-    new_private_key,
-    root_trust_domain,
-)
 from ._duration import parse_duration
 from ._errors import (
     BodyTooLarge,
@@ -46,6 +33,33 @@ from ._errors import (
     Unauthenticated,
     WeakKey,
 )
+
+# The signing core imports ``cryptography`` (~10 MiB resident); a sidecar that only needs the
+# errors or ``ca.home`` must not pay for it, so its names load on first use (PEP 562).
+_AUTHORITY_NAMES = frozenset(
+    {
+        "CA_SERVER_APP_ID",
+        "CLOCK_SKEW",
+        "CONTROL_PLANE_NAMESPACE",
+        "DEFAULT_CA_TTL",
+        "DEFAULT_LEAF_TTL",
+        "CertificateAuthority",
+        "ca_server_identity",
+        "check_public_key_strength",
+        "check_workload_identity",
+        "new_private_key",
+        "root_trust_domain",
+    }
+)
+
+
+def __getattr__(name: str):
+    if name in _AUTHORITY_NAMES:
+        from . import _authority
+
+        return getattr(_authority, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CA_SERVER_APP_ID",

@@ -9,54 +9,65 @@ been verified by OpenSSL during the handshake; this module decides *who* that ch
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
+from ._der import DerError, LeafFacts, leaf_facts
 from ._errors import IdentityError, PeerIdentityError
 from ._mapping import IdentityMap, app_identity_of
 from ._spiffe_id import AppIdentity, SpiffeId
 
+if TYPE_CHECKING:  # cryptography is imported only by callers that already hold its objects
+    from cryptography import x509
 
-def leaf_spiffe_uri(cert: x509.Certificate) -> str:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise PeerIdentityError("certificate has no subjectAltName, so no SPIFFE ID") from None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+
+def checked_spiffe_uri(has_san: bool, uris: tuple[str, ...] | list[str], is_ca: bool) -> str:
+    """The one SPIFFE URI a leaf may carry, or :class:`PeerIdentityError` naming the rule."""
+    if not has_san:
+        raise PeerIdentityError("certificate has no subjectAltName, so no SPIFFE ID")
     if len(uris) != 1:
         raise PeerIdentityError(f"certificate must carry exactly one URI SAN, found {len(uris)}")
     if not uris[0].startswith("spiffe://"):
         raise PeerIdentityError(f"certificate URI SAN is not a SPIFFE ID: {uris[0]!r}")
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
-    if bc is not None and bc.ca:
+    if is_ca:
         raise PeerIdentityError("certificate is a CA certificate, not a workload leaf")
     return uris[0]
 
 
-def leaf_app_identity(cert: x509.Certificate) -> AppIdentity:
-    uri = leaf_spiffe_uri(cert)
+def _facts(cert: x509.Certificate | bytes) -> LeafFacts:
+    if isinstance(cert, bytes | bytearray | memoryview):
+        der = bytes(cert)
+    else:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = cert.public_bytes(Encoding.DER)
+    try:
+        return leaf_facts(der)
+    except DerError as exc:
+        raise PeerIdentityError(f"peer certificate does not parse: {exc}") from None
+
+
+def leaf_spiffe_uri(cert: x509.Certificate | bytes) -> str:
+    """The SPIFFE ID a leaf (a ``cryptography`` certificate or DER) carries, as a string."""
+    facts = _facts(cert)
+    return checked_spiffe_uri(facts.has_san, facts.uris, facts.is_ca)
+
+
+def _app_identity(uri: str) -> AppIdentity:
     try:
         return app_identity_of(uri)
     except IdentityError as exc:
         raise PeerIdentityError(f"certificate SPIFFE ID is not an App ID: {exc}") from exc
 
 
-def _certificate(peer_certificate: x509.Certificate | bytes) -> x509.Certificate:
-    if isinstance(peer_certificate, bytes | bytearray):
-        try:
-            return x509.load_der_x509_certificate(bytes(peer_certificate))
-        except ValueError as exc:
-            raise PeerIdentityError(f"peer certificate does not parse: {exc}") from exc
-    return peer_certificate
+def leaf_app_identity(cert: x509.Certificate | bytes) -> AppIdentity:
+    return _app_identity(leaf_spiffe_uri(cert))
 
 
 def peer_identity(peer_certificate: x509.Certificate | bytes) -> AppIdentity:
     """The App identity in a peer's (already chain-verified) leaf, given as a certificate or DER."""
-    return leaf_app_identity(_certificate(peer_certificate))
+    return leaf_app_identity(peer_certificate)
 
 
 @dataclass(eq=False, slots=True)
@@ -94,13 +105,43 @@ class PeerSvid:
         return self._app
 
 
-def peer_svid(peer_certificate: x509.Certificate | bytes) -> PeerSvid:
-    """The SPIFFE ID and expiry of a peer's (already chain-verified) leaf; raise
-    :class:`PeerIdentityError` if the leaf carries no usable SPIFFE ID."""
-    cert = _certificate(peer_certificate)
-    uri = leaf_spiffe_uri(cert)
+def _peer_svid(uri: str, not_after: float) -> PeerSvid:
     try:
         sid = SpiffeId.parse(uri)
     except IdentityError as exc:
         raise PeerIdentityError(f"certificate SPIFFE ID is not valid: {exc}") from exc
-    return PeerSvid(sid, cert.not_valid_after_utc.timestamp())
+    return PeerSvid(sid, not_after)
+
+
+def peer_svid(peer_certificate: x509.Certificate | bytes) -> PeerSvid:
+    """The SPIFFE ID and expiry of a peer's (already chain-verified) leaf; raise
+    :class:`PeerIdentityError` if the leaf carries no usable SPIFFE ID."""
+    facts = _facts(peer_certificate)
+    uri = checked_spiffe_uri(facts.has_san, facts.uris, facts.is_ca)
+    return _peer_svid(uri, facts.not_after)
+
+
+def verified_peer_svid(decoded: dict[str, Any] | None, der: bytes | None) -> PeerSvid:
+    """The peer's SPIFFE ID and expiry from what ``getpeercert()`` returned after a handshake.
+
+    ``decoded`` is OpenSSL's own reading of the verified leaf (``getpeercert()``): the URI SANs
+    and notAfter are taken from it. It is empty when the chain was not verified, and then the
+    peer is refused whatever its certificate says. ``der`` (``getpeercert(binary_form=True)``)
+    supplies the one fact OpenSSL's reading leaves out, whether the leaf is a CA; our reader of
+    it must also find the same URI SANs, so a parser disagreement refuses rather than guesses.
+    """
+    if not der:
+        raise PeerIdentityError("peer presented no certificate")
+    if not decoded:
+        raise PeerIdentityError("peer certificate was not verified against the trust bundle")
+    names = decoded.get("subjectAltName")
+    uris = [value for kind, value in names or () if kind == "URI"]
+    facts = _facts(der)
+    if tuple(uris) != facts.uris:
+        raise PeerIdentityError("peer certificate SANs read differently by OpenSSL and trustmesh")
+    uri = checked_spiffe_uri(names is not None, uris, facts.is_ca)
+    try:
+        not_after = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PeerIdentityError(f"peer certificate notAfter does not read: {exc}") from None
+    return _peer_svid(uri, not_after)

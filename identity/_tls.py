@@ -7,39 +7,21 @@ the trust bundle, with ``CERT_REQUIRED`` on both sides). TLS 1.2 is the floor, w
 AEAD suites only; TLS 1.3 is preferred and negotiated whenever both ends have it.
 
 The stdlib can load a certificate chain only from files, so the key is written, loaded and
-unlinked inside a fresh 0700 directory (on tmpfs where the machine has one).
+unlinked inside a fresh 0700 directory (``_pemfiles.load_cert_chain_pem``).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import ssl
-import tempfile
 
-from ._errors import PeerIdentityError, PeerIdentityMismatch
+from ._errors import PeerIdentityMismatch
 from ._mapping import current_identity_map
-from ._peer import PeerSvid, peer_identity, peer_svid
+from ._peer import PeerSvid, verified_peer_svid
+from ._pemfiles import load_cert_chain_pem
 from ._spiffe_id import AppIdentity
 from ._svid import TrustBundle, X509Svid
 
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-_SHM = "/dev/shm"  # noqa: S108 - tmpfs keeps the key off disk; mkdtemp makes a 0700 dir
-_PRIVATE_TMP = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
-
-
-def _load_svid(ctx: ssl.SSLContext, svid: X509Svid) -> None:
-    directory = tempfile.mkdtemp(prefix="trustmesh-svid-", dir=_PRIVATE_TMP)
-    try:
-        cert_path = os.path.join(directory, "chain.pem")
-        key_path = os.path.join(directory, "key.pem")
-        for path, data in ((cert_path, svid.chain_pem()), (key_path, svid.key_pem())):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        ctx.load_cert_chain(cert_path, key_path)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _base_context(protocol: int, svid: X509Svid, bundle: TrustBundle) -> ssl.SSLContext:
@@ -49,7 +31,7 @@ def _base_context(protocol: int, svid: X509Svid, bundle: TrustBundle) -> ssl.SSL
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=bundle.to_pem().decode("ascii"))
-    _load_svid(ctx, svid)
+    load_cert_chain_pem(ctx, svid.chain_pem(), svid.key_pem())
     return ctx
 
 
@@ -73,20 +55,17 @@ def client_context(svid: X509Svid, bundle: TrustBundle) -> ssl.SSLContext:
     return ctx
 
 
+def ssl_peer_svid(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerSvid:
+    """The peer's SPIFFE ID and leaf expiry, kept by a connection to judge each request by.
+
+    Read from OpenSSL's own parse of the verified leaf (``getpeercert()``), so a serving process
+    needs no X.509 library of its own."""
+    return verified_peer_svid(ssl_object.getpeercert(), ssl_object.getpeercert(binary_form=True))
+
+
 def ssl_peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> AppIdentity:
     """The App identity the peer proved during the handshake that just completed."""
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        raise PeerIdentityError("peer presented no certificate")
-    return peer_identity(der)
-
-
-def ssl_peer_svid(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerSvid:
-    """The peer's SPIFFE ID and leaf expiry, kept by a connection to judge each request by."""
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        raise PeerIdentityError("peer presented no certificate")
-    return peer_svid(der)
+    return ssl_peer_svid(ssl_object).app_identity(current_identity_map())
 
 
 def expect_peer_identity(

@@ -1,36 +1,19 @@
-"""``trustmesh sidecar``: run one sidecar in the foreground."""
+"""``trustmesh sidecar``: run one sidecar in the foreground.
+
+The flags are read here, with click; the sidecar then runs in a process that never loaded click
+or this module (:mod:`sidecar.serve` explains the hand-over).
+"""
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
 import click
-import trio
 
-from ca import CAError
-from identity import IdentityError
-
-from .audit import STDOUT, AuditSettings
 from .cli_support import home_option, resolve_cli_home
-from .errors import SidecarError
-from .http.server import ServerLimits
 from .logsetup import configure_logging
-from .runtime import SidecarOptions, print_ready_line, run_sidecar
-
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (SidecarError, IdentityError, CAError)
-
-
-def first_known_error(exc: BaseException) -> BaseException | None:
-    """trio wraps task failures in exception groups; find the one a user should read."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = first_known_error(inner)
-            if found is not None:
-                return found
-        return None
-    return exc if isinstance(exc, KNOWN_ERRORS) else None
+from .serve import BadLimit, first_known_error, hand_over, serve, started_as_the_cli
 
 
 def _read_secret_file(path: str | None, what: str) -> str | None:
@@ -40,30 +23,6 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise click.ClickException(f"cannot read {what} file {path}: {exc.strerror}") from exc
-
-
-def _audit_settings(kw: dict, home: Path) -> AuditSettings:
-    where = kw["audit_log"]
-    if where is None:
-        destination: Path | str | None = home / "audit" / f"{kw['namespace']}.{kw['app_id']}.jsonl"
-    elif where in ("none", STDOUT):
-        destination = None if where == "none" else STDOUT
-    else:
-        destination = Path(where)
-    return AuditSettings(
-        destination,
-        fail_closed=kw["audit_fail_closed"],
-        checkpoint_every=kw["audit_checkpoint_every"],
-        checkpoint_seconds=kw["audit_checkpoint_seconds"],
-        max_file_bytes=kw["audit_max_bytes"],
-    )
-
-
-def _limits(items: tuple[str, ...]) -> ServerLimits:
-    try:
-        return ServerLimits().with_overrides(list(items))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--limit") from None
 
 
 @click.command("sidecar")
@@ -215,42 +174,46 @@ def sidecar_command(**kw) -> None:
     api_token = _read_secret_file(kw["api_token_file"], "API token") or os.environ.get(
         "DAPR_API_TOKEN"
     )
-    opts = SidecarOptions(
-        app_id=kw["app_id"],
-        home=home,
-        namespace=kw["namespace"],
-        trust_domain=kw["trust_domain"],
-        app_port=kw["app_port"],
-        http_port=kw["http_port"],
-        inbound_port=kw["inbound_port"],
-        admin_port=kw["admin_port"],
-        inbound_host=kw["inbound_host"],
-        ca_url=kw["ca_url"],
-        token=token,
-        ca_bundle=Path(kw["ca_bundle"]) if kw["ca_bundle"] else None,
-        svid_dir=Path(kw["svid_dir"]) if kw["svid_dir"] else None,
-        identity=kw["identity"],
-        spiffe_endpoint=kw["spiffe_endpoint"],
-        peers=Path(kw["peers"]) if kw["peers"] else None,
-        resolve=kw["resolve"],
-        dns_template=kw["dns_template"],
-        policy_dir=Path(kw["policy_dir"]) if kw["policy_dir"] else None,
-        api_token=api_token.encode() if api_token else None,
-        app_api_token=os.environ.get("APP_API_TOKEN", "").encode() or None,
-        config=kw["config"],
-        audit=_audit_settings(kw, home),
-        limits=_limits(kw["limits"]),
-    )
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(run_sidecar, opts)
-            # Everything loaded so far lives as long as the process: keep the collector off it.
-            gc.freeze()
-            print_ready_line(running)
-
+    # Plain values only: the serving process builds the options from them (sidecar.serve), so
+    # this process need not import the serving path just to pass them on.
+    spec = {
+        "app_id": kw["app_id"],
+        "home": home,
+        "namespace": kw["namespace"],
+        "trust_domain": kw["trust_domain"],
+        "app_port": kw["app_port"],
+        "http_port": kw["http_port"],
+        "inbound_port": kw["inbound_port"],
+        "admin_port": kw["admin_port"],
+        "inbound_host": kw["inbound_host"],
+        "ca_url": kw["ca_url"],
+        "token": token,
+        "ca_bundle": Path(kw["ca_bundle"]) if kw["ca_bundle"] else None,
+        "svid_dir": Path(kw["svid_dir"]) if kw["svid_dir"] else None,
+        "identity": kw["identity"],
+        "spiffe_endpoint": kw["spiffe_endpoint"],
+        "peers": Path(kw["peers"]) if kw["peers"] else None,
+        "resolve": kw["resolve"],
+        "dns_template": kw["dns_template"],
+        "policy_dir": Path(kw["policy_dir"]) if kw["policy_dir"] else None,
+        "api_token": api_token.encode() if api_token else None,
+        "app_api_token": os.environ.get("APP_API_TOKEN", "").encode() or None,
+        "config": kw["config"],
+        "audit": {
+            "where": kw["audit_log"],
+            "fail_closed": kw["audit_fail_closed"],
+            "checkpoint_every": kw["audit_checkpoint_every"],
+            "checkpoint_seconds": kw["audit_checkpoint_seconds"],
+            "max_file_bytes": kw["audit_max_bytes"],
+        },
+        "limits": list(kw["limits"]),
+    }
+    if started_as_the_cli():
+        hand_over(spec, kw["log_level"])  # becomes the lean serving process (sidecar.serve)
     try:
-        trio.run(main)
+        serve(spec)
+    except BadLimit as exc:
+        raise exc.as_click() from None
     except BaseException as exc:  # translated below, or re-raised as it was
         known = first_known_error(exc)
         if known is None:

@@ -8,10 +8,11 @@ so a rotation never changes anything under a request in flight.
   csi-driver-spiffe. Polled once a second; a change is loaded, checked (key matches leaf, the leaf
   is this app's identity) and installed. A broken or foreign file is logged and ignored: the last
   good material stays in force.
-* ``--ca-url``/``--token``: a key made here, a CSR to the bundled CA with the one-time token, then
-  renewal over mTLS with a new key at half the certificate's lifetime. If the CA is unreachable
-  the current SVID keeps serving and renewal retries with exponential back-off, each failure
-  logged, until it works or the SVID expires.
+* ``--ca-url``/``--token``: a new key, a CSR to the bundled CA with the one-time token, then
+  renewal over mTLS with a new key at half the certificate's lifetime; each in a short-lived
+  child process (``ca_worker``), so the sidecar never loads an X.509 library. If the CA is
+  unreachable the current SVID keeps serving and renewal retries with exponential back-off, each
+  failure logged, until it works or the SVID expires.
 * ``--identity spire``: the SPIFFE Workload API (``identity_spire.py``).
 
 Which App an SVID (ours or a peer's) is depends on the mesh's identity map: ``AppIdentityBinding``
@@ -106,7 +107,7 @@ class IdentityHolder:
         log.info(
             "svid installed",
             spiffe_id=str(svid.identity),
-            serial=f"{svid.leaf.serial_number:x}",
+            serial=f"{svid.serial_number:x}",
             not_after=svid.not_after.isoformat(),
             generation=generation,
         )
@@ -173,7 +174,7 @@ async def run_ca_identity(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Obtain the first SVID with the join token, then renew at half-life forever."""
-    from ca.client import request_svid  # the CA client is only needed in this mode
+    from .ca_worker import request_svid  # a child process: keeps cryptography out of ours
 
     backoff = 0.5
     while True:
@@ -194,7 +195,7 @@ async def run_ca_identity(
 
 
 async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
-    from ca.client import renew_svid
+    from . import ca_worker
 
     while True:
         material = holder.material()
@@ -205,7 +206,7 @@ async def renew_forever(holder: IdentityHolder, ca_url: str) -> None:
         while True:
             material = holder.material()
             try:
-                svid, bundle = await renew_svid(ca_url, material.svid, material.bundle)
+                svid, bundle = await ca_worker.renew_svid(ca_url, material.svid, material.bundle)
                 holder.install(svid, bundle)
                 break
             except Exception as exc:

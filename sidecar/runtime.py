@@ -224,7 +224,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     "svid": None
                     if material is None
                     else {
-                        "serial": f"{material.svid.leaf.serial_number:x}",
+                        "serial": f"{material.svid.serial_number:x}",
                         "not_after": material.svid.not_after.isoformat(),
                         "generation": material.generation,
                         "renewals": holder.renewals,

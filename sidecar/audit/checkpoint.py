@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from identity import IdentityError, TrustBundle, X509Svid, leaf_spiffe_uri
 
 from .record import CHECKPOINT, encode, rfc3339
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MAX_CHAIN_DEPTH = 6
 
@@ -40,24 +38,23 @@ def checkpoint_entry(
         "seq": seq,
         "time": rfc3339(ts),
         "kind": CHECKPOINT,
-        "spiffe_id": leaf_spiffe_uri(svid.leaf),
+        "spiffe_id": svid.spiffe_uri,
         "records": records,
         "svid": svid.chain_pem().decode("ascii"),
         "prev": prev,
     }
-    entry["sig"] = base64.b64encode(_sign(svid.private_key, encode(entry))).decode("ascii")
+    entry["sig"] = base64.b64encode(svid.sign(encode(entry))).decode("ascii")
     return entry
 
 
-def _sign(key, data: bytes) -> bytes:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return key.sign(data)  # Ed25519
+# Verifying (``trustmesh audit verify``) inspects certificates with ``cryptography``; signing
+# (the sidecar) does not, so the sidecar never loads it.
 
 
 def _verify_signature(public_key, signature: bytes, data: bytes) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
     elif isinstance(public_key, rsa.RSAPublicKey):
@@ -70,6 +67,8 @@ def _verify_signature(public_key, signature: bytes, data: bytes) -> None:
 
 def _chains_to_bundle(chain: list[x509.Certificate], bundle: TrustBundle, at: dt.datetime) -> None:
     """The leaf leads, through the intermediates it carries, to an authority of the bundle."""
+    from cryptography.exceptions import InvalidSignature
+
     anchors = {a.subject.public_bytes(): a for a in bundle.authorities}
     current = chain[0]
     pool = chain[1:]
@@ -99,6 +98,9 @@ def _chains_to_bundle(chain: list[x509.Certificate], bundle: TrustBundle, at: dt
 
 def verify_checkpoint(entry: dict[str, Any], bundle: TrustBundle) -> str:
     """Check one checkpoint; return the SPIFFE ID that signed it."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
     unsigned = dict(entry)
     signature = unsigned.pop("sig", None)
     if not isinstance(signature, str) or not isinstance(entry.get("svid"), str):

@@ -8,10 +8,9 @@ import itertools
 import pytest
 import trio
 
-from ca import client as ca_client
 from ca._errors import CAError
 from identity import AppIdentity
-from sidecar import identity_source
+from sidecar import ca_worker, identity_source
 from sidecar.identity_source import IdentityHolder, renew_forever
 from tests._support.pki import issue, utcnow
 
@@ -41,7 +40,7 @@ async def test_renewal_retries_with_backoff_and_keeps_the_current_svid(
             raise CADown("CA unreachable")
         return fresh, mesh_ca.bundle
 
-    monkeypatch.setattr(ca_client, "renew_svid", renew)
+    monkeypatch.setattr(ca_worker, "renew_svid", renew)
     with trio.move_on_after(120):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(renew_forever, holder, "https://ca.invalid")
@@ -66,7 +65,7 @@ async def test_failed_renewal_is_reported_and_the_old_svid_keeps_serving(
     async def renew(url, svid, bundle):
         raise CADown("connection refused")
 
-    monkeypatch.setattr(ca_client, "renew_svid", renew)
+    monkeypatch.setattr(ca_worker, "renew_svid", renew)
     with trio.move_on_after(30):
         await renew_forever(holder, "https://ca.invalid")
     assert holder.current.svid is current
