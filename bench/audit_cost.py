@@ -13,15 +13,18 @@ is the "no file" row, for comparing under ``make bench`` load.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
 import trio
 
+from ca import CertificateAuthority
 from identity import AppIdentity
 from sidecar.audit import AuditLog, AuditSettings, note_body
 from sidecar.http.relay import ExchangeResult
@@ -63,6 +66,18 @@ FACTS = Facts(
 )
 GRANTED = Decision.allow("mcp", "granted", "rules[0] callers=client")
 SENT = Decision.allow("outbound", "sent")
+
+
+@cache
+def _svid():
+    """The SVID that signs a checkpoint every 1000 records, as on a running sidecar."""
+    now = dt.datetime.now(dt.UTC)
+    authority = CertificateAuthority.create("public", now=now)
+    return authority.issue(SERVER, now=now, ttl=dt.timedelta(hours=1))
+
+
+def new_log(destination) -> AuditLog:
+    return AuditLog(AuditSettings(destination), signer=_svid)
 
 
 def _proxy(cls, audit: AuditLog, metrics: SidecarMetrics, me: AppIdentity):
@@ -112,7 +127,7 @@ def audit_cost(workdir: Path, n: int = 20_000) -> dict[str, float]:
     async def measure() -> dict[str, float]:
         out = {}
         for label, destination in (("no file", None), ("file", workdir / "audit-cost.jsonl")):
-            audit = AuditLog(AuditSettings(destination))
+            audit = new_log(destination)
             out[label] = await inbound_us(audit, n)
             audit.close()
         return out
@@ -129,7 +144,7 @@ async def main(n: int) -> None:
             ("outbound", lambda audit: outbound_us(audit, n)),
         )
         for name, run in rows:
-            audit = AuditLog(AuditSettings(destination))
+            audit = new_log(destination)
             us = await run(audit)
             audit.close()
             print(f"--audit-log {label:<4}  {name:<24} {us:6.1f} µs CPU per request")

@@ -1,10 +1,12 @@
-"""The audit log a sidecar writes: records chained in memory, written by a flush task.
+"""The audit log a sidecar writes: records chained in batches, written by a flush task.
 
-``record`` is on the request path, so it only encodes, hashes and appends to a list; a task wakes
-when the list stops being empty, waits up to ``flush_interval`` (100 ms) to gather a batch, and
-hands it to the sink in a worker thread. ``close`` (shutdown, SIGTERM) writes whatever is left and
-a last checkpoint, so a drained sidecar loses nothing; ``kill -9`` loses at most the unflushed
-batch and leaves a log that verifies up to its last complete record.
+``record`` is on the request path, so it only completes the fields and appends them, with the
+time, to a list; a task wakes when the list stops being empty, waits up to ``flush_interval``
+(100 ms) to gather a batch, encodes and chains the batch in one pass (a record's JSON, then the
+SHA-256 the next one carries) and hands the bytes to the sink in a worker thread. ``close``
+(shutdown, SIGTERM) writes whatever is left and a last checkpoint, so a drained sidecar loses
+nothing; ``kill -9`` loses at most the unflushed batch and leaves a log that verifies up to its
+last complete record.
 
 When the disk fails the batch is kept and retried; when the buffer is full new records are
 dropped and counted. Both show on ``/v1/status`` and ``/metrics``; with ``fail_closed`` the proxies
@@ -13,6 +15,7 @@ ask :meth:`refusal` first and answer 503 instead of serving a request they canno
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +32,7 @@ from ..policy.decision import Decision
 from ..tracing import Tracing
 from . import hop as hops
 from .checkpoint import checkpoint_entry
-from .record import GENESIS, decision_entry, encode, line_hash
+from .record import GENESIS, decision_line, encode, line_hash
 from .sinks import FileSink, StdoutSink
 
 log = structlog.get_logger("trustmesh.audit")
@@ -71,9 +74,14 @@ class AuditLog:
         self.enabled = self.sink is not None
         self._seq, self._prev = self.sink.resume() if self.sink else (0, GENESIS)
         self.written_seq, self.written_hash = self._seq, self._prev
-        self._buffer: list[bytes] = []
-        self._buffer_first_seq = self._seq + 1
+        # Two stages: records taken but not yet encoded (time, fields), and encoded, chained
+        # lines not yet written; (_seq, _prev) is the head of the encoded ones.
+        self._pending: list[tuple[float, dict[str, Any]]] = []
+        self._lines: list[bytes] = []
+        self._line_count = 0  # records in _lines (a batch kept after a failed write is one item)
+        self._lines_first_seq = self._seq + 1
         self._since_checkpoint = 0
+        self._checkpoint_at = settings.checkpoint_every  # _since_checkpoint that asks for one
         self._last_checkpoint = time.monotonic()
         self._wake: trio.Event | None = None
         self.records = 0
@@ -115,41 +123,71 @@ class AuditLog:
                 fields["mcp_method"] = summary.method
                 fields["names"] = list(summary.names) or None
                 fields["arg_keys"] = list(summary.arg_keys) or None
-            fields.setdefault("trace_id", hop.trace_id())
-            fields.setdefault("duration_ms", round(hop.elapsed() * 1000, 3))
+            if "trace_id" not in fields:
+                fields["trace_id"] = hop.trace_id()
+            if "duration_ms" not in fields:
+                fields["duration_ms"] = round(hop.elapsed() * 1000, 3)
             if hop.span is not None:
                 hop.tracing.finish(hop.span, hop, fields)
         if fields.get("decision") == "deny":
             log.warning("request denied", **{k: v for k, v in fields.items() if v is not None})
         if self.sink is None:
             return
-        if len(self._buffer) >= self.settings.max_buffer:
+        pending = self._pending
+        if len(pending) + self._line_count >= self.settings.max_buffer:
             self.dropped += 1
             return
-        self._append(decision_entry(self._seq + 1, time.time(), fields, self._prev))
+        if not pending and not self._lines and self._wake is not None:
+            self._wake.set()
+        pending.append((time.time(), fields))
         self.records += 1
         self._since_checkpoint += 1
-        if self._since_checkpoint >= self.settings.checkpoint_every:
+        if self._since_checkpoint >= self._checkpoint_at:
             self.checkpoint()
 
+    def _encode_pending(self) -> None:
+        """Encode and chain the records taken since the last call, in the order taken."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        seq, prev = self._seq, self._prev
+        if not self._lines:
+            self._lines_first_seq = seq + 1
+        lines = self._lines
+        sha256 = hashlib.sha256
+        for ts, fields in pending:
+            seq += 1
+            line = decision_line(seq, ts, fields, prev)
+            prev = sha256(line).hexdigest()
+            lines.append(line + b"\n")
+        self._line_count += len(pending)
+        self._seq, self._prev = seq, prev
+
     def _append(self, entry: dict[str, Any]) -> None:
+        self._encode_pending()  # the entry follows every record taken before it
         line = encode(entry)
-        if not self._buffer:
-            self._buffer_first_seq = entry["seq"]
+        if not self._lines:
+            self._lines_first_seq = entry["seq"]
             if self._wake is not None:
                 self._wake.set()
-        self._buffer.append(line + b"\n")
+        self._lines.append(line + b"\n")
+        self._line_count += 1
         self._seq, self._prev = entry["seq"], line_hash(line)
 
     def checkpoint(self) -> bool:
         """Sign the current head with the SVID (skipped when there is no SVID yet)."""
         svid = self.signer()
         if svid is None or self.sink is None:
-            self._last_checkpoint = time.monotonic()  # no SVID yet: try again a period later
+            # No SVID yet: try again a period or another N records later, not every record.
+            self._last_checkpoint = time.monotonic()
+            self._checkpoint_at = self._since_checkpoint + self.settings.checkpoint_every
             return False
+        self._encode_pending()  # the head it signs is the last record taken
         self._append(checkpoint_entry(self._seq + 1, time.time(), self._prev, self.records, svid))
         self.checkpoints += 1
         self._since_checkpoint = 0
+        self._checkpoint_at = self.settings.checkpoint_every
         self._last_checkpoint = time.monotonic()
         return True
 
@@ -157,7 +195,7 @@ class AuditLog:
 
     @property
     def buffer_full(self) -> bool:
-        return len(self._buffer) >= self.settings.max_buffer
+        return self.buffered >= self.settings.max_buffer
 
     @property
     def healthy(self) -> bool:
@@ -165,13 +203,13 @@ class AuditLog:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._pending) + self._line_count
 
     def status(self) -> dict[str, Any]:
         return {
             "destination": None if self.sink is None else self.sink.describe,
             "head": {"seq": self.written_seq, "hash": self.written_hash},
-            "buffered": len(self._buffer),
+            "buffered": self.buffered,
             "records": self.records,
             "checkpoints": self.checkpoints,
             "dropped": self.dropped,
@@ -189,7 +227,7 @@ class AuditLog:
             return
         while True:
             self._wake = trio.Event()
-            if self._buffer:
+            if self._pending or self._lines:
                 self._wake.set()
             due = self._last_checkpoint + self.settings.checkpoint_seconds - time.monotonic()
             with trio.move_on_after(max(0.0, due) if self._since_checkpoint else math.inf):
@@ -207,30 +245,36 @@ class AuditLog:
         batch = self._take()
         if batch is None:
             return
-        data, first_seq, head = batch
+        data, first_seq, _, head = batch
         try:
             await trio.to_thread.run_sync(self.sink.write, data, first_seq)
         except OSError as exc:
-            self._failed(data, first_seq, exc)
+            self._failed(batch, exc)
             return
         self._written(head)
 
-    def _take(self) -> tuple[bytes, int, tuple[int, str]] | None:
-        if not self._buffer or self.sink is None:
+    def _take(self) -> tuple[bytes, int, int, tuple[int, str]] | None:
+        """Everything taken so far, encoded and chained: (bytes, first seq, records, head)."""
+        if self.sink is None:
             return None
-        data, first_seq = b"".join(self._buffer), self._buffer_first_seq
-        self._buffer = []
-        return data, first_seq, (self._seq, self._prev)
+        self._encode_pending()
+        if not self._lines:
+            return None
+        batch = (b"".join(self._lines), self._lines_first_seq, self._line_count)
+        self._lines, self._line_count = [], 0
+        return (*batch, (self._seq, self._prev))
 
-    def _failed(self, data: bytes, first_seq: int, exc: OSError) -> None:
+    def _failed(self, batch: tuple[bytes, int, int, tuple[int, str]], exc: OSError) -> None:
         self.write_errors += 1
         if not self._failing:
             log.error("audit log write failed", error=str(exc))
         self._failing = True
         self.last_error = exc.strerror or str(exc)
-        # Kept, in order, ahead of anything recorded meanwhile: the chain must not skip them.
-        self._buffer.insert(0, data)
-        self._buffer_first_seq = first_seq
+        # Kept, in order, ahead of anything encoded meanwhile: the chain must not skip them.
+        data, first_seq, count, _ = batch
+        self._lines.insert(0, data)
+        self._line_count += count
+        self._lines_first_seq = first_seq
 
     def _written(self, head: tuple[int, str]) -> None:
         if self._failing:
@@ -246,11 +290,11 @@ class AuditLog:
             self.checkpoint()
         batch = self._take()
         if batch is not None:
-            data, first_seq, head = batch
+            data, first_seq, _, head = batch
             try:
                 self.sink.write(data, first_seq)
             except OSError as exc:
-                self._failed(data, first_seq, exc)
+                self._failed(batch, exc)
                 log.error("audit records lost at shutdown", records=self.buffered, error=str(exc))
             else:
                 self._written(head)

@@ -302,3 +302,50 @@ def test_a_bound_service_account_owns_the_log_and_the_default_forms_no_longer_do
     squatter = _log_owned_by(tmp_path / "squat", "spiffe://public/ns/default/sa/server")
     refused = verify_files(squatter, mesh_ca.bundle, expected_owner=mapped)
     assert refused.error is not None and str(bound) in refused.error.message
+
+
+async def test_a_batch_kept_after_a_failed_write_counts_every_record_it_holds(tmp_path):
+    audit = make(tmp_path, max_buffer=5, fail_closed=True)
+    audit.sink = sink = FailingSink()
+    for n in range(3):
+        audit.record(**decision(n))
+    await audit.flush()
+    assert audit.buffered == 3  # three records waiting, not one failed write
+    audit.record(**decision(3))
+    audit.record(**decision(4))
+    assert audit.buffer_full and "buffer is full" in audit.refusal().message
+    audit.record(**decision(5))
+    assert audit.dropped == 1
+    sink.fail = False
+    await audit.flush()
+    lines = b"".join(sink.written).splitlines()
+    assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4, 5]
+    assert (audit.buffered, audit.written_seq) == (0, 5)
+
+
+async def test_without_an_svid_a_checkpoint_is_tried_every_n_records_not_every_record(tmp_path):
+    asked = []
+
+    def signer():
+        asked.append(1)
+
+    audit = AuditLog(
+        AuditSettings(tmp_path / "default.server.jsonl", checkpoint_every=10), signer=signer
+    )
+    for n in range(35):
+        audit.record(**decision(n))
+    assert len(asked) == 3  # at 10, 20 and 30 records
+    audit.close()
+
+
+async def test_a_checkpoint_signs_the_head_of_records_not_yet_encoded(tmp_path, mesh_ca, svid):
+    audit = make(tmp_path, svid, checkpoint_every=10_000)
+    for n in range(4):
+        audit.record(**decision(n))
+    assert audit.checkpoint()
+    audit.record(**decision(4))
+    audit.close()
+    lines = [json.loads(x) for x in (tmp_path / "default.server.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["decision"] * 4 + ["checkpoint", "decision", "checkpoint"]
+    assert lines[4]["records"] == 4
+    assert check(tmp_path, mesh_ca).checkpoints == 2
