@@ -74,14 +74,15 @@ class AuditLog:
         self.enabled = self.sink is not None
         self._seq, self._prev = self.sink.resume() if self.sink else (0, GENESIS)
         self.written_seq, self.written_hash = self._seq, self._prev
-        # Two stages: records taken but not yet encoded (time, fields), and encoded, chained
-        # lines not yet written; (_seq, _prev) is the head of the encoded ones.
-        self._pending: list[tuple[float, dict[str, Any]]] = []
+        # Two stages: records taken but not yet encoded — (time, fields), or (time, records)
+        # where the N-th record asked for a checkpoint — and encoded, chained lines not yet
+        # written; (_seq, _prev) is the head of the encoded ones.
+        self._pending: list[tuple[float, dict[str, Any] | int]] = []
         self._lines: list[bytes] = []
-        self._line_count = 0  # records in _lines (a batch kept after a failed write is one item)
+        self._line_count = 0  # lines in _lines (a batch kept after a failed write is one item)
         self._lines_first_seq = self._seq + 1
-        self._since_checkpoint = 0
-        self._checkpoint_at = settings.checkpoint_every  # _since_checkpoint that asks for one
+        self._since_checkpoint = 0  # records taken since the last checkpoint was asked for
+        self._signed_records = 0  # the `records` the last signed checkpoint vouched for
         self._last_checkpoint = time.monotonic()
         self._wake: trio.Event | None = None
         self.records = 0
@@ -139,14 +140,19 @@ class AuditLog:
             return
         if not pending and not self._lines and self._wake is not None:
             self._wake.set()
-        pending.append((time.time(), fields))
+        now = time.time()
+        pending.append((now, fields))
         self.records += 1
         self._since_checkpoint += 1
-        if self._since_checkpoint >= self._checkpoint_at:
-            self.checkpoint()
+        if self._since_checkpoint >= self.settings.checkpoint_every:
+            # Signed in the flush, right after this record: the request that happens to be the
+            # N-th does not pay for encoding N records and a signature.
+            pending.append((now, self.records))
+            self._since_checkpoint = 0
 
     def _encode_pending(self) -> None:
-        """Encode and chain the records taken since the last call, in the order taken."""
+        """Encode and chain the records taken since the last call, in the order taken (and the
+        checkpoints asked for among them, each where it was asked)."""
         pending = self._pending
         if not pending:
             return
@@ -156,12 +162,21 @@ class AuditLog:
             self._lines_first_seq = seq + 1
         lines = self._lines
         sha256 = hashlib.sha256
+        count = 0
         for ts, fields in pending:
+            if type(fields) is int:  # a checkpoint over everything before it
+                self._seq, self._prev = seq, prev
+                self._line_count += count
+                count = 0
+                self._sign(fields)
+                seq, prev = self._seq, self._prev
+                continue
             seq += 1
             line = decision_line(seq, ts, fields, prev)
             prev = sha256(line).hexdigest()
             lines.append(line + b"\n")
-        self._line_count += len(pending)
+            count += 1
+        self._line_count += count
         self._seq, self._prev = seq, prev
 
     def _append(self, entry: dict[str, Any]) -> None:
@@ -176,20 +191,35 @@ class AuditLog:
         self._seq, self._prev = entry["seq"], line_hash(line)
 
     def checkpoint(self) -> bool:
-        """Sign the current head with the SVID (skipped when there is no SVID yet)."""
-        svid = self.signer()
-        if svid is None or self.sink is None:
-            # No SVID yet: try again a period or another N records later, not every record.
-            self._last_checkpoint = time.monotonic()
-            self._checkpoint_at = self._since_checkpoint + self.settings.checkpoint_every
+        """Sign the current head (the last record taken) with the SVID, now; False when there
+        is no SVID yet (the next try is a period or N records later)."""
+        if self.sink is None:
             return False
-        self._encode_pending()  # the head it signs is the last record taken
-        self._append(checkpoint_entry(self._seq + 1, time.time(), self._prev, self.records, svid))
-        self.checkpoints += 1
+        self._encode_pending()
         self._since_checkpoint = 0
-        self._checkpoint_at = self.settings.checkpoint_every
+        return self._sign(self.records)
+
+    def _sign(self, records: int) -> bool:
+        """Append a checkpoint over the encoded head, which covers ``records`` records."""
         self._last_checkpoint = time.monotonic()
+        svid = self.signer()
+        if svid is None:
+            return False
+        self._append(checkpoint_entry(self._seq + 1, time.time(), self._prev, records, svid))
+        self.checkpoints += 1
+        self._signed_records = records
         return True
+
+    def _checkpoint_unsigned(self) -> None:
+        """A checkpoint over the head unless one already covers every record taken."""
+        self._encode_pending()  # signs the checkpoints the N-th records asked for
+        if self._unsigned:
+            self.checkpoint()
+
+    @property
+    def _unsigned(self) -> bool:
+        """Records were taken since the last signed checkpoint."""
+        return self.records > self._signed_records
 
     # --- health -------------------------------------------------------------------------
 
@@ -230,13 +260,13 @@ class AuditLog:
             if self._pending or self._lines:
                 self._wake.set()
             due = self._last_checkpoint + self.settings.checkpoint_seconds - time.monotonic()
-            with trio.move_on_after(max(0.0, due) if self._since_checkpoint else math.inf):
+            with trio.move_on_after(max(0.0, due) if self._unsigned else math.inf):
                 await self._wake.wait()
                 await trio.sleep(self.settings.flush_interval)
-            if self._since_checkpoint and (
+            if self._unsigned and (
                 time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds
             ):
-                self.checkpoint()
+                self._checkpoint_unsigned()
             await self.flush()
             if self._failing:
                 await trio.sleep(self.settings.flush_interval)  # retry, not spin
@@ -286,8 +316,7 @@ class AuditLog:
         """Shutdown: a last checkpoint, everything buffered written (synchronously), file closed."""
         if self.sink is None:
             return
-        if self._since_checkpoint:
-            self.checkpoint()
+        self._checkpoint_unsigned()
         batch = self._take()
         if batch is not None:
             data, first_seq, _, head = batch

@@ -334,6 +334,7 @@ async def test_without_an_svid_a_checkpoint_is_tried_every_n_records_not_every_r
     )
     for n in range(35):
         audit.record(**decision(n))
+    await audit.flush()
     assert len(asked) == 3  # at 10, 20 and 30 records
     audit.close()
 
@@ -348,4 +349,25 @@ async def test_a_checkpoint_signs_the_head_of_records_not_yet_encoded(tmp_path, 
     lines = [json.loads(x) for x in (tmp_path / "default.server.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["decision"] * 4 + ["checkpoint", "decision", "checkpoint"]
     assert lines[4]["records"] == 4
+    assert check(tmp_path, mesh_ca).checkpoints == 2
+
+
+async def test_every_nth_record_is_followed_by_a_checkpoint_signed_off_the_request_path(
+    tmp_path, mesh_ca, svid
+):
+    signed = []
+
+    def signer():
+        signed.append(1)
+        return svid
+
+    path = tmp_path / "default.server.jsonl"
+    audit = AuditLog(AuditSettings(path, checkpoint_every=10), signer=signer)
+    for n in range(20):
+        audit.record(**decision(n))
+    assert signed == []  # the 10th and 20th requests did not sign anything themselves
+    audit.close()  # 20 records: the checkpoint after the 20th covers them all, none added
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    marks = [(x["seq"], x["records"]) for x in lines if x["kind"] == "checkpoint"]
+    assert marks == [(11, 10), (22, 20)]
     assert check(tmp_path, mesh_ca).checkpoints == 2
