@@ -114,10 +114,18 @@ def decision_line(seq: int, ts: float, fields: dict[str, Any], prev: str) -> byt
             f',"{name}":{_ENCODER.encode(value)}' for name, value in pairs
         )
     status, size, duration, trace = map(get, VARYING_FIELDS)
+    if type(status) is int and type(size) is int and type(duration) is float:
+        # What every answered request has; the text is json's own (int and float repr).
+        tail = f',"status":{status:d},"response_bytes":{size:d},"duration_ms":{_scalar(duration)}'
+    else:
+        tail = (
+            f',"status":{_scalar(status)},"response_bytes":{_scalar(size)}'
+            f',"duration_ms":{_scalar(duration)}'
+        )
+    trace_json = "null" if trace is None else _scalar(trace)
     return (
-        f'{{"seq":{seq:d},"time":"{rfc3339(ts)}","kind":"decision"{fragment}'
-        f',"status":{_scalar(status)},"response_bytes":{_scalar(size)}'
-        f',"duration_ms":{_scalar(duration)},"trace_id":{_scalar(trace)},"prev":"{prev}"}}'
+        f'{{"seq":{seq:d},"time":"{rfc3339(ts)}","kind":"decision"{fragment}{tail}'
+        f',"trace_id":{trace_json},"prev":"{prev}"}}'
     ).encode("ascii")
 
 
