@@ -24,7 +24,8 @@ _CURRENT: ContextVar[Hop | None] = ContextVar("trustmesh_audit_hop", default=Non
 
 class Hop:
     """Opened once per request, so it does only what every request needs: the start time. The
-    trace headers are looked up, and the MCP body read, only when a record or a span asks."""
+    trace headers are looked up, and the MCP body read, only when a record or a span asks (the
+    header list is the request's own, and the hop is closed before its handler returns)."""
 
     __slots__ = (
         "_body",

@@ -121,9 +121,10 @@ class AuditLog:
                 hop.ensure_span()
             if "mcp_method" not in fields:
                 summary = hop.summary()
-                fields["mcp_method"] = summary.method
-                fields["names"] = list(summary.names) or None
-                fields["arg_keys"] = list(summary.arg_keys) or None
+                if summary is not hops.EMPTY:  # no MCP body: the three stay null
+                    fields["mcp_method"] = summary.method
+                    fields["names"] = list(summary.names) or None
+                    fields["arg_keys"] = list(summary.arg_keys) or None
             if "trace_id" not in fields:
                 fields["trace_id"] = hop.trace_id()
             if "duration_ms" not in fields:

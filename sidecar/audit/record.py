@@ -85,7 +85,7 @@ def decision_entry(seq: int, ts: float, fields: dict[str, Any], prev: str) -> di
 
 
 _FRAGMENTS: dict[tuple, str] = {}
-MAX_FRAGMENTS = 1024  # distinct combinations kept; a caller varying paths only causes misses
+MAX_FRAGMENTS = 256  # distinct combinations kept; a caller varying paths only causes misses
 
 
 def decision_line(seq: int, ts: float, fields: dict[str, Any], prev: str) -> bytes:
