@@ -32,7 +32,7 @@ from ..policy.decision import Decision
 from ..tracing import Tracing
 from . import hop as hops
 from .checkpoint import checkpoint_entry
-from .record import GENESIS, decision_line, encode, line_hash
+from .record import GENESIS, as_text, decision_line, encode, line_hash
 from .sinks import FileSink, StdoutSink
 
 log = structlog.get_logger("trustmesh.audit")
@@ -173,7 +173,10 @@ class AuditLog:
                 seq, prev = self._seq, self._prev
                 continue
             seq += 1
-            line = decision_line(seq, ts, fields, prev)
+            try:
+                line = decision_line(seq, ts, fields, prev)
+            except (TypeError, ValueError):  # a value json cannot write: recorded as its text
+                line = decision_line(seq, ts, as_text(fields), prev)
             prev = sha256(line).hexdigest()
             lines.append(line + b"\n")
             count += 1

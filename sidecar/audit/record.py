@@ -129,6 +129,19 @@ def decision_line(seq: int, ts: float, fields: dict[str, Any], prev: str) -> byt
     ).encode("ascii")
 
 
+def as_text(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with every value json cannot write replaced by its ``str``: the flush encodes
+    records long after ``record`` returned, so an odd value must not stop the writer."""
+    out = {}
+    for name, value in fields.items():
+        try:
+            _ENCODER.encode(value)
+        except (TypeError, ValueError):
+            value = str(value)
+        out[name] = value
+    return out
+
+
 def _hashable(value: Any) -> Any:
     return tuple(value) if type(value) is list else value
 

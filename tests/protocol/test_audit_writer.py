@@ -371,3 +371,24 @@ async def test_every_nth_record_is_followed_by_a_checkpoint_signed_off_the_reque
     marks = [(x["seq"], x["records"]) for x in lines if x["kind"] == "checkpoint"]
     assert marks == [(11, 10), (22, 20)]
     assert check(tmp_path, mesh_ca).checkpoints == 2
+
+
+async def test_a_value_json_cannot_write_is_recorded_as_text_and_the_writer_goes_on(
+    tmp_path, mesh_ca
+):
+    class Odd:
+        def __str__(self) -> str:
+            return "odd value"
+
+    circular: list = []
+    circular.append(circular)
+    audit = make(tmp_path)
+    audit.record(**decision(1, message=Odd()))
+    audit.record(**decision(2, names=circular))
+    audit.record(**decision(3))
+    await audit.flush()  # encoding happens here, after record() returned
+    audit.close()
+    lines = [json.loads(x) for x in (tmp_path / "default.server.jsonl").read_text().splitlines()]
+    assert [x["message"] for x in lines] == ["odd value", None, None]
+    assert isinstance(lines[1]["names"], str) and lines[2]["path"] == "echo/3"
+    assert check(tmp_path, mesh_ca).records == 3
