@@ -38,6 +38,7 @@ from .sinks import FileSink, StdoutSink
 log = structlog.get_logger("trustmesh.audit")
 
 STDOUT = "stdout"
+ENCODE_SLICE = 128  # records encoded by the flush between two chances for requests to run
 
 
 @dataclass
@@ -151,13 +152,16 @@ class AuditLog:
             pending.append((now, self.records))
             self._since_checkpoint = 0
 
-    def _encode_pending(self) -> None:
-        """Encode and chain the records taken since the last call, in the order taken (and the
-        checkpoints asked for among them, each where it was asked)."""
+    def _encode_pending(self, limit: int | None = None) -> None:
+        """Encode and chain the records taken since the last call (at most ``limit``), in the
+        order taken (and the checkpoints asked for among them, each where it was asked)."""
         pending = self._pending
         if not pending:
             return
-        self._pending = []
+        if limit is not None and len(pending) > limit:
+            pending, self._pending = pending[:limit], pending[limit:]
+        else:
+            self._pending = []
         seq, prev = self._seq, self._prev
         if not self._lines:
             self._lines_first_seq = seq + 1
@@ -184,7 +188,7 @@ class AuditLog:
         self._seq, self._prev = seq, prev
 
     def _append(self, entry: dict[str, Any]) -> None:
-        self._encode_pending()  # the entry follows every record taken before it
+        """A line after the encoded head (callers encode what comes before it first)."""
         line = encode(entry)
         if not self._lines:
             self._lines_first_seq = entry["seq"]
@@ -276,6 +280,10 @@ class AuditLog:
                 await trio.sleep(self.settings.flush_interval)  # retry, not spin
 
     async def flush(self) -> None:
+        while len(self._pending) > ENCODE_SLICE:
+            # A large batch is encoded a slice at a time, letting requests run in between.
+            self._encode_pending(ENCODE_SLICE)
+            await trio.lowlevel.checkpoint()
         batch = self._take()
         if batch is None:
             return

@@ -392,3 +392,19 @@ async def test_a_value_json_cannot_write_is_recorded_as_text_and_the_writer_goes
     assert [x["message"] for x in lines] == ["odd value", None, None]
     assert isinstance(lines[1]["names"], str) and lines[2]["path"] == "echo/3"
     assert check(tmp_path, mesh_ca).records == 3
+
+
+async def test_a_large_batch_is_encoded_in_slices_and_stays_one_chain(tmp_path, mesh_ca, svid):
+    from sidecar.audit.log import ENCODE_SLICE
+
+    audit = make(tmp_path, svid, checkpoint_every=100)
+    records = ENCODE_SLICE * 3 + 5
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(audit.flush)
+        for n in range(records):  # recorded while the flush yields between slices
+            audit.record(**decision(n))
+            await trio.lowlevel.checkpoint()
+    await audit.flush()
+    audit.close()
+    report = check(tmp_path, mesh_ca)
+    assert report.records == records and report.checkpoints == records // 100 + 1
