@@ -408,3 +408,26 @@ async def test_a_large_batch_is_encoded_in_slices_and_stays_one_chain(tmp_path, 
     audit.close()
     report = check(tmp_path, mesh_ca)
     assert report.records == records and report.checkpoints == records // 100 + 1
+
+
+async def test_a_log_written_one_generic_encoding_per_record_continues_and_verifies(
+    tmp_path, mesh_ca, svid
+):
+    """What sidecars wrote before records were encoded in batches: the same lines, so an old
+    log resumes and verifies as one chain with what the batch encoder adds."""
+    from sidecar.audit.record import GENESIS, decision_entry, encode, line_hash
+
+    path = tmp_path / "default.server.jsonl"
+    prev, old = GENESIS, []
+    for seq in range(1, 4):
+        line = encode(decision_entry(seq, 1_800_000_000.0 + seq, decision(seq), prev))
+        old.append(line + b"\n")
+        prev = line_hash(line)
+    path.write_bytes(b"".join(old))
+    audit = make(tmp_path, svid)
+    for n in range(4, 7):
+        audit.record(**decision(n))
+    audit.close()
+    report = check(tmp_path, mesh_ca)
+    assert (report.records, report.checkpoints, report.head_seq) == (6, 1, 7)
+    assert path.read_bytes().startswith(b"".join(old))
