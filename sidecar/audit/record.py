@@ -51,6 +51,7 @@ DECISION_FIELDS = (
 REPEATED_FIELDS = DECISION_FIELDS[:15]
 VARYING_FIELDS = DECISION_FIELDS[15:]
 assert VARYING_FIELDS == ("status", "response_bytes", "duration_ms", "trace_id")
+assert REPEATED_FIELDS[7:9] == ("names", "arg_keys")  # the list-valued ones: decision_line
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
