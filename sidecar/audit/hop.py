@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
-import trio
-
 from ..tracing import Tracing, trace_id_of
 from .mcp_fields import EMPTY, McpSummary, summarize
 
@@ -25,42 +23,66 @@ _CURRENT: ContextVar[Hop | None] = ContextVar("trustmesh_audit_hop", default=Non
 
 
 class Hop:
+    """Opened once per request, so it does only what every request needs: the start time. The
+    trace headers are looked up, and the MCP body read, only when a record or a span asks (the
+    header list is the request's own, and the hop is closed before its handler returns)."""
+
     __slots__ = (
         "_body",
+        "_headers",
         "_summary",
+        "_trace_headers",
+        "_verb",
         "direction",
         "span",
         "started",
         "started_ns",
-        "traceparent",
-        "tracestate",
         "tracing",
-        "verb",
     )
 
     def __init__(
         self, direction: str, headers: Iterable[tuple[bytes, bytes]], verb: bytes, tracing: Tracing
     ) -> None:
         self.direction = direction
-        self.started = trio.current_time()
-        self.started_ns = time.time_ns()
-        self.verb = verb.decode("ascii", "replace")
-        self.traceparent: str | None = None
-        self.tracestate: str | None = None
-        for name, value in headers:
-            if name == b"traceparent":
-                self.traceparent = value.decode("latin-1")
-            elif name == b"tracestate":
-                self.tracestate = value.decode("latin-1")
+        self.started = time.perf_counter()
+        # A span starts at the hop's wall-clock start; only tracing needs it.
+        self.started_ns = time.time_ns() if tracing.enabled else 0
+        self._headers = headers
+        self._trace_headers: tuple[str | None, str | None] | None = None
+        self._verb = verb
         self.tracing = tracing
         self.span: Any = None
         self._body: bytes | None = None
         self._summary: McpSummary | None = None
 
+    @property
+    def traceparent(self) -> str | None:
+        return self._trace_context()[0]
+
+    @property
+    def tracestate(self) -> str | None:
+        return self._trace_context()[1]
+
+    def _trace_context(self) -> tuple[str | None, str | None]:
+        if self._trace_headers is None:
+            traceparent = tracestate = None
+            for name, value in self._headers:
+                if name == b"traceparent":
+                    traceparent = value.decode("latin-1")
+                elif name == b"tracestate":
+                    tracestate = value.decode("latin-1")
+            self._trace_headers = (traceparent, tracestate)
+        return self._trace_headers
+
     def summary(self) -> McpSummary:
         if self._summary is None:
             self._summary = summarize(self._body) if self._body else EMPTY
         return self._summary
+
+    @property
+    def verb(self) -> str:
+        """The HTTP method as text (decoded when asked: records carry the proxy's own)."""
+        return self._verb.decode("ascii", "replace")
 
     @property
     def mcp_method(self) -> str | None:
@@ -71,17 +93,27 @@ class Hop:
         return self.summary().tool
 
     def elapsed(self) -> float:
-        return trio.current_time() - self.started
+        return time.perf_counter() - self.started
 
     def trace_id(self) -> str | None:
         if self.span is not None:
             return Tracing.trace_id(self.span)
-        return trace_id_of(self.traceparent) or trace_id_of(self.summary().traceparent)
+        found = trace_id_of(self.traceparent)
+        if found is None and self._body and _may_carry_traceparent(self._body):
+            found = trace_id_of(self.summary().traceparent)
+        return found
 
     def ensure_span(self) -> Any:
         if self.span is None and self.tracing.enabled:
             self.span = self.tracing.start(self)
         return self.span
+
+
+def _may_carry_traceparent(body: bytes) -> bool:
+    """Whether ``params._meta.traceparent`` could be in ``body`` at all. A JSON key spells
+    ``traceparent`` either literally or with a backslash escape, so a body with neither is not
+    parsed again just to find none (the judge already parsed it for the decision)."""
+    return b"traceparent" in body or b"\\" in body
 
 
 def enter(hop: Hop) -> None:

@@ -142,3 +142,28 @@ def test_tracing_off_by_default():
 )
 def test_trace_id_of_accepts_only_valid_w3c_traceparents(value, trace_id):
     assert trace_id_of(value) == trace_id
+
+
+def test_without_tracing_the_record_takes_the_trace_id_from_params_meta():
+    audit = AuditLog(None)
+    hop = audit.begin("inbound", [], b"POST")
+    note_body(tools_call("add", META_PARENT))
+    assert hop.trace_id() == META_TRACE
+    hop = audit.begin("inbound", [], b"POST")
+    escaped = tools_call("add", META_PARENT).replace(b'"traceparent"', b'"\\u0074raceparent"')
+    note_body(escaped)
+    assert hop.trace_id() == META_TRACE  # a key spelled with an escape is the same key
+
+
+def test_a_body_that_cannot_carry_a_traceparent_is_not_parsed_again(monkeypatch):
+    from sidecar.audit import hop as hops
+
+    def parsed(body):
+        raise AssertionError("the body was parsed again")
+
+    audit = AuditLog(None)
+    hop = audit.begin("inbound", [], b"POST")
+    note_body(tools_call("add"))
+    monkeypatch.setattr(hops, "summarize", parsed)
+    assert hop.trace_id() is None
+    audit.record(hop, mcp_method="tools/call", decision="allow")

@@ -302,3 +302,132 @@ def test_a_bound_service_account_owns_the_log_and_the_default_forms_no_longer_do
     squatter = _log_owned_by(tmp_path / "squat", "spiffe://public/ns/default/sa/server")
     refused = verify_files(squatter, mesh_ca.bundle, expected_owner=mapped)
     assert refused.error is not None and str(bound) in refused.error.message
+
+
+async def test_a_batch_kept_after_a_failed_write_counts_every_record_it_holds(tmp_path):
+    audit = make(tmp_path, max_buffer=5, fail_closed=True)
+    audit.sink = sink = FailingSink()
+    for n in range(3):
+        audit.record(**decision(n))
+    await audit.flush()
+    assert audit.buffered == 3  # three records waiting, not one failed write
+    audit.record(**decision(3))
+    audit.record(**decision(4))
+    assert audit.buffer_full and "buffer is full" in audit.refusal().message
+    audit.record(**decision(5))
+    assert audit.dropped == 1
+    sink.fail = False
+    await audit.flush()
+    lines = b"".join(sink.written).splitlines()
+    assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4, 5]
+    assert (audit.buffered, audit.written_seq) == (0, 5)
+
+
+async def test_without_an_svid_a_checkpoint_is_tried_every_n_records_not_every_record(tmp_path):
+    asked = []
+
+    def signer():
+        asked.append(1)
+
+    audit = AuditLog(
+        AuditSettings(tmp_path / "default.server.jsonl", checkpoint_every=10), signer=signer
+    )
+    for n in range(35):
+        audit.record(**decision(n))
+    await audit.flush()
+    assert len(asked) == 3  # at 10, 20 and 30 records
+    audit.close()
+
+
+async def test_a_checkpoint_signs_the_head_of_records_not_yet_encoded(tmp_path, mesh_ca, svid):
+    audit = make(tmp_path, svid, checkpoint_every=10_000)
+    for n in range(4):
+        audit.record(**decision(n))
+    assert audit.checkpoint()
+    audit.record(**decision(4))
+    audit.close()
+    lines = [json.loads(x) for x in (tmp_path / "default.server.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["decision"] * 4 + ["checkpoint", "decision", "checkpoint"]
+    assert lines[4]["records"] == 4
+    assert check(tmp_path, mesh_ca).checkpoints == 2
+
+
+async def test_every_nth_record_is_followed_by_a_checkpoint_signed_off_the_request_path(
+    tmp_path, mesh_ca, svid
+):
+    signed = []
+
+    def signer():
+        signed.append(1)
+        return svid
+
+    path = tmp_path / "default.server.jsonl"
+    audit = AuditLog(AuditSettings(path, checkpoint_every=10), signer=signer)
+    for n in range(20):
+        audit.record(**decision(n))
+    assert signed == []  # the 10th and 20th requests did not sign anything themselves
+    audit.close()  # 20 records: the checkpoint after the 20th covers them all, none added
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    marks = [(x["seq"], x["records"]) for x in lines if x["kind"] == "checkpoint"]
+    assert marks == [(11, 10), (22, 20)]
+    assert check(tmp_path, mesh_ca).checkpoints == 2
+
+
+async def test_a_value_json_cannot_write_is_recorded_as_text_and_the_writer_goes_on(
+    tmp_path, mesh_ca
+):
+    class Odd:
+        def __str__(self) -> str:
+            return "odd value"
+
+    circular: list = []
+    circular.append(circular)
+    audit = make(tmp_path)
+    audit.record(**decision(1, message=Odd()))
+    audit.record(**decision(2, names=circular))
+    audit.record(**decision(3))
+    await audit.flush()  # encoding happens here, after record() returned
+    audit.close()
+    lines = [json.loads(x) for x in (tmp_path / "default.server.jsonl").read_text().splitlines()]
+    assert [x["message"] for x in lines] == ["odd value", None, None]
+    assert isinstance(lines[1]["names"], str) and lines[2]["path"] == "echo/3"
+    assert check(tmp_path, mesh_ca).records == 3
+
+
+async def test_a_large_batch_is_encoded_in_slices_and_stays_one_chain(tmp_path, mesh_ca, svid):
+    from sidecar.audit.log import ENCODE_SLICE
+
+    audit = make(tmp_path, svid, checkpoint_every=100)
+    records = ENCODE_SLICE * 3 + 5
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(audit.flush)
+        for n in range(records):  # recorded while the flush yields between slices
+            audit.record(**decision(n))
+            await trio.lowlevel.checkpoint()
+    await audit.flush()
+    audit.close()
+    report = check(tmp_path, mesh_ca)
+    assert report.records == records and report.checkpoints == records // 100 + 1
+
+
+async def test_a_log_written_one_generic_encoding_per_record_continues_and_verifies(
+    tmp_path, mesh_ca, svid
+):
+    """What sidecars wrote before records were encoded in batches: the same lines, so an old
+    log resumes and verifies as one chain with what the batch encoder adds."""
+    from sidecar.audit.record import GENESIS, decision_entry, encode, line_hash
+
+    path = tmp_path / "default.server.jsonl"
+    prev, old = GENESIS, []
+    for seq in range(1, 4):
+        line = encode(decision_entry(seq, 1_800_000_000.0 + seq, decision(seq), prev))
+        old.append(line + b"\n")
+        prev = line_hash(line)
+    path.write_bytes(b"".join(old))
+    audit = make(tmp_path, svid)
+    for n in range(4, 7):
+        audit.record(**decision(n))
+    audit.close()
+    report = check(tmp_path, mesh_ca)
+    assert (report.records, report.checkpoints, report.head_seq) == (6, 1, 7)
+    assert path.read_bytes().startswith(b"".join(old))
