@@ -84,6 +84,7 @@ def _proxy(cls, audit: AuditLog, metrics: SidecarMetrics, me: AppIdentity):
     """A proxy with only what its ``_record`` reads: the audit log, the metrics, who it is."""
     proxy = object.__new__(cls)
     proxy.audit, proxy.metrics, proxy.config = audit, metrics, SimpleNamespace(me=me)
+    proxy._callee = str(me)  # what InboundProxy.__init__ makes once for every record
     return proxy
 
 

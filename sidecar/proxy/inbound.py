@@ -85,6 +85,7 @@ class InboundProxy:
         )
         self._nursery = nursery
         self._bearer_sources = None
+        self._callee = str(config.me)  # for every record: made once
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -190,15 +191,16 @@ class InboundProxy:
         caller = facts.caller
         methods, names = facts.mcp_methods, facts.names
         tool = names[0] if methods == ("tools/call",) and len(names) == 1 else None
+        mcp_method = ",".join(methods) or None
         self.audit.record(
             hop,
             direction="inbound",
-            callee=str(self.config.me),
+            callee=self._callee,
             caller=str(caller) if caller is not None else "-",
             bearer_subject=facts.bearer_subject,
             verb=facts.verb,
             path=facts.path,
-            mcp_method=",".join(methods) or None,
+            mcp_method=mcp_method,
             names=list(facts.names) or None,
             arg_keys=list(facts.arg_keys) or None,
             decision="allow" if allowed else "deny",
@@ -219,7 +221,7 @@ class InboundProxy:
             decision="allow" if allowed else "deny",
             layer=decision.layer if decision else "request",
             reason=decision.reason if decision else "-",
-            mcp_method=",".join(methods) or None,
+            mcp_method=mcp_method,
             tool=tool,
             status=result.status,
             seconds=elapsed,
