@@ -9,6 +9,7 @@ the body itself. Names arrive lower-cased from h11, which makes the case-insensi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -70,6 +71,9 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
     if not isinstance(headers, list):
         headers = list(headers)
     skip = _skipped(drop)
+    names = list(map(_NAME, headers))
+    if skip.isdisjoint(names) and b"_" not in b"".join(names):
+        return headers.copy()  # nothing to drop (no Connection header, so none nominated)
     nominated = connection_tokens(headers)
     kept = []
     for name, value in headers:
@@ -82,6 +86,7 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
 
 
 _SKIPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+_NAME = itemgetter(0)
 
 
 def _skipped(drop: frozenset[bytes]) -> frozenset[bytes]:

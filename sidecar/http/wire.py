@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from operator import itemgetter
 
 import h11
 import httptools
@@ -41,6 +42,7 @@ _TOKEN_LIST = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9
 _UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
 _UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _BODYLESS_STATUS = frozenset({204, 304})
+_NAME, _VALUE, _FIELD = itemgetter(0), itemgetter(1), b": "
 # What llhttp tolerates in a request line and h11 (RFC 9112 §3) does not: several spaces.
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]\r\n")
 
@@ -561,8 +563,8 @@ def _head(start: bytes, headers) -> bytes:
     any value."""
     if not headers:
         return start + b"\r\n\r\n"
-    names = b":".join([name for name, _ in headers])
-    values = b"".join([value for _, value in headers])
+    names = b":".join(map(_NAME, headers))
+    values = b"".join(map(_VALUE, headers))
     if (
         not _TOKEN_LIST.fullmatch(names)
         or names.count(b":") != len(headers) - 1  # a ":" inside a name would pass as a joint
@@ -572,7 +574,4 @@ def _head(start: bytes, headers) -> bytes:
             if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
                 raise h11.LocalProtocolError(f"unsafe header {name!r}")
         raise h11.LocalProtocolError("unsafe header")  # pragma: no cover - found above
-    parts = [start]
-    parts += [name + b": " + value for name, value in headers]
-    parts.append(b"\r\n")
-    return b"\r\n".join(parts)
+    return b"\r\n".join([start, *map(_FIELD.join, headers), b"\r\n"])
