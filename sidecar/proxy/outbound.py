@@ -13,13 +13,23 @@ request (the door's guard, the target, the head sent on) is the
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 
 import h11
 import structlog
 import trio
 
-from identity import AppIdentity, IdentityError, PeerIdentityMismatch, expect_peer_identity
+from identity import (
+    AppIdentity,
+    IdentityError,
+    IdentityMap,
+    PeerIdentityMismatch,
+    PeerSvid,
+    current_identity_map,
+    expect_peer_identity,
+    ssl_peer_svid,
+)
 
 from ..audit import AuditLog, outbound_fields, propagate
 from ..errors import SidecarError
@@ -81,7 +91,11 @@ class OutboundProxy:
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
         self.pool = ConnectionPool(
-            nursery, self._dial, generation=lambda: identity.generation, idle_timeout=30.0
+            nursery,
+            self._dial,
+            generation=lambda: identity.generation,
+            idle_timeout=30.0,
+            still_valid=_peer_still_trusted,
         )
 
     async def _dial(self, key) -> HttpConnection:
@@ -119,7 +133,9 @@ class OutboundProxy:
                 f"mTLS handshake with {expected} at {host}:{port} failed: {cause}"
             ) from exc
         self.metrics.handshakes.inc("ok")
-        return HttpConnection(tls, h11.CLIENT)
+        conn = HttpConnection(tls, h11.CLIENT)
+        conn.peer = TrustedPeer(ssl_peer_svid(tls), expected, current_identity_map())
+        return conn
 
     async def handle(
         self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo
@@ -195,3 +211,37 @@ class OutboundProxy:
             status=result.status,
             seconds=hop.elapsed(),
         )
+
+
+class TrustedPeer:
+    """What an outbound connection's handshake proved: the peer's SVID was ``expected`` under
+    ``trusted_under`` (an identity map). A connection is pooled for minutes, and both facts can
+    lapse while it waits: the SVID expires, or a binding gives the App ID to another SPIFFE ID
+    (that peer would now be refused at a handshake). So a pooled connection is checked again
+    before each reuse (:func:`_peer_still_trusted`), at the cost of a comparison while the map
+    is unchanged."""
+
+    __slots__ = ("expected", "svid", "trusted_under")
+
+    def __init__(self, svid: PeerSvid, expected: AppIdentity, trusted_under: IdentityMap) -> None:
+        self.svid, self.expected, self.trusted_under = svid, expected, trusted_under
+
+
+def _peer_still_trusted(conn: HttpConnection, key) -> bool:
+    peer: TrustedPeer | None = getattr(conn, "peer", None)
+    if peer is None:
+        return True  # not a connection this proxy dialled (tests hand the pool their own)
+    if peer.svid.expired(time.time()):
+        return False
+    identity_map = current_identity_map()
+    if identity_map is peer.trusted_under:
+        return True
+    try:
+        trusted = peer.svid.app_identity(
+            identity_map
+        ) == peer.expected and peer.svid.spiffe_id in identity_map.spiffe_ids_for(peer.expected)
+    except IdentityError:
+        return False
+    if trusted:
+        peer.trusted_under = identity_map
+    return trusted

@@ -58,6 +58,7 @@ class ConnectionPool:
         generation: Callable[[], int] = lambda: 0,
         max_idle_per_key: int = 64,  # above typical agent concurrency: a handshake costs ms
         idle_timeout: float = 30.0,
+        still_valid: Callable[[HttpConnection, Hashable], bool] | None = None,
     ) -> None:
         self._nursery = nursery
         self._connect = connect
@@ -67,6 +68,9 @@ class ConnectionPool:
         self._idle: dict[Hashable, list[_Parked]] = defaultdict(list)
         self._generation_of: dict[int, int] = {}
         self._sweeping = False
+        # Asked of a parked connection before it is reused (outbound: is the peer still the
+        # identity its handshake proved, under the map and the clock of now?).
+        self._still_valid = still_valid
         self.opened = 0  # connections dialled, for metrics and tests
 
     async def acquire(self, key: Hashable) -> HttpConnection:
@@ -84,7 +88,9 @@ class ConnectionPool:
                 await parked.done.wait()
                 if parked.dead:
                     continue  # the watcher saw it close and is closing it
-            if parked.generation == current:
+            if parked.generation == current and (
+                self._still_valid is None or self._still_valid(parked.conn, key)
+            ):
                 self._generation_of[id(parked.conn)] = parked.generation
                 return parked.conn
             self._nursery.start_soon(parked.conn.aclose)
