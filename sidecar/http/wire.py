@@ -152,6 +152,7 @@ class Http1:
         self._mid_message = False
         self._headers: Headers = []
         self._head_size = 0
+        self._noted = _HeadFacts()
         self._until_eof = False  # response body framed by the connection closing
         self._skip_body = False  # response to HEAD: the head is the whole message
         self._informational = False
@@ -240,6 +241,7 @@ class Http1:
         self._reason = b""
         self._headers = []
         self._head_size = 0
+        self._noted = _HeadFacts()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -255,8 +257,17 @@ class Http1:
         name = name.lower()
         if value and value[-1] in (32, 9):
             value = value.rstrip(b" \t")  # trailing whitespace is not part of a value
-        if name == b"transfer-encoding":
-            value = value.lower()  # as h11 does: framing compares it, and forwards "chunked"
+        if name in _NOTED:  # the few fields the head's checks need, noted as they arrive
+            noted = self._noted
+            if name == b"transfer-encoding":
+                value = value.lower()  # as h11 does: framing compares it, forwards "chunked"
+                noted.codings.append(value)
+            elif name == b"host":
+                noted.hosts += 1
+            elif name == b"content-length":
+                noted.length = True
+            elif value.lower() == b"100-continue":  # expect
+                noted.expect_continue = True
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
 
@@ -273,14 +284,16 @@ class Http1:
             raise _refusal(f"head of {size} bytes exceeds the {limit}-byte limit", 431)
         if version not in (b"1.1", b"1.0"):
             raise _refusal(f"HTTP/{version.decode()} is not supported", 505)
-        _check_framing(headers, version)
+        noted = self._noted
+        _check_framing(noted.codings, version)
         keep_alive = parser.should_keep_alive() and version == b"1.1"
         if self.our_role is SERVER:
-            hosts = sum(1 for name, _ in headers if name == b"host")
+            hosts = noted.hosts
             if hosts > 1 or (hosts == 0 and version == b"1.1"):
                 raise _refusal("an HTTP/1.1 request needs exactly one Host header")
             method = parser.get_method()
-            self._events.append((RequestHead(method, self._url, headers, version), keep_alive))
+            head = RequestHead(method, self._url, headers, version)
+            self._events.append((head, keep_alive, noted.expect_continue))
             return
         status = parser.get_status_code()
         if status < 200:
@@ -294,11 +307,13 @@ class Http1:
         self._until_eof = (
             not self._skip_body
             and status not in _BODYLESS_STATUS
-            and not any(n in (b"content-length", b"transfer-encoding") for n, _ in headers)
+            and not noted.length
+            and not noted.codings
         )
         if self._until_eof:
             keep_alive = False
-        self._events.append((ResponseHead(status, headers, self._reason, version), keep_alive))
+        head = ResponseHead(status, headers, self._reason, version)
+        self._events.append((head, keep_alive, False))
         if self._skip_body:
             # llhttp cannot be told a response answers HEAD: end the message here. The
             # connection is never reused after HEAD (see HttpConnection.reusable), so whatever
@@ -337,8 +352,8 @@ class Http1:
             if self.their_state is not IDLE and self.their_state is not SEND_RESPONSE:
                 return PAUSED  # the next pipelined message waits for start_next_cycle
             self._events.popleft()
-            head, keep_alive = event
-            self._receive_head(head, keep_alive)
+            head, keep_alive, expect_continue = event
+            self._receive_head(head, keep_alive, expect_continue)
             return head
         self._events.popleft()
         if type(event) is _Refusal:
@@ -377,7 +392,7 @@ class Http1:
         self._settle()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _receive_head(self, head, keep_alive: bool) -> None:
+    def _receive_head(self, head, keep_alive: bool, expect_continue: bool) -> None:
         if not keep_alive:
             self._keep_alive = False
         self.their_state = SEND_BODY
@@ -385,9 +400,7 @@ class Http1:
             self._request_method = head.method
             self._peer_is_10 = head.http_version == b"1.0"
             self.our_state = SEND_RESPONSE
-            self.they_are_waiting_for_100_continue = head.http_version == b"1.1" and any(
-                n == b"expect" and v.lower() == b"100-continue" for n, v in head.headers
-            )
+            self.they_are_waiting_for_100_continue = expect_continue and head.http_version == b"1.1"
 
     def _settle(self) -> None:
         """Both sides done and either asked to close: both MUST_CLOSE, as h11 does."""
@@ -467,9 +480,20 @@ class Http1:
         status = event.status_code
         if self.their_state is not DONE and self.their_state is not SEND_BODY:
             self._keep_alive = False  # answering a request we could not read: then close
-        if any(n == b"connection" and b"close" in v.lower() for n, v in headers):
-            self._keep_alive = False
-        framing = _framing(headers)
+        framing = None
+        has_connection = False
+        for name, value in headers:  # one walk: Connection, and the framing we send by
+            if name == b"connection":
+                has_connection = True
+                if b"close" in value.lower():
+                    self._keep_alive = False
+            elif name == b"transfer-encoding":
+                framing = "chunked"
+            elif name == b"content-length" and framing is None:
+                try:
+                    framing = int(value)
+                except ValueError:
+                    raise h11.LocalProtocolError("bad Content-Length") from None
         if self._request_method == b"HEAD" or status in _BODYLESS_STATUS:
             framing = 0
         elif framing is None:
@@ -481,7 +505,7 @@ class Http1:
                 headers.append((b"transfer-encoding", b"chunked"))
         if self._peer_is_10:
             self._keep_alive = False
-        if not self._keep_alive and not any(n == b"connection" for n, _ in headers):
+        if not self._keep_alive and not has_connection:
             headers.append((b"connection", b"close"))
         self._sent_framing = framing
         self.they_are_waiting_for_100_continue = False
@@ -518,6 +542,22 @@ class Http1:
         return out
 
 
+class _HeadFacts:
+    """What :meth:`Http1.on_header` notes of a head as its fields arrive, so that the checks
+    when it is complete need not walk the fields again."""
+
+    __slots__ = ("codings", "expect_continue", "hosts", "length")
+
+    def __init__(self) -> None:
+        self.codings: list[bytes] = []  # Transfer-Encoding values
+        self.hosts = 0
+        self.length = False  # a Content-Length was sent
+        self.expect_continue = False
+
+
+_NOTED = frozenset({b"transfer-encoding", b"host", b"content-length", b"expect"})
+
+
 class _SkipRest(Exception):
     """Raised from a callback to stop llhttp after the head of a response to HEAD."""
 
@@ -536,8 +576,8 @@ def _framing(headers: Headers) -> int | str | None:
     return None
 
 
-def _check_framing(headers: Headers, version: bytes) -> None:
-    codings = [value for name, value in headers if name == b"transfer-encoding"]
+def _check_framing(codings: list[bytes], version: bytes) -> None:
+    """Refuse a ``Transfer-Encoding`` (its values, as received) we will not frame by."""
     if not codings:
         return
     if version == b"1.0":
