@@ -348,7 +348,11 @@ def check_envelope(message: Mapping[str, Any]) -> None:
 
 def _check_level(obj: Mapping[str, Any], where: str) -> None:
     for key in obj:
-        if key not in PROTOCOL_KEYS and fold_key(key) in PROTOCOL_KEYS:
+        if key in PROTOCOL_KEYS:
+            continue
+        # Printable ASCII has no trailing control or format characters and folds as lower().
+        folded = key.lower() if key.isascii() and key.isprintable() else fold_key(key)
+        if folded in PROTOCOL_KEYS:
             raise McpRequestRejected(
                 f"member {where}{key!r} imitates the protocol member {where}{fold_key(key)!r}"
             )

@@ -32,12 +32,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import h11
 
 from ..errors import SidecarError
-from ..http.headers import get_header
 from ..mcp import (
     PendingLists,
     RequestVerdict,
@@ -118,7 +118,7 @@ def _check_last_event_id(
     """A ``Last-Event-ID`` (on any verb) must name an event this sidecar relayed to this caller
     in this session: a server may resume from any id in its store, whoever it was issued to."""
     pairs = getattr(request.headers, "pairs", None)
-    if pairs is not None and sum(1 for n, _ in pairs if n.lower() == b"last-event-id") > 1:
+    if pairs is not None and _count_last_event_ids(pairs) > 1:
         return _not_found(
             "Last-Event-ID is repeated: a stream resumes from one event",
             "a stream resumes only from an event relayed to the same caller in the same session",
@@ -135,6 +135,15 @@ def _check_last_event_id(
         f"Last-Event-ID {event_id[:64]!r} was {why} this caller in {where}",
         "a stream resumes only from an event relayed to the same caller in the same session",
     )
+
+
+_IS_LAST_EVENT_ID = b"last-event-id".__eq__
+_NAME = itemgetter(0)
+
+
+def _count_last_event_ids(pairs) -> int:
+    """How many ``Last-Event-ID`` fields, whatever their letter case (C iterators only)."""
+    return sum(map(_IS_LAST_EVENT_ID, map(bytes.lower, map(_NAME, pairs))))
 
 
 def _not_found(message: str, rule: str) -> Decision:
@@ -246,10 +255,14 @@ def judge_body(
     return verdict
 
 
+_UNSET: Any = object()
+
+
 def content_filter(
     sessions: McpSessions | None,
     request: InboundRequest,
     current_policy: Callable[[], Any],
+    sid: str | None = _UNSET,
 ) -> Callable[[Any], Any | None]:
     """The per-message content check every response message passes (JSON body, batch element,
     SSE event): lists cut to the caller's grants under the policy in force *now*; task ids
@@ -258,7 +271,8 @@ def content_filter(
     task id the server hands this caller that another caller holds."""
     caller = request.caller
     version = request.headers.get("mcp-protocol-version")
-    sid = session_id(request)
+    if sid is _UNSET:
+        sid = session_id(request)
 
     def check(message: Any) -> Any | None:
         filtered = list_backstop(caller, current_policy(), version)(message)
@@ -374,6 +388,19 @@ class _Withhold:
         return b""
 
 
+_PLANNING_FIELDS = frozenset({b"mcp-session-id", b"content-type", b"content-encoding"})
+
+
+def _planning_fields(headers) -> dict[bytes, bytes]:
+    """The response fields the plan reads, in one pass; repeated ones joined as ``get_header``
+    joins them (RFC 9110 §5.3)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _PLANNING_FIELDS:
+            found[name] = found[name] + b", " + value if name in found else value
+    return found
+
+
 def response_planner(
     sessions: McpSessions,
     new: tuple,
@@ -394,25 +421,27 @@ def response_planner(
     never got an answer leaves nothing behind.
     """
     caller = request.caller
-    pending = sessions.get(caller, session_id(request))
+    request_session = session_id(request)
+    pending = sessions.get(caller, request_session)
     list_ids = tuple(p.request_id for p in new)
-    backstop = content_filter(sessions, request, current_policy)
+    backstop = content_filter(sessions, request, current_policy, request_session)
     observe = partial(_note_tools, sessions)
 
     def plan(response: h11.Response):
         pending_now = pending
-        stream_session = session_id(request)
-        issued = get_header(response.headers, b"mcp-session-id")
+        stream_session = request_session
+        fields = _planning_fields(response.headers)
+        issued = fields.get(b"mcp-session-id")
         sid = issued.decode("latin-1") if issued is not None else None
         if sid is not None and response.status_code < 400 and sid != stream_session:
             if not sessions.claim(caller, sid):
                 return _Withhold("the server issued a session id another caller holds", (), pending)
             pending_now, stream_session = sessions.get(caller, sid), sid
-        content_type = (get_header(response.headers, b"content-type") or b"").lower()
+        content_type = (fields.get(b"content-type") or b"").lower()
         is_sse = content_type.startswith(b"text/event-stream")
         is_json = content_type.startswith(b"application/json")
         pending_now.add_all(new)
-        encoding = (get_header(response.headers, b"content-encoding") or b"identity").lower()
+        encoding = (fields.get(b"content-encoding") or b"identity").lower()
         if encoding not in (b"identity", b""):
             return _Withhold(
                 f"a response arrived with Content-Encoding {encoding!r}", list_ids, pending_now

@@ -1,0 +1,106 @@
+"""Each cheap check on the MCP path against the plain code it replaced (the reference).
+
+The per-request work of the MCP policy was cut by swapping loops for C-level equivalents; each
+swap is only safe if it answers exactly what the readable version answers, for any input, so
+hypothesis holds the two against each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.http.headers import get_header
+from sidecar.judge.verdict import Facts
+from sidecar.mcp.headers import _plain_ok
+from sidecar.mcp.jsonstrict import PROTOCOL_KEYS, McpRequestRejected, check_envelope, fold_key
+from sidecar.proxy.mcp_route import _count_last_event_ids, _planning_fields
+
+TEXT = st.text(
+    st.one_of(
+        st.characters(min_codepoint=0, max_codepoint=0x80),
+        st.characters(),
+        st.sampled_from(["\t", "\x7f", "\u00a0", "\u200b", "ſ", "K"]),
+    ),
+    max_size=12,
+)
+
+
+@given(TEXT)
+def test_plain_header_value_check_matches_the_character_loop(value):
+    reference = all(c == "\t" or " " <= c <= "~" for c in value)
+    assert _plain_ok(value) is reference
+
+
+KEYS = st.one_of(
+    TEXT,
+    st.sampled_from(["Name", "ID", "iD", "name\x00", "Method\u200b", "ſ", "uri\t", "jsonRPC"]),
+    st.sampled_from(sorted(PROTOCOL_KEYS)),
+)
+
+
+@given(st.dictionaries(KEYS, st.just(1), max_size=4))
+def test_envelope_check_refuses_exactly_the_keys_that_fold_to_a_protocol_key(members):
+    reference = any(k not in PROTOCOL_KEYS and fold_key(k) in PROTOCOL_KEYS for k in members)
+    for message in (members, {"params": members}, {"params": {"ref": members}}):
+        try:
+            check_envelope(message)
+            refused = False
+        except McpRequestRejected:
+            refused = True
+        assert refused is reference
+
+
+HEADER_NAMES = st.sampled_from(
+    [b"last-event-id", b"Last-Event-ID", b"LAST-EVENT-ID", b"last-event-i", b"host", b"x"]
+)
+PAIRS = st.lists(st.tuples(HEADER_NAMES, st.binary(max_size=4)), max_size=6)
+
+
+@given(PAIRS)
+def test_last_event_id_count_matches_the_case_insensitive_loop(pairs):
+    reference = sum(1 for n, _ in pairs if n.lower() == b"last-event-id")
+    assert _count_last_event_ids(pairs) == reference
+
+
+RESPONSE_NAMES = st.sampled_from(
+    [b"mcp-session-id", b"content-type", b"content-encoding", b"Content-Type", b"server"]
+)
+
+
+@given(st.lists(st.tuples(RESPONSE_NAMES, st.binary(max_size=4)), max_size=6))
+def test_response_fields_read_in_one_pass_match_get_header(pairs):
+    fields = _planning_fields(pairs)
+    for name in (b"mcp-session-id", b"content-type", b"content-encoding"):
+        assert fields.get(name) == get_header(pairs, name)
+
+
+FACT_CHANGES = st.fixed_dictionaries(
+    {},
+    optional={
+        "verb": st.text(max_size=3),
+        "path": st.text(max_size=3),
+        "policy_version": st.text(max_size=3),
+        "bearer_subject": st.none() | st.text(max_size=3),
+        "names": st.tuples(st.text(max_size=2)),
+        "arg_keys": st.tuples(st.text(max_size=2)),
+        "mcp_methods": st.tuples(st.text(max_size=2)),
+    },
+)
+
+
+@given(FACT_CHANGES, FACT_CHANGES)
+def test_facts_but_is_dataclasses_replace(first, changes):
+    facts = Facts(**first)
+    assert facts.but(**changes) == replace(facts, **changes)
+
+
+def test_facts_but_refuses_an_unknown_field_like_replace():
+    try:
+        Facts().but(nonsense=1)
+    except TypeError as exc:
+        assert "nonsense" in str(exc)
+    else:
+        raise AssertionError("Facts.but accepted an unknown field")
