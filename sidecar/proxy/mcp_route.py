@@ -29,7 +29,7 @@ cut to the caller's own tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from operator import itemgetter
@@ -83,8 +83,48 @@ class WithheldResponse(SidecarError):
         self.response_body = failure_body(request_id, message)
 
 
+# Every request field the MCP layer reads (sidecar.mcp and this module); the guard test
+# tests/unit/test_mcp_fields_read.py fails if code reads a field that is not listed here.
+MCP_FIELDS = frozenset(
+    {
+        b"mcp-session-id",
+        b"last-event-id",
+        b"content-encoding",
+        b"content-length",
+        b"transfer-encoding",
+        b"mcp-protocol-version",
+        b"mcp-method",
+        b"mcp-name",
+    }
+)
+_last_read: list = [None, None]  # (the headers object, its MCP fields): one entry
+
+
+def mcp_fields(request: InboundRequest) -> Mapping[str, str]:
+    """The request's MCP fields as a plain dict, read from the raw pairs in one pass (repeated
+    fields joined with ``", "`` as the header view joins them).
+
+    The judge asks for them several times per request (head, then again when the body is
+    complete); the last request's are kept, checked by identity, so the pairs are walked about
+    once per step. Headers that are already a plain mapping (no ``pairs``) are read as they are.
+    """
+    headers = request.headers
+    if _last_read[0] is headers:
+        return _last_read[1]
+    pairs = getattr(headers, "pairs", None)
+    if pairs is None:
+        return headers
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in MCP_FIELDS:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    _last_read[0], _last_read[1] = headers, found
+    return found
+
+
 def session_id(request: InboundRequest) -> str | None:
-    return request.headers.get("mcp-session-id")
+    return mcp_fields(request).get("mcp-session-id")
 
 
 SESSION_NOT_FOUND = "Session not found"
@@ -123,7 +163,7 @@ def _check_last_event_id(
             "Last-Event-ID is repeated: a stream resumes from one event",
             "a stream resumes only from an event relayed to the same caller in the same session",
         )
-    event_id = request.headers.get("last-event-id")
+    event_id = mcp_fields(request).get("last-event-id")
     if event_id is None:
         return None
     owner = sessions.event_owner(sid, event_id)
@@ -191,12 +231,13 @@ def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
 
 
 def _has_body(request: InboundRequest) -> bool:
-    length = request.headers.get("content-length", "0").strip()
-    return "transfer-encoding" in request.headers or length not in ("", "0")
+    fields = mcp_fields(request)
+    length = fields.get("content-length", "0").strip()
+    return "transfer-encoding" in fields or length not in ("", "0")
 
 
 def refuse_encoding(request: InboundRequest) -> Decision | None:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = mcp_fields(request).get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return None
     message = f"Content-Encoding {encoding!r} is not accepted on the MCP endpoint: send plain JSON"
@@ -225,12 +266,13 @@ def judge_body(
     it (in this session); anyone else, or a task this sidecar never saw created, gets the
     JSON-RPC error an unknown task gets, and the server never sees the request.
     """
+    fields = mcp_fields(request)
     verdict = inspect_request(
         body,
         caller=request.caller,
         policy=route.policy,
-        headers=request.headers,
-        negotiated_version=request.headers.get("mcp-protocol-version"),
+        headers=fields,
+        negotiated_version=fields.get("mcp-protocol-version"),
         max_body_bytes=limit,
     )
     if sessions is None or not verdict.allowed or not verdict.task_ids:
@@ -270,7 +312,7 @@ def content_filter(
     rewritten message, or None when it is fine as it is; raises ``ResponseFilterFailed`` for a
     task id the server hands this caller that another caller holds."""
     caller = request.caller
-    version = request.headers.get("mcp-protocol-version")
+    version = mcp_fields(request).get("mcp-protocol-version")
     if sid is _UNSET:
         sid = session_id(request)
 

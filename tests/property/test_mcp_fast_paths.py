@@ -12,11 +12,20 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.http.headers import get_header
+from identity import AppIdentity
+from sidecar.http.headers import FieldView, get_header
 from sidecar.judge.verdict import Facts
 from sidecar.mcp.headers import _plain_ok
 from sidecar.mcp.jsonstrict import PROTOCOL_KEYS, McpRequestRejected, check_envelope, fold_key
-from sidecar.proxy.mcp_route import _count_last_event_ids, _planning_fields
+from sidecar.pipeline import InboundRequest
+from sidecar.proxy.mcp_route import (
+    MCP_FIELDS,
+    _count_last_event_ids,
+    _planning_fields,
+    mcp_fields,
+)
+
+CALLER = AppIdentity("public", "default", "caller")
 
 TEXT = st.text(
     st.one_of(
@@ -104,3 +113,19 @@ def test_facts_but_refuses_an_unknown_field_like_replace():
         assert "nonsense" in str(exc)
     else:
         raise AssertionError("Facts.but accepted an unknown field")
+
+
+FIELD_NAMES = st.sampled_from(
+    [b"mcp-session-id", b"last-event-id", b"mcp-method", b"mcp-name", b"Mcp-Name", b"host"]
+)
+
+
+@given(st.lists(st.tuples(FIELD_NAMES, st.binary(max_size=4)), max_size=8))
+def test_mcp_fields_read_as_the_header_view_reads_them(pairs):
+    view = FieldView(pairs)
+    request = InboundRequest(CALLER, CALLER, "POST", "mcp", view)
+    fields = mcp_fields(request)
+    for name in MCP_FIELDS:
+        assert fields.get(name.decode()) == view.get(name.decode())
+    assert mcp_fields(request) is fields  # read once per request, then kept
+    assert mcp_fields(InboundRequest(CALLER, CALLER, "POST", "mcp", FieldView([]))) == {}
