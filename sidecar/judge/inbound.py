@@ -269,11 +269,7 @@ class InboundJudge:
             return ReadBody(self.site.max_inspected_body, judged.facts, judged)
         limit = self.site.max_inspected_body
         verdict = mcp_route.judge_body(route, inbound, body, limit, self.sessions)
-        facts = judged.facts.but(
-            mcp_methods=tuple(m for m in verdict.mcp_methods if m),
-            names=tuple(verdict.names),
-            arg_keys=tuple(verdict.arg_keys),
-        )
+        facts = judged.facts.with_mcp(verdict.mcp_methods, verdict.names, verdict.arg_keys)
         if not verdict.allowed:
             return Answer.deny(verdict.decision, facts)
         decision = verdict.decision

@@ -51,6 +51,24 @@ class Facts:
             _set(new, name, changes[name] if name in changes else getattr(self, name))
         return new
 
+    def with_mcp(
+        self, mcp_methods: tuple[str, ...], names: tuple[str, ...], arg_keys: tuple[str, ...]
+    ) -> Facts:
+        """A copy with what the MCP policy read from the body (``but`` with these three, built
+        directly: the judge does it once per inspected request)."""
+        return Facts(
+            self.verb,
+            self.path,
+            self.caller,
+            self.callee,
+            self.policy_version,
+            self.bearer_subject,
+            self.trace_id,
+            mcp_methods,
+            names,
+            arg_keys,
+        )
+
 
 _FACT_NAMES_IN_ORDER = tuple(f.name for f in fields(Facts))
 _FACT_NAMES = frozenset(_FACT_NAMES_IN_ORDER)

@@ -92,7 +92,7 @@ def check_mirrored_headers(
             raise HeaderMismatch(f"Header mismatch: Mcp-Name is not expected for {method!r}")
         header_name = decode_header_value("Mcp-Name", raw_name, allow_base64=True)
         params = message.get("params")
-        body_name = params.get(source) if isinstance(params, Mapping) else None
+        body_name = params.get(source) if isinstance(params, dict) else None
         if header_name != body_name:
             raise HeaderMismatch(
                 f"Header mismatch: Mcp-Name header value {header_name!r} does not match "
@@ -102,8 +102,8 @@ def check_mirrored_headers(
     header_version = headers.get("mcp-protocol-version")
     if version >= HEADERS_REQUIRED_FROM and header_version is not None:
         params = message.get("params")
-        meta = params.get("_meta") if isinstance(params, Mapping) else None
-        body_version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, Mapping) else None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        body_version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
         if body_version is not None and body_version != header_version:
             raise HeaderMismatch(
                 "Header mismatch: MCP-Protocol-Version header does not match "

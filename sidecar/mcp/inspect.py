@@ -147,10 +147,18 @@ def _unknown(method: str, why: str) -> _Refused:
 # --- version ------------------------------------------------------------------------------------
 
 
+_WELL_FORMED_VERSIONS: set[str] = set()  # versions that matched the pattern (a handful)
+
+
 def effective_version(negotiated_version: str | None, headers: Mapping[str, str]) -> str:
     version = negotiated_version or headers.get("mcp-protocol-version") or methods.DEFAULT_VERSION
+    if version in _WELL_FORMED_VERSIONS:
+        return version
     if not methods.VERSION_PATTERN.fullmatch(version):
         raise McpRequestRejected(f"malformed protocol version {version[:40]!r}")
+    if len(_WELL_FORMED_VERSIONS) >= 64:
+        _WELL_FORMED_VERSIONS.clear()
+    _WELL_FORMED_VERSIONS.add(version)
     return version
 
 
@@ -324,7 +332,12 @@ MAX_AUDITED_CHARS = 256
 
 
 def _audited(values: list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v[:MAX_AUDITED_CHARS] for v in values))[:MAX_AUDITED]
+    if values and max(map(len, values)) > MAX_AUDITED_CHARS:
+        values = [v[:MAX_AUDITED_CHARS] for v in values]
+    return tuple(dict.fromkeys(values))[:MAX_AUDITED]
+
+
+_IS_STR = str.__instancecheck__
 
 
 def _named(message: Any, names: list[str], arg_keys: list[str], task_ids: list[str]) -> None:
@@ -348,7 +361,7 @@ def _named(message: Any, names: list[str], arg_keys: list[str], task_ids: list[s
             names.extend(u for u in uris if isinstance(u, str))
     arguments = params.get("arguments")
     if isinstance(arguments, dict):
-        arg_keys.extend(k for k in arguments if isinstance(k, str))
+        arg_keys.extend(filter(_IS_STR, arguments))
     if spec is not None and spec.category == "tasks" and "taskId" in params:
         task_ids.append(params["taskId"] if isinstance(params["taskId"], str) else "")
 

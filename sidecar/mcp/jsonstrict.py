@@ -377,10 +377,10 @@ def check_envelope(message: Mapping[str, Any]) -> None:
     """Refuse protocol-key look-alikes in the JSON-RPC envelope (message, params, params.ref)."""
     _check_level(message, "")
     params = message.get("params")
-    if isinstance(params, Mapping):
+    if isinstance(params, dict):  # parsed JSON: every object is a dict (no ABC check needed)
         _check_level(params, "params.")
         ref = params.get("ref")
-        if isinstance(ref, Mapping):
+        if isinstance(ref, dict):
             _check_level(ref, "params.ref.")
 
 

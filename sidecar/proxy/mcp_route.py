@@ -177,13 +177,15 @@ def _check_last_event_id(
     )
 
 
-_IS_LAST_EVENT_ID = b"last-event-id".__eq__
 _NAME = itemgetter(0)
 
 
 def _count_last_event_ids(pairs) -> int:
-    """How many ``Last-Event-ID`` fields, whatever their letter case (C iterators only)."""
-    return sum(map(_IS_LAST_EVENT_ID, map(bytes.lower, map(_NAME, pairs))))
+    """How many ``Last-Event-ID`` fields, whatever their letter case: the names lower-cased
+    at once and split apart again, all in C. A field name cannot hold a line feed (it is a
+    token); one that did would only split into more pieces, so the count can only come out
+    higher, never lower."""
+    return b"\n".join(map(_NAME, pairs)).lower().split(b"\n").count(b"last-event-id")
 
 
 def _not_found(message: str, rule: str) -> Decision:

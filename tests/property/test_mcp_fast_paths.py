@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from identity import AppIdentity
 from sidecar.http.headers import FieldView, get_header
 from sidecar.judge.verdict import Facts
+from sidecar.mcp.filtering import _LIST_KEY_MARKS, may_hold_list
 from sidecar.mcp.headers import _plain_ok
+from sidecar.mcp.inspect import MAX_AUDITED, MAX_AUDITED_CHARS, _audited
 from sidecar.mcp.jsonstrict import PROTOCOL_KEYS, McpRequestRejected, check_envelope, fold_key
 from sidecar.pipeline import InboundRequest
 from sidecar.proxy.mcp_route import (
@@ -74,6 +76,23 @@ def test_last_event_id_count_matches_the_case_insensitive_loop(pairs):
     assert _count_last_event_ids(pairs) == reference
 
 
+ODD_NAMES = st.one_of(
+    HEADER_NAMES,
+    st.binary(max_size=30),
+    st.sampled_from([b"x\nlast-event-id", b"last-event-id\n", b"\n", b""]),
+)
+
+
+@given(st.lists(st.tuples(ODD_NAMES, st.just(b"v")), max_size=6))
+def test_last_event_id_count_is_never_below_the_loop_whatever_the_names(pairs):
+    """Names are tokens (no line feed); even names that are not can only raise the count,
+    which refuses (404) rather than lets through."""
+    reference = sum(1 for n, _ in pairs if n.lower() == b"last-event-id")
+    assert _count_last_event_ids(pairs) >= reference
+    if not any(b"\n" in n for n, _ in pairs):
+        assert _count_last_event_ids(pairs) == reference
+
+
 RESPONSE_NAMES = st.sampled_from(
     [b"mcp-session-id", b"content-type", b"content-encoding", b"Content-Type", b"server"]
 )
@@ -106,6 +125,13 @@ def test_facts_but_is_dataclasses_replace(first, changes):
     assert facts.but(**changes) == replace(facts, **changes)
 
 
+@given(FACT_CHANGES, st.tuples(st.text(max_size=2)), st.tuples(), st.tuples(st.text()))
+def test_facts_with_mcp_is_but_with_the_three_mcp_fields(first, methods, names, keys):
+    facts = Facts(**first)
+    expected = facts.but(mcp_methods=methods, names=names, arg_keys=keys)
+    assert facts.with_mcp(methods, names, keys) == expected
+
+
 def test_facts_but_refuses_an_unknown_field_like_replace():
     try:
         Facts().but(nonsense=1)
@@ -129,3 +155,19 @@ def test_mcp_fields_read_as_the_header_view_reads_them(pairs):
         assert fields.get(name.decode()) == view.get(name.decode())
     assert mcp_fields(request) is fields  # read once per request, then kept
     assert mcp_fields(InboundRequest(CALLER, CALLER, "POST", "mcp", FieldView([]))) == {}
+
+
+BODY_PIECES = st.sampled_from(
+    [*_LIST_KEY_MARKS, b'"tool"', b'"resourc', b'"tas', b"tools", b'"text"', b'"', b"\xef\xbb"]
+)
+
+
+@given(st.lists(BODY_PIECES | st.binary(max_size=6), max_size=8).map(b"".join))
+def test_list_prescan_written_out_matches_the_marks(body):
+    assert may_hold_list(body) is any(mark in body for mark in _LIST_KEY_MARKS)
+
+
+@given(st.lists(st.text(max_size=3) | st.text(min_size=250, max_size=260), max_size=70))
+def test_audited_names_are_the_loop_over_cut_names(values):
+    reference = tuple(dict.fromkeys(v[:MAX_AUDITED_CHARS] for v in values))[:MAX_AUDITED]
+    assert _audited(list(values)) == reference
