@@ -467,7 +467,7 @@ def response_planner(
     caller = request.caller
     request_session = session_id(request)
     pending = sessions.get(caller, request_session)
-    list_ids = tuple(p.request_id for p in new)
+    list_ids = tuple(p.request_id for p in new) if new else ()
     backstop = content_filter(sessions, request, current_policy, request_session)
     observe = partial(_note_tools, sessions)
 
