@@ -84,7 +84,8 @@ class RequestVerdict:
     @property
     def mcp_methods(self) -> tuple[str, ...]:
         """The JSON-RPC methods of the body, in order, without the client responses."""
-        return tuple(m for m in self.methods if m)
+        methods = self.methods
+        return methods if "" not in methods else tuple(m for m in methods if m)
 
     @property
     def allowed(self) -> bool:

@@ -157,8 +157,7 @@ def _check_last_event_id(
 ) -> Decision | None:
     """A ``Last-Event-ID`` (on any verb) must name an event this sidecar relayed to this caller
     in this session: a server may resume from any id in its store, whoever it was issued to."""
-    pairs = getattr(request.headers, "pairs", None)
-    if pairs is not None and _count_last_event_ids(pairs) > 1:
+    if _last_event_id_fields(request) > 1:
         return _not_found(
             "Last-Event-ID is repeated: a stream resumes from one event",
             "a stream resumes only from an event relayed to the same caller in the same session",
@@ -178,6 +177,19 @@ def _check_last_event_id(
 
 
 _NAME = itemgetter(0)
+_counted: list = [None, 0]  # (the headers object, its Last-Event-ID count): one entry
+
+
+def _last_event_id_fields(request: InboundRequest) -> int:
+    """How many Last-Event-ID fields the request has (0 for a plain mapping), counted once per
+    request like ``mcp_fields`` (the judge asks at the head and again with the body)."""
+    headers = request.headers
+    if _counted[0] is headers:
+        return _counted[1]
+    pairs = getattr(headers, "pairs", None)
+    count = 0 if pairs is None else _count_last_event_ids(pairs)
+    _counted[0], _counted[1] = headers, count
+    return count
 
 
 def _count_last_event_ids(pairs) -> int:

@@ -17,12 +17,14 @@ from sidecar.http.headers import FieldView, get_header
 from sidecar.judge.verdict import Facts
 from sidecar.mcp.filtering import _LIST_KEY_MARKS, may_hold_list
 from sidecar.mcp.headers import _plain_ok
-from sidecar.mcp.inspect import MAX_AUDITED, MAX_AUDITED_CHARS, _audited
+from sidecar.mcp.inspect import MAX_AUDITED, MAX_AUDITED_CHARS, RequestVerdict, _audited
 from sidecar.mcp.jsonstrict import PROTOCOL_KEYS, McpRequestRejected, check_envelope, fold_key
 from sidecar.pipeline import InboundRequest
+from sidecar.policy import Decision
 from sidecar.proxy.mcp_route import (
     MCP_FIELDS,
     _count_last_event_ids,
+    _last_event_id_fields,
     _planning_fields,
     mcp_fields,
 )
@@ -171,3 +173,20 @@ def test_list_prescan_written_out_matches_the_marks(body):
 def test_audited_names_are_the_loop_over_cut_names(values):
     reference = tuple(dict.fromkeys(v[:MAX_AUDITED_CHARS] for v in values))[:MAX_AUDITED]
     assert _audited(list(values)) == reference
+
+
+@given(st.lists(PAIRS, min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=8))
+def test_last_event_id_count_kept_per_request_follows_whichever_request_is_asked(heads, order):
+    """The count is kept for the last request only (by identity): asking about requests in any
+    interleaving (other connections' heads between a head and its body) gives each its own."""
+    requests = [InboundRequest(CALLER, CALLER, "GET", "mcp", FieldView(p)) for p in heads]
+    for index in [*order, *range(len(requests))]:
+        request = requests[index % len(requests)]
+        expected = sum(1 for n, _ in request.headers.pairs if n.lower() == b"last-event-id")
+        assert _last_event_id_fields(request) == expected
+
+
+@given(st.lists(st.sampled_from(["", "tools/call", "ping"]), max_size=4).map(tuple))
+def test_mcp_methods_leave_out_client_responses_as_the_loop_does(methods):
+    verdict = RequestVerdict(Decision.allow("mcp", "x"), "2025-06-18", methods=methods)
+    assert verdict.mcp_methods == tuple(m for m in methods if m)
