@@ -51,6 +51,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="instead of the comparison, profile both sidecars with py-spy under load",
     )
     parser.add_argument(
+        "--profile-path",
+        choices=("trustmesh", "mcp"),
+        default="trustmesh",
+        help="with --profile: the no-policy pair (default) or the trustmesh+mcp pair",
+    )
+    parser.add_argument(
         "--early-answer",
         action="store_true",
         help="the app answers before reading the request body (legal HTTP; see README)",
@@ -201,7 +207,8 @@ def _compare(procs: Processes, topology: Topology, programs: dict[str, str], arg
 def _profile(procs: Processes, topology: Topology, programs: dict[str, str], args) -> None:
     py_spy()  # fail early with the install hint
     script = write_script(procs.workdir)
-    route = topology.trustmesh
+    route = topology.trustmesh_mcp if args.profile_path == "mcp" else topology.trustmesh
+    prefix = "mcp-" if args.profile_path == "mcp" else ""
     sidecars = list(route.proxies)
     outdir = args.out.parent / "profile"
     summaries = []
@@ -212,7 +219,7 @@ def _profile(procs: Processes, topology: Topology, programs: dict[str, str], arg
             result = run_wrk(programs["wrk"], script, route.url, conc, seconds)
             print(f"  profiled load c={conc}: {result.rps:,.0f} req/s, p50 {result.p50_us} µs")
 
-        summaries += profile_sidecars(sidecars, load, args.duration, outdir, f"c{conc}")
+        summaries += profile_sidecars(sidecars, load, args.duration, outdir, f"{prefix}c{conc}")
     text = "\n\n".join(s.render() for s in summaries)
     print()
     print(text)

@@ -78,9 +78,6 @@ class _Judged:
     verified: Any  # sidecar.bearer.VerifiedToken | None
     facts: Facts
 
-    def but_facts(self, facts: Facts) -> _Judged:
-        return replace(self, facts=facts)
-
 
 def _bearer_gate():
     """Imported on first use: only apps with a bearer component pay for pyjwt in memory."""
@@ -272,11 +269,7 @@ class InboundJudge:
             return ReadBody(self.site.max_inspected_body, judged.facts, judged)
         limit = self.site.max_inspected_body
         verdict = mcp_route.judge_body(route, inbound, body, limit, self.sessions)
-        facts = judged.facts.but(
-            mcp_methods=tuple(m for m in verdict.mcp_methods if m),
-            names=tuple(verdict.names),
-            arg_keys=tuple(verdict.arg_keys),
-        )
+        facts = judged.facts.with_mcp(verdict.mcp_methods, verdict.names, verdict.arg_keys)
         if not verdict.allowed:
             return Answer.deny(verdict.decision, facts)
         decision = verdict.decision
@@ -288,7 +281,7 @@ class InboundJudge:
             if refused is not None:
                 return Answer.deny(refused, facts)
         planner = self._planner(inbound, verdict.request_ids, verdict.pending)
-        return self._forward(judged.but_facts(facts), decision, body, planner)
+        return self._forward(judged, decision, body, planner, facts)
 
     def _planner(self, inbound: InboundRequest, own_ids: tuple, new=()):
         return mcp_route.response_planner(self.sessions, new, own_ids, self._current_tools, inbound)
@@ -300,16 +293,23 @@ class InboundJudge:
 
     # --- the plan ------------------------------------------------------------------------
 
-    def _forward(self, judged: _Judged, decision: Decision, body: bytes | None, planner):
+    def _forward(
+        self,
+        judged: _Judged,
+        decision: Decision,
+        body: bytes | None,
+        planner,
+        facts: Facts | None = None,
+    ):
+        """``facts`` replace the judged ones (what the MCP policy read from the body)."""
         site, inbound = self.site, judged.inbound
+        facts = judged.facts if facts is None else facts
         if site.app_port is None:
             message = f"app {site.me.app_id} has no app port: it serves no inbound requests"
-            return Answer.deny(
-                Decision.deny("app", "ERR_DIRECT_INVOKE", message, 404), judged.facts
-            )
+            return Answer.deny(Decision.deny("app", "ERR_DIRECT_INVOKE", message, 404), facts)
         drop = judged.policy.strip_headers
         if judged.route is not None:
-            drop = drop | mcp_route.NEVER_FORWARDED
+            drop = _with_never_forwarded(drop)
         token_headers = _bearer_gate().app_headers(judged.verified) if judged.verified else ()
         headers = forward_headers.to_app(
             inbound.headers.pairs,
@@ -326,7 +326,7 @@ class InboundJudge:
         if judged.route is not None and inbound.verb == "DELETE":
             after = self._session_ender(inbound)
         head = request_head(judged.request.method, judged.target.wire_path, headers)
-        return Forward(decision, judged.facts, ForwardPlan(head, body, planner, after=after))
+        return Forward(decision, facts, ForwardPlan(head, body, planner, after=after))
 
     def _session_ender(self, inbound: InboundRequest):
         sid = mcp_route.session_id(inbound)
@@ -336,6 +336,20 @@ class InboundJudge:
                 self.sessions.end(inbound.caller, sid)
 
         return ended
+
+
+_DROP_ON_MCP: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _with_never_forwarded(drop: frozenset[bytes]) -> frozenset[bytes]:
+    """``drop`` plus what never reaches an MCP server, built once per distinct ``drop`` (a
+    policy's strip set: a handful over a sidecar's life)."""
+    union = _DROP_ON_MCP.get(drop)
+    if union is None:
+        if len(_DROP_ON_MCP) >= 16:
+            _DROP_ON_MCP.clear()
+        union = _DROP_ON_MCP[drop] = drop | mcp_route.NEVER_FORWARDED
+    return union
 
 
 def _closing(answer: Answer) -> Answer:

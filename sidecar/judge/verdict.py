@@ -16,7 +16,7 @@ proxy records exactly once per request whatever the outcome.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from identity import AppIdentity
@@ -42,7 +42,37 @@ class Facts:
     arg_keys: tuple[str, ...] = ()
 
     def but(self, **changes: Any) -> Facts:
-        return replace(self, **changes)
+        """A copy with ``changes`` (what ``dataclasses.replace`` does, at half its cost: the
+        judge calls it on every inspected request)."""
+        if not changes.keys() <= _FACT_NAMES:
+            raise TypeError(f"Facts has no field {sorted(changes.keys() - _FACT_NAMES)[0]!r}")
+        new = object.__new__(Facts)
+        for name in _FACT_NAMES_IN_ORDER:
+            _set(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+    def with_mcp(
+        self, mcp_methods: tuple[str, ...], names: tuple[str, ...], arg_keys: tuple[str, ...]
+    ) -> Facts:
+        """A copy with what the MCP policy read from the body (``but`` with these three, built
+        directly: the judge does it once per inspected request)."""
+        return Facts(
+            self.verb,
+            self.path,
+            self.caller,
+            self.callee,
+            self.policy_version,
+            self.bearer_subject,
+            self.trace_id,
+            mcp_methods,
+            names,
+            arg_keys,
+        )
+
+
+_FACT_NAMES_IN_ORDER = tuple(f.name for f in fields(Facts))
+_FACT_NAMES = frozenset(_FACT_NAMES_IN_ORDER)
+_set = object.__setattr__  # Facts is frozen: as its generated __init__ does
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,9 +39,12 @@ class HeaderMismatch(McpRequestRejected):
     jsonrpc_code = jsonrpc.HEADER_MISMATCH
 
 
+# RFC 9110 field-value characters: visible ASCII, space and tab.
+_PLAIN = re.compile("[\t -~]*")
+
+
 def _plain_ok(value: str) -> bool:
-    # RFC 9110 field-value characters: visible ASCII, space and tab.
-    return all(c == "\t" or " " <= c <= "~" for c in value)
+    return _PLAIN.fullmatch(value) is not None
 
 
 def decode_header_value(header: str, value: str, *, allow_base64: bool) -> str:
@@ -88,18 +92,19 @@ def check_mirrored_headers(
             raise HeaderMismatch(f"Header mismatch: Mcp-Name is not expected for {method!r}")
         header_name = decode_header_value("Mcp-Name", raw_name, allow_base64=True)
         params = message.get("params")
-        body_name = params.get(source) if isinstance(params, Mapping) else None
+        body_name = params.get(source) if isinstance(params, dict) else None
         if header_name != body_name:
             raise HeaderMismatch(
                 f"Header mismatch: Mcp-Name header value {header_name!r} does not match "
                 f"body value {body_name!r}"
             )
 
-    if version >= HEADERS_REQUIRED_FROM and "mcp-protocol-version" in headers:
+    header_version = headers.get("mcp-protocol-version")
+    if version >= HEADERS_REQUIRED_FROM and header_version is not None:
         params = message.get("params")
-        meta = params.get("_meta") if isinstance(params, Mapping) else None
-        body_version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, Mapping) else None
-        if body_version is not None and body_version != headers["mcp-protocol-version"]:
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        body_version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
+        if body_version is not None and body_version != header_version:
             raise HeaderMismatch(
                 "Header mismatch: MCP-Protocol-Version header does not match "
                 f"_meta[{PROTOCOL_VERSION_META!r}]"

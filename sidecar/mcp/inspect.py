@@ -36,7 +36,7 @@ Where the spec is silent (documented decisions):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.policy.decision import Decision
@@ -47,15 +47,7 @@ from .headers import check_mirrored_headers
 from .jsonrpc import RequestId, is_request_id
 from .jsonstrict import check_envelope, loads_strict
 from .pending import PendingFilter
-from .policy import (
-    Caller,
-    MCPServerAccessPolicy,
-    as_caller,
-    authorize_item,
-    caller_has_any_grant,
-    caller_has_capability,
-    caller_label,
-)
+from .policy import Caller, CallerGrants, MCPServerAccessPolicy, grants_for
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 _LAYER = "mcp"
@@ -92,7 +84,8 @@ class RequestVerdict:
     @property
     def mcp_methods(self) -> tuple[str, ...]:
         """The JSON-RPC methods of the body, in order, without the client responses."""
-        return tuple(m for m in self.methods if m)
+        methods = self.methods
+        return methods if "" not in methods else tuple(m for m in methods if m)
 
     @property
     def allowed(self) -> bool:
@@ -134,6 +127,7 @@ class _Context:
     policy: MCPServerAccessPolicy
     version: str
     headers: Mapping[str, str]
+    grants: CallerGrants  # what the policy grants this caller, looked up once per request
     granted: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -154,10 +148,18 @@ def _unknown(method: str, why: str) -> _Refused:
 # --- version ------------------------------------------------------------------------------------
 
 
+_WELL_FORMED_VERSIONS: set[str] = set()  # versions that matched the pattern (a handful)
+
+
 def effective_version(negotiated_version: str | None, headers: Mapping[str, str]) -> str:
     version = negotiated_version or headers.get("mcp-protocol-version") or methods.DEFAULT_VERSION
+    if version in _WELL_FORMED_VERSIONS:
+        return version
     if not methods.VERSION_PATTERN.fullmatch(version):
         raise McpRequestRejected(f"malformed protocol version {version[:40]!r}")
+    if len(_WELL_FORMED_VERSIONS) >= 64:
+        _WELL_FORMED_VERSIONS.clear()
+    _WELL_FORMED_VERSIONS.add(version)
     return version
 
 
@@ -174,9 +176,9 @@ def _validate_shape(message: Any) -> None:
     except McpRequestRejected as exc:
         raise _invalid(str(exc)) from exc
     if "method" in message:
-        extra = sorted(set(message) - _REQUEST_MEMBERS)
+        extra = message.keys() - _REQUEST_MEMBERS
         if extra:
-            raise _invalid(f"unexpected member {extra[0]!r} in a request")
+            raise _invalid(f"unexpected member {min(extra)!r} in a request")
         if not isinstance(message["method"], str) or not message["method"]:
             raise _invalid('member "method" must be a non-empty string')
         if "id" in message and not is_request_id(message["id"]):
@@ -184,9 +186,9 @@ def _validate_shape(message: Any) -> None:
         if "params" in message and not isinstance(message["params"], dict):
             raise _invalid('member "params" must be an object')
         return
-    extra = sorted(set(message) - _RESPONSE_MEMBERS)
+    extra = message.keys() - _RESPONSE_MEMBERS
     if extra:
-        raise _invalid(f"unexpected member {extra[0]!r} in a response")
+        raise _invalid(f"unexpected member {min(extra)!r} in a response")
     if ("result" in message) == ("error" in message):
         raise _invalid('a message needs "method", or exactly one of "result" and "error"')
     if "id" not in message:
@@ -218,7 +220,7 @@ def _string_param(params: Mapping[str, Any], member: str, method: str) -> str:
 
 
 def _gate(ctx: _Context, capability: str, name: str) -> Decision:
-    decision = authorize_item(ctx.policy, ctx.caller, capability, name)
+    decision = ctx.grants.authorize(capability, name)
     if not decision.allowed:
         raise _denied(decision)
     ctx.granted.append((capability, name))
@@ -253,7 +255,7 @@ def _authorize_request(ctx: _Context, spec: methods.MethodSpec, message: dict) -
             )
         for uri in uris:
             _gate(ctx, "resources", uri)
-    if spec.category == "tasks" and not caller_has_capability(ctx.policy, ctx.caller, "tools"):
+    if spec.category == "tasks" and "tools" not in ctx.grants.capabilities:
         raise _Refused(
             403,
             jsonrpc.ACCESS_DENIED,
@@ -265,7 +267,7 @@ def _authorize_request(ctx: _Context, spec: methods.MethodSpec, message: dict) -
 
 
 def _who(ctx: _Context) -> str:
-    return caller_label(ctx.policy, ctx.caller)
+    return ctx.grants.label
 
 
 def _judge(ctx: _Context, message: Any, *, check_headers: bool) -> _Judged:
@@ -331,7 +333,12 @@ MAX_AUDITED_CHARS = 256
 
 
 def _audited(values: list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v[:MAX_AUDITED_CHARS] for v in values))[:MAX_AUDITED]
+    if values and max(map(len, values)) > MAX_AUDITED_CHARS:
+        values = [v[:MAX_AUDITED_CHARS] for v in values]
+    return tuple(dict.fromkeys(values))[:MAX_AUDITED]
+
+
+_IS_STR = str.__instancecheck__
 
 
 def _named(message: Any, names: list[str], arg_keys: list[str], task_ids: list[str]) -> None:
@@ -355,7 +362,7 @@ def _named(message: Any, names: list[str], arg_keys: list[str], task_ids: list[s
             names.extend(u for u in uris if isinstance(u, str))
     arguments = params.get("arguments")
     if isinstance(arguments, dict):
-        arg_keys.extend(k for k in arguments if isinstance(k, str))
+        arg_keys.extend(filter(_IS_STR, arguments))
     if spec is not None and spec.category == "tasks" and "taskId" in params:
         task_ids.append(params["taskId"] if isinstance(params["taskId"], str) else "")
 
@@ -372,36 +379,37 @@ def inspect_request(
     """Judge one POST body for ``caller`` (its ``AppIdentity``: namespace + App ID);
     ``headers`` has lower-case names. The verdict also carries what the body names (methods,
     item names, argument keys) for audit, whichever way it went."""
-    document: Any = None
-
-    def remember(parsed: Any) -> None:
-        nonlocal document
-        document = parsed
-
-    verdict = _inspect(
+    verdict, document = _inspect(
         body,
         caller=caller,
         policy=policy,
         headers=headers,
         negotiated_version=negotiated_version,
         max_body_bytes=max_body_bytes,
-        remember=remember,
     )
-    if document is None:
+    if document is _UNREAD:
         return verdict
-    messages = document if isinstance(document, list) else [document]
+    messages = document if isinstance(document, list) else (document,)
     names: list[str] = []
     arg_keys: list[str] = []
     task_ids: list[str] = []
     for message in messages:
         _named(message, names, arg_keys, task_ids)
-    return replace(
-        verdict,
-        methods=verdict.methods or tuple(_method_of(m) for m in messages),
-        names=_audited(names),
-        arg_keys=_audited(arg_keys),
-        task_ids=tuple(dict.fromkeys(task_ids)),  # every one is checked: never truncated
+    return RequestVerdict(
+        verdict.decision,
+        verdict.protocol_version,
+        verdict.pending,
+        verdict.methods or tuple(_method_of(m) for m in messages),
+        verdict.request_ids,
+        verdict.is_batch,
+        verdict.items,
+        _audited(names) if names else (),
+        _audited(arg_keys) if arg_keys else (),
+        tuple(dict.fromkeys(task_ids)) if task_ids else (),  # every one is checked: never cut
     )
+
+
+_UNREAD: Any = object()  # the body was refused before it was parsed
 
 
 def _inspect(
@@ -412,47 +420,50 @@ def _inspect(
     headers: Mapping[str, str],
     negotiated_version: str | None,
     max_body_bytes: int,
-    remember,
-) -> RequestVerdict:
-    who = as_caller(caller, policy.server_namespace)
+) -> tuple[RequestVerdict, Any]:
+    """The verdict, and the parsed document (``_UNREAD`` if the body was not parsed)."""
+    grants = grants_for(policy, caller)
     try:
         version = effective_version(negotiated_version, headers)
     except McpRequestRejected as exc:
         refusal = _invalid(str(exc))
-        return _deny(refusal, jsonrpc.error_body(None, refusal.code, refusal.message), "")
+        return _deny(refusal, jsonrpc.error_body(None, refusal.code, refusal.message), ""), _UNREAD
 
-    if not caller_has_any_grant(policy, who):
+    if not grants.any_grant:
         message = (
-            f"session refused: caller {caller_label(policy, who)!r} holds no grant on MCP server "
+            f"session refused: caller {grants.label!r} holds no grant on MCP server "
             f"{policy.server_ref!r}"
         )
         refusal = _Refused(403, jsonrpc.ACCESS_DENIED, "session_refused", message)
         refusal.rule = f"policy {policy.name}: no rule grants this caller anything"
-        return _deny(refusal, jsonrpc.error_body(None, refusal.code, message), version)
+        body_out = jsonrpc.error_body(None, refusal.code, message)
+        return _deny(refusal, body_out, version), _UNREAD
 
     try:
         document = loads_strict(body, max_bytes=max_body_bytes)
     except JsonRejected as exc:
         refusal = _Refused(exc.http_status, jsonrpc.PARSE_ERROR, "parse_error", str(exc))
-        return _deny(refusal, jsonrpc.error_body(None, refusal.code, refusal.message), version)
-    remember(document)
+        body_out = jsonrpc.error_body(None, refusal.code, refusal.message)
+        return _deny(refusal, body_out, version), _UNREAD
 
-    ctx = _Context(who, policy, version, headers)
+    ctx = _Context(grants.caller, policy, version, headers, grants)
     if isinstance(document, list):
-        return _inspect_batch(ctx, document)
+        return _inspect_batch(ctx, document), document
     try:
         judged = _judge(ctx, document, check_headers=True)
     except _Refused as refusal:
         body_out = jsonrpc.error_body(_id_of(document), refusal.code, refusal.message)
-        return _deny(refusal, body_out, version, methods=(_method_of(document),))
-    return RequestVerdict(
+        return _deny(refusal, body_out, version, methods=(_method_of(document),)), document
+    verdict = RequestVerdict(
         judged.decision,
         version,
-        pending=(judged.pending,) if judged.pending else (),
-        methods=(judged.method,),
-        request_ids=(judged.request_id,) if judged.is_request else (),
-        items=tuple(ctx.granted),
+        (judged.pending,) if judged.pending else (),
+        (judged.method,),
+        (judged.request_id,) if judged.is_request else (),
+        False,
+        tuple(ctx.granted),
     )
+    return verdict, document
 
 
 def _method_of(message: Any) -> str:

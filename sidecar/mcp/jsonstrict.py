@@ -154,6 +154,7 @@ class Structure(NamedTuple):
     tokens: int  # the ``, : [ {``; values plus keys are at most tokens + 1
     colons: int  # exactly the members of all objects, for valid JSON
     long_numbers: bool  # a number that might not fit a double (checked by the precise path)
+    opens: int = 0  # the ``[ {``: exactly the containers, for valid JSON (a bound on depth)
 
 
 def count_structure(data: bytes, limit: int) -> Structure:
@@ -169,9 +170,18 @@ def count_structure(data: bytes, limit: int) -> Structure:
         if _ESCAPED_BACKSLASH in data:
             data = data.replace(_ESCAPED_BACKSLASH, b"")
         data = data.replace(_ESCAPED_QUOTE, b"")
-    tokens = colons = 0
+    size = len(data)
+    if size <= _WINDOW and not data.count(b'"') % 2:
+        # One window and no string cut by its end (a typical request): count it directly.
+        outside = b"".join(data.split(b'"')[::2])
+        colons = outside.count(b":")
+        opens = outside.count(b"[") + outside.count(b"{")
+        shape = outside.translate(_NUMBER_SHAPE, b"+-")
+        long_numbers = b"e000" in shape or _LONG_DIGIT_RUN in shape
+        return Structure(colons + outside.count(b",") + opens, colons, long_numbers, opens)
+    tokens = colons = opens = 0
     long_numbers = False
-    start, size = 0, len(data)
+    start = 0
     while start < size:
         end = start + _WINDOW
         window = data[start:end]
@@ -185,13 +195,15 @@ def count_structure(data: bytes, limit: int) -> Structure:
         outside = b"".join(window.split(b'"')[::2])
         found = outside.count(b":")
         colons += found
-        tokens += found + outside.count(b",") + outside.count(b"[") + outside.count(b"{")
+        containers = outside.count(b"[") + outside.count(b"{")
+        opens += containers
+        tokens += found + outside.count(b",") + containers
         if tokens > limit:
             break
         shape = outside.translate(_NUMBER_SHAPE, b"+-")
         long_numbers = long_numbers or b"e000" in shape or _LONG_DIGIT_RUN in shape
         start = end
-    return Structure(tokens, colons, long_numbers)
+    return Structure(tokens, colons, long_numbers, opens)
 
 
 def loads_strict(
@@ -226,7 +238,9 @@ def loads_strict(
             f"(limit max_values={max_values}); refused before parsing"
         )
     if not structure.long_numbers:
-        value = _loads_fast(text, structure.colons, max_depth, fold_check)
+        # No more containers than levels allowed: no depth to check, only the objects to find.
+        shallow = structure.opens <= max_depth
+        value = _loads_fast(text, structure.colons, max_depth, fold_check, shallow)
         if value is not _UNVOUCHED:
             return value
     return _loads_precise(text, max_depth, fold_check)
@@ -238,13 +252,16 @@ _UNVOUCHED: Any = object()
 _FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _loads_fast(text: str, colons: int, max_depth: int, fold_check: bool) -> Any:
-    """The value, or ``_UNVOUCHED`` when only the precise path may decide."""
+def _loads_fast(
+    text: str, colons: int, max_depth: int, fold_check: bool, shallow: bool = False
+) -> Any:
+    """The value, or ``_UNVOUCHED`` when only the precise path may decide. ``shallow``: the
+    document has at most ``max_depth`` containers (so it cannot nest deeper)."""
     try:
         value = _FAST_DECODER.decode(text)
     except (ValueError, RecursionError, JsonRejected):
         return _UNVOUCHED
-    objects = _objects_within_depth(value, max_depth)
+    objects = _objects_of(value) if shallow else _objects_within_depth(value, max_depth)
     if objects is None or not _keys_are_plain(objects, colons, fold_check):
         return _UNVOUCHED
     if _SURROGATE_ESCAPE.search(text):
@@ -253,6 +270,22 @@ def _loads_fast(text: str, colons: int, max_depth: int, fold_check: bool) -> Any
         except UnicodeEncodeError:
             return _UNVOUCHED
     return value
+
+
+def _objects_of(value: Any) -> list[dict]:
+    """Every object in ``value``, depth unchecked: for documents with few containers (a
+    typical request), where one plain walk costs less than the level-by-level one."""
+    objects: list[dict] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            objects.append(node)
+            stack += node.values()
+        elif kind is list:
+            stack += node
+    return objects
 
 
 def _objects_within_depth(value: Any, max_depth: int) -> list[dict] | None:
@@ -291,10 +324,15 @@ def _keys_are_plain(objects: list[dict], colons: int, fold_check: bool) -> bool:
     joined = "".join(keys)
     if not joined.isascii():
         return not any(_key_rule_breaks(obj, fold_check) for obj in objects)
-    if _ASCII_CONTROL.search(joined):
+    if not joined.isprintable():  # for ASCII: a control character (\x00-\x1f, \x7f)
         return False
     if fold_check and joined != joined.lower():  # some key has a capital letter
-        return all(len(set(map(str.lower, obj))) == len(obj) for obj in objects)
+        # Two keys of one object can only be equal after lower() if one has a capital: only
+        # the objects with one need their lower-cased keys counted.
+        for obj in objects:
+            own = "".join(obj)
+            if own != own.lower() and len(set(map(str.lower, obj))) != len(obj):
+                return False
     return True
 
 
@@ -339,16 +377,20 @@ def check_envelope(message: Mapping[str, Any]) -> None:
     """Refuse protocol-key look-alikes in the JSON-RPC envelope (message, params, params.ref)."""
     _check_level(message, "")
     params = message.get("params")
-    if isinstance(params, Mapping):
+    if isinstance(params, dict):  # parsed JSON: every object is a dict (no ABC check needed)
         _check_level(params, "params.")
         ref = params.get("ref")
-        if isinstance(ref, Mapping):
+        if isinstance(ref, dict):
             _check_level(ref, "params.ref.")
 
 
 def _check_level(obj: Mapping[str, Any], where: str) -> None:
     for key in obj:
-        if key not in PROTOCOL_KEYS and fold_key(key) in PROTOCOL_KEYS:
+        if key in PROTOCOL_KEYS:
+            continue
+        # Printable ASCII has no trailing control or format characters and folds as lower().
+        folded = key.lower() if key.isascii() and key.isprintable() else fold_key(key)
+        if folded in PROTOCOL_KEYS:
             raise McpRequestRejected(
                 f"member {where}{key!r} imitates the protocol member {where}{fold_key(key)!r}"
             )

@@ -48,7 +48,8 @@ class PendingLists:
     def __init__(self, filters: Iterable[PendingFilter] = (), *, limit: int = DEFAULT_MAX_PENDING):
         self._limit = limit
         self._by_id: dict[tuple[str, RequestId], PendingFilter] = {}
-        self.add_all(filters)
+        if filters:
+            self.add_all(filters)
 
     def add(self, pending: PendingFilter) -> None:
         if pending.key not in self._by_id and len(self._by_id) >= self._limit:

@@ -319,6 +319,9 @@ def _describe(index: int, rule: Rule, grant: Grant) -> str:
 def _first_match(
     policy: MCPServerAccessPolicy, caller: Caller, capability: str, name: str
 ) -> tuple[int, Rule, Grant] | None:
+    """The reference rule scan: the first rule (document order) that matches ``caller`` and has
+    a grant for ``capability`` covering ``name``. :class:`CallerGrants` answers the same
+    question from a table (``tests/property/test_mcp_grants_table.py`` holds them equal)."""
     for index, rule in enumerate(policy.rules):
         if not rule.matches(caller, policy.server_namespace):
             continue
@@ -332,71 +335,143 @@ def item_word(capability: str) -> str:
     return _ITEM_WORD.get(capability, capability)
 
 
+_ALLOWED_KEPT = 512  # allow decisions kept per caller (names may be anything under a "*" grant)
+
+
+class CallerGrants:
+    """What one policy grants one caller, worked out once: every request of that caller under
+    that policy asks the same questions (any grant at all? this tool?), so the rule scan, the
+    caller's label and the allow decisions are computed on first use and then looked up.
+
+    A table per (policy object, caller); a new policy is a new object, so a reload can never be
+    answered from the old one's table (:func:`grants_for`).
+    """
+
+    __slots__ = ("_allowed", "_by_name", "_matches", "_wildcard", "any_grant", "caller")
+    __slots__ += ("capabilities", "label", "policy")
+
+    def __init__(self, policy: MCPServerAccessPolicy, caller: Caller) -> None:
+        namespace = policy.server_namespace
+        self.policy, self.caller = policy, caller
+        self.label = caller.app_id if caller.namespace == namespace else str(caller)
+        # Every grant of every rule matching the caller, in document order: the order in which
+        # _first_match would try them.
+        self._matches = tuple(
+            (index, rule, grant)
+            for index, rule in enumerate(policy.rules)
+            if rule.matches(caller, namespace)
+            for grant in rule.grants
+        )
+        self.any_grant = any(grant.names for _, _, grant in self._matches)
+        self.capabilities = frozenset(g.capability for _, _, g in self._matches if g.names)
+        self._by_name: dict[tuple[str, str], int] = {}  # (capability, name) → first position
+        self._wildcard: dict[str, int] = {}  # capability → first position of a "*" grant
+        for position, (_, _, grant) in enumerate(self._matches):
+            if WILDCARD in grant.names:
+                self._wildcard.setdefault(grant.capability, position)
+            for name in grant.names:
+                self._by_name.setdefault((grant.capability, name), position)
+        self._allowed: dict[tuple[str, str], Decision] = {}
+
+    def first_match(self, capability: str, name: str) -> tuple[int, Rule, Grant] | None:
+        """What ``_first_match`` returns, from the table: the earlier of the first grant naming
+        ``name`` and the first ``*`` grant for the capability."""
+        position = self._by_name.get((capability, name))
+        wildcard = self._wildcard.get(capability)
+        if position is None or (wildcard is not None and wildcard < position):
+            position = wildcard
+        return None if position is None else self._matches[position]
+
+    def authorize(self, capability: str, name: str) -> Decision:
+        key = (capability, name)
+        decision = self._allowed.get(key)
+        if decision is not None:
+            return decision
+        policy, word, label = self.policy, item_word(capability), self.label
+        match = self.first_match(capability, name)
+        if match is None:
+            return Decision.deny(
+                _LAYER,
+                f"{word}_not_granted",
+                f"{word} {name!r} is not granted to caller {label!r}",
+                403,
+                rule=f"policy {policy.name}: no rule grants it"
+                if policy.rules
+                else f"policy {policy.name}: no rules (deny all)",
+            )
+        index, rule, grant = match
+        decision = Decision.allow(
+            _LAYER,
+            f"{word}_granted",
+            f"{word} {name!r} is granted to caller {label!r}",
+            rule=_describe(index, rule, grant),
+        )
+        if len(self._allowed) >= _ALLOWED_KEPT:
+            self._allowed.clear()
+        self._allowed[key] = decision
+        return decision
+
+
+_POLICIES_KEPT = 8  # the policy in force and a few recent ones (requests judged across a reload)
+_CALLERS_KEPT = 1024
+# id(policy) → (the policy, {(namespace, app id): CallerGrants}). The policy is held, so its id
+# cannot be reused by another object while the entry exists; the identity check is a guard.
+_TABLES: dict[int, tuple[MCPServerAccessPolicy, dict[tuple[str, str], CallerGrants]]] = {}
+
+
+def grants_for(policy: MCPServerAccessPolicy, caller: CallerLike) -> CallerGrants:
+    """The (cached) :class:`CallerGrants` of ``caller`` under ``policy``."""
+    entry = _TABLES.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        if len(_TABLES) >= _POLICIES_KEPT:
+            _TABLES.clear()
+        entry = _TABLES[id(policy)] = (policy, {})
+    namespace, app_id = getattr(caller, "namespace", None), getattr(caller, "app_id", None)
+    if type(namespace) is not str or type(app_id) is not str:
+        who = as_caller(caller, policy.server_namespace)
+        namespace, app_id = who.namespace, who.app_id
+    table = entry[1]
+    grants = table.get((namespace, app_id))
+    if grants is None:
+        if len(table) >= _CALLERS_KEPT:
+            table.clear()
+        grants = table[(namespace, app_id)] = CallerGrants(policy, Caller(namespace, app_id))
+    return grants
+
+
 def caller_label(policy: MCPServerAccessPolicy, caller: CallerLike) -> str:
     """How messages name a caller: the bare App ID in the server's namespace, else ns/app."""
-    who = as_caller(caller, policy.server_namespace)
-    return who.app_id if who.namespace == policy.server_namespace else str(who)
+    return grants_for(policy, caller).label
 
 
 def authorize_item(
     policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> Decision:
     """Allow iff a rule matches the caller and grants ``name`` (or ``*``) for ``capability``."""
-    word = item_word(capability)
-    who = as_caller(caller, policy.server_namespace)
-    label = caller_label(policy, who)
-    match = _first_match(policy, who, capability, name)
-    if match is None:
-        return Decision.deny(
-            _LAYER,
-            f"{word}_not_granted",
-            f"{word} {name!r} is not granted to caller {label!r}",
-            403,
-            rule=f"policy {policy.name}: no rule grants it"
-            if policy.rules
-            else f"policy {policy.name}: no rules (deny all)",
-        )
-    index, rule, grant = match
-    return Decision.allow(
-        _LAYER,
-        f"{word}_granted",
-        f"{word} {name!r} is granted to caller {label!r}",
-        rule=_describe(index, rule, grant),
-    )
+    return grants_for(policy, caller).authorize(capability, name)
 
 
 def is_granted(
     policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> bool:
-    who = as_caller(caller, policy.server_namespace)
-    return _first_match(policy, who, capability, name) is not None
+    return grants_for(policy, caller).first_match(capability, name) is not None
 
 
 def caller_has_any_grant(policy: MCPServerAccessPolicy, caller: CallerLike) -> bool:
-    who = as_caller(caller, policy.server_namespace)
-    return any(
-        rule.matches(who, policy.server_namespace) and any(g.names for g in rule.grants)
-        for rule in policy.rules
-    )
+    return grants_for(policy, caller).any_grant
 
 
 def caller_has_capability(
     policy: MCPServerAccessPolicy, caller: CallerLike, capability: str
 ) -> bool:
-    who = as_caller(caller, policy.server_namespace)
-    return any(
-        rule.matches(who, policy.server_namespace)
-        and any(g.capability == capability and g.names for g in rule.grants)
-        for rule in policy.rules
-    )
+    return capability in grants_for(policy, caller).capabilities
 
 
 def required_scopes(
     policy: MCPServerAccessPolicy, caller: CallerLike, capability: str, name: str
 ) -> tuple[str, ...] | None:
     """Scopes the bearer token must hold for an allowed item; ``None`` when it is not granted."""
-    who = as_caller(caller, policy.server_namespace)
-    match = _first_match(policy, who, capability, name)
+    match = grants_for(policy, caller).first_match(capability, name)
     return None if match is None else match[2].required_scopes
 
 

@@ -29,15 +29,15 @@ cut to the caller's own tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import h11
 
 from ..errors import SidecarError
-from ..http.headers import get_header
 from ..mcp import (
     PendingLists,
     RequestVerdict,
@@ -83,8 +83,48 @@ class WithheldResponse(SidecarError):
         self.response_body = failure_body(request_id, message)
 
 
+# Every request field the MCP layer reads (sidecar.mcp and this module); the guard test
+# tests/unit/test_mcp_fields_read.py fails if code reads a field that is not listed here.
+MCP_FIELDS = frozenset(
+    {
+        b"mcp-session-id",
+        b"last-event-id",
+        b"content-encoding",
+        b"content-length",
+        b"transfer-encoding",
+        b"mcp-protocol-version",
+        b"mcp-method",
+        b"mcp-name",
+    }
+)
+_last_read: list = [None, None]  # (the headers object, its MCP fields): one entry
+
+
+def mcp_fields(request: InboundRequest) -> Mapping[str, str]:
+    """The request's MCP fields as a plain dict, read from the raw pairs in one pass (repeated
+    fields joined with ``", "`` as the header view joins them).
+
+    The judge asks for them several times per request (head, then again when the body is
+    complete); the last request's are kept, checked by identity, so the pairs are walked about
+    once per step. Headers that are already a plain mapping (no ``pairs``) are read as they are.
+    """
+    headers = request.headers
+    if _last_read[0] is headers:
+        return _last_read[1]
+    pairs = getattr(headers, "pairs", None)
+    if pairs is None:
+        return headers
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in MCP_FIELDS:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    _last_read[0], _last_read[1] = headers, found
+    return found
+
+
 def session_id(request: InboundRequest) -> str | None:
-    return request.headers.get("mcp-session-id")
+    return mcp_fields(request).get("mcp-session-id")
 
 
 SESSION_NOT_FOUND = "Session not found"
@@ -117,13 +157,12 @@ def _check_last_event_id(
 ) -> Decision | None:
     """A ``Last-Event-ID`` (on any verb) must name an event this sidecar relayed to this caller
     in this session: a server may resume from any id in its store, whoever it was issued to."""
-    pairs = getattr(request.headers, "pairs", None)
-    if pairs is not None and sum(1 for n, _ in pairs if n.lower() == b"last-event-id") > 1:
+    if _last_event_id_fields(request) > 1:
         return _not_found(
             "Last-Event-ID is repeated: a stream resumes from one event",
             "a stream resumes only from an event relayed to the same caller in the same session",
         )
-    event_id = request.headers.get("last-event-id")
+    event_id = mcp_fields(request).get("last-event-id")
     if event_id is None:
         return None
     owner = sessions.event_owner(sid, event_id)
@@ -135,6 +174,30 @@ def _check_last_event_id(
         f"Last-Event-ID {event_id[:64]!r} was {why} this caller in {where}",
         "a stream resumes only from an event relayed to the same caller in the same session",
     )
+
+
+_NAME = itemgetter(0)
+_counted: list = [None, 0]  # (the headers object, its Last-Event-ID count): one entry
+
+
+def _last_event_id_fields(request: InboundRequest) -> int:
+    """How many Last-Event-ID fields the request has (0 for a plain mapping), counted once per
+    request like ``mcp_fields`` (the judge asks at the head and again with the body)."""
+    headers = request.headers
+    if _counted[0] is headers:
+        return _counted[1]
+    pairs = getattr(headers, "pairs", None)
+    count = 0 if pairs is None else _count_last_event_ids(pairs)
+    _counted[0], _counted[1] = headers, count
+    return count
+
+
+def _count_last_event_ids(pairs) -> int:
+    """How many ``Last-Event-ID`` fields, whatever their letter case: the names lower-cased
+    at once and split apart again, all in C. A field name cannot hold a line feed (it is a
+    token); one that did would only split into more pieces, so the count can only come out
+    higher, never lower."""
+    return b"\n".join(map(_NAME, pairs)).lower().split(b"\n").count(b"last-event-id")
 
 
 def _not_found(message: str, rule: str) -> Decision:
@@ -182,12 +245,13 @@ def check_without_body(route: McpRoute, request: InboundRequest) -> Decision:
 
 
 def _has_body(request: InboundRequest) -> bool:
-    length = request.headers.get("content-length", "0").strip()
-    return "transfer-encoding" in request.headers or length not in ("", "0")
+    fields = mcp_fields(request)
+    length = fields.get("content-length", "0").strip()
+    return "transfer-encoding" in fields or length not in ("", "0")
 
 
 def refuse_encoding(request: InboundRequest) -> Decision | None:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = mcp_fields(request).get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return None
     message = f"Content-Encoding {encoding!r} is not accepted on the MCP endpoint: send plain JSON"
@@ -216,12 +280,13 @@ def judge_body(
     it (in this session); anyone else, or a task this sidecar never saw created, gets the
     JSON-RPC error an unknown task gets, and the server never sees the request.
     """
+    fields = mcp_fields(request)
     verdict = inspect_request(
         body,
         caller=request.caller,
         policy=route.policy,
-        headers=request.headers,
-        negotiated_version=request.headers.get("mcp-protocol-version"),
+        headers=fields,
+        negotiated_version=fields.get("mcp-protocol-version"),
         max_body_bytes=limit,
     )
     if sessions is None or not verdict.allowed or not verdict.task_ids:
@@ -246,10 +311,14 @@ def judge_body(
     return verdict
 
 
+_UNSET: Any = object()
+
+
 def content_filter(
     sessions: McpSessions | None,
     request: InboundRequest,
     current_policy: Callable[[], Any],
+    sid: str | None = _UNSET,
 ) -> Callable[[Any], Any | None]:
     """The per-message content check every response message passes (JSON body, batch element,
     SSE event): lists cut to the caller's grants under the policy in force *now*; task ids
@@ -257,8 +326,9 @@ def content_filter(
     rewritten message, or None when it is fine as it is; raises ``ResponseFilterFailed`` for a
     task id the server hands this caller that another caller holds."""
     caller = request.caller
-    version = request.headers.get("mcp-protocol-version")
-    sid = session_id(request)
+    version = mcp_fields(request).get("mcp-protocol-version")
+    if sid is _UNSET:
+        sid = session_id(request)
 
     def check(message: Any) -> Any | None:
         filtered = list_backstop(caller, current_policy(), version)(message)
@@ -374,6 +444,19 @@ class _Withhold:
         return b""
 
 
+_PLANNING_FIELDS = frozenset({b"mcp-session-id", b"content-type", b"content-encoding"})
+
+
+def _planning_fields(headers) -> dict[bytes, bytes]:
+    """The response fields the plan reads, in one pass; repeated ones joined as ``get_header``
+    joins them (RFC 9110 §5.3)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _PLANNING_FIELDS:
+            found[name] = found[name] + b", " + value if name in found else value
+    return found
+
+
 def response_planner(
     sessions: McpSessions,
     new: tuple,
@@ -394,25 +477,27 @@ def response_planner(
     never got an answer leaves nothing behind.
     """
     caller = request.caller
-    pending = sessions.get(caller, session_id(request))
-    list_ids = tuple(p.request_id for p in new)
-    backstop = content_filter(sessions, request, current_policy)
+    request_session = session_id(request)
+    pending = sessions.get(caller, request_session)
+    list_ids = tuple(p.request_id for p in new) if new else ()
+    backstop = content_filter(sessions, request, current_policy, request_session)
     observe = partial(_note_tools, sessions)
 
     def plan(response: h11.Response):
         pending_now = pending
-        stream_session = session_id(request)
-        issued = get_header(response.headers, b"mcp-session-id")
+        stream_session = request_session
+        fields = _planning_fields(response.headers)
+        issued = fields.get(b"mcp-session-id")
         sid = issued.decode("latin-1") if issued is not None else None
         if sid is not None and response.status_code < 400 and sid != stream_session:
             if not sessions.claim(caller, sid):
                 return _Withhold("the server issued a session id another caller holds", (), pending)
             pending_now, stream_session = sessions.get(caller, sid), sid
-        content_type = (get_header(response.headers, b"content-type") or b"").lower()
+        content_type = (fields.get(b"content-type") or b"").lower()
         is_sse = content_type.startswith(b"text/event-stream")
         is_json = content_type.startswith(b"application/json")
         pending_now.add_all(new)
-        encoding = (get_header(response.headers, b"content-encoding") or b"identity").lower()
+        encoding = (fields.get(b"content-encoding") or b"identity").lower()
         if encoding not in (b"identity", b""):
             return _Withhold(
                 f"a response arrived with Content-Encoding {encoding!r}", list_ids, pending_now

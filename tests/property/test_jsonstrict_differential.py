@@ -139,7 +139,12 @@ _VALUES = st.recursive(
 
 
 @settings(max_examples=250)
-@given(_VALUES, st.booleans(), st.sampled_from([None, (" , ", " : ")]), st.integers(1, 9))
+@given(
+    _VALUES,
+    st.booleans(),
+    st.sampled_from([None, (" , ", " : ")]),
+    st.integers(1, 9) | st.just(64 * 1024),  # tiny windows, or the one-window path
+)
 def test_structure_count_is_exact_for_valid_json_whatever_the_window(
     value, ascii_only, separators, window
 ):
@@ -147,7 +152,16 @@ def test_structure_count_is_exact_for_valid_json_whatever_the_window(
     with _window(window):
         counted = jsonstrict.count_structure(data, 10**9)
     assert (counted.tokens, counted.colons) == _expected_counts(value)
+    assert counted.opens == _containers(value)
     assert not counted.long_numbers
+
+
+def _containers(value) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(map(_containers, value.values()))
+    if isinstance(value, list):
+        return 1 + sum(map(_containers, value))
+    return 0
 
 
 @settings(max_examples=200)
