@@ -161,6 +161,13 @@ class FieldView(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._mapping()[name]
 
+    # Mapping's own get/__contains__ go through __getitem__ and a caught KeyError per miss.
+    def get(self, name: str, default=None):
+        return self._mapping().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._mapping()
+
     def __iter__(self):
         return iter(self._mapping())
 
