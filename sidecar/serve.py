@@ -126,8 +126,9 @@ def serve(spec: dict[str, Any]) -> None:
     trio.run(main)
 
 
-def _interpreter_options() -> list[str]:
-    """The interpreter flags this process was started with, for the one that replaces it."""
+def interpreter_options() -> list[str]:
+    """The interpreter flags this process was started with, for the one that replaces it (and
+    for the sidecar's own children, :mod:`.ca_worker`)."""
     flags = sys.flags
     options = ["-I"] if flags.isolated else []
     options += ["-E"] if flags.ignore_environment and not flags.isolated else []
@@ -176,7 +177,7 @@ def hand_over(spec: dict[str, Any], log_level: str) -> None:
     finally:
         os.close(write_end)
     os.set_inheritable(read_end, True)
-    argv = [sys.executable, *_interpreter_options(), "-m", "sidecar.serve", *sys.argv[1:]]
+    argv = [sys.executable, *interpreter_options(), "-m", "sidecar.serve", *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     try:
