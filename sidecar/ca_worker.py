@@ -31,6 +31,7 @@ from identity import (
 )
 
 from .errors import SidecarError
+from .serve import interpreter_options
 
 TIMEOUT = 60.0  # the CA client's own per-call timeout is 10 s; this bounds the whole child
 
@@ -56,7 +57,8 @@ async def _ask(request: dict[str, Any]) -> tuple[X509Svid, TrustBundle]:
     try:
         with trio.fail_after(TIMEOUT):
             done = await trio.run_process(
-                [sys.executable, "-m", "sidecar.ca_worker"],
+                # Never a ``sidecar`` package from the working directory: the child gets our key.
+                [sys.executable, *interpreter_options(), "-m", "sidecar.ca_worker"],
                 stdin=json.dumps(request).encode(),
                 capture_stdout=True,
                 capture_stderr=True,

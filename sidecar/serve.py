@@ -126,18 +126,32 @@ def serve(spec: dict[str, Any]) -> None:
     trio.run(main)
 
 
-def _interpreter_options() -> list[str]:
-    """The interpreter flags this process was started with, for the one that replaces it."""
+def interpreter_options() -> list[str]:
+    """The interpreter flags this process was started with, for the one that replaces it (and
+    for the sidecar's own children, :mod:`.ca_worker`)."""
     flags = sys.flags
     options = ["-I"] if flags.isolated else []
     options += ["-E"] if flags.ignore_environment and not flags.isolated else []
     options += ["-s"] if flags.no_user_site and not flags.isolated else []
-    options += ["-P"] if getattr(flags, "safe_path", False) and not flags.isolated else []
+    if not flags.isolated and (flags.safe_path or not _imported_from_working_directory()):
+        # ``-m`` puts the working directory first on sys.path: a ``sidecar`` package planted
+        # there (by the app beside us, say) would run as the sidecar, holding its private key.
+        # The serving process imports the package this one did; only a process that itself
+        # loaded it from the working directory (``python -m sidecar`` in a source tree) may.
+        options.append("-P")
     options += ["-B"] if flags.dont_write_bytecode else []
     options += ["-O"] * flags.optimize
     options += [f"-W{w}" for w in sys.warnoptions]
     options += [f"-X{k}" if v is True else f"-X{k}={v}" for k, v in sys._xoptions.items()]
     return options
+
+
+def _imported_from_working_directory() -> bool:
+    """Whether this process's own ``sidecar`` package is the one in the working directory."""
+    try:
+        return Path(__file__).resolve().parent.parent == Path.cwd().resolve()
+    except OSError:
+        return False
 
 
 def started_as_the_cli() -> bool:
@@ -163,7 +177,7 @@ def hand_over(spec: dict[str, Any], log_level: str) -> None:
     finally:
         os.close(write_end)
     os.set_inheritable(read_end, True)
-    argv = [sys.executable, *_interpreter_options(), "-m", "sidecar.serve", *sys.argv[1:]]
+    argv = [sys.executable, *interpreter_options(), "-m", "sidecar.serve", *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     try:

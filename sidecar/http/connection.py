@@ -85,6 +85,9 @@ class HttpConnection:
         # A socket driven directly waits under a deadline kept by the run's sweeper
         # (:mod:`.deadlines`); any other stream under a cancel scope per waiting read.
         self._direct = type(stream) is DirectStream
+        if self._direct and read_timeout is not None:
+            # A peer that stops taking our bytes is bounded as one that stops sending them.
+            stream.send_timeout = read_timeout
         # After nothing was there (or a request was just sent), wait before reading again.
         self._receive_after_wait = getattr(stream, "receive_after_wait", None)
         self._nothing_yet = False

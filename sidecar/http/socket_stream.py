@@ -12,6 +12,12 @@ Closing calls ``notify_closing`` first (so a task still waiting on the socket wa
 ``ClosedResourceError`` instead of waiting on a reused descriptor), sends TLS close_notify
 once without waiting for the peer's, and closes. A write interrupted half-way (cancelled, or
 the peer gone) leaves the stream ``broken``: its framing is unknown, so it is never reused.
+
+A write that has to wait is bounded by ``send_timeout`` (when set): a peer that takes none of
+our bytes for that long — a caller that asks for a large answer and never reads it — would
+otherwise hold the connection, its slot and the upstream exchange behind it for ever. The wait
+is woken by the run's deadline sweeper (:mod:`.deadlines`), as a waiting read is; a write that
+completes at once costs nothing more.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import socket
 import ssl
 
 import trio
+
+from .deadlines import sweeper
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _wait_readable = trio.lowlevel.wait_readable
@@ -35,6 +43,9 @@ class DirectStream(trio.abc.Stream):
         self.fd = sock.fileno()  # for the pool's parked-connection checks
         self.broken = False
         self._closed = False
+        # Seconds a write may wait for the peer to take bytes (None: unbounded); set by the
+        # connection from its per-read timeout.
+        self.send_timeout: float | None = None
         # The calls that move bytes. For TLS, the SSL object's own read/write: ``SSLSocket``'s
         # Python wrappers add two frames per call and nothing this stream needs (it checks for
         # closing itself, and maps a ragged EOF to b"" as ``suppress_ragged_eofs`` would).
@@ -118,10 +129,10 @@ class DirectStream(trio.abc.Stream):
                     if type(view) is not memoryview:
                         view = memoryview(view)
                 except (ssl.SSLWantWriteError, *_WOULD_BLOCK):
-                    await self._wait_writable()
+                    await self._send_wait(trio.lowlevel.wait_writable)
                     continue
                 except ssl.SSLWantReadError:
-                    await self._wait_readable()
+                    await self._send_wait(_wait_readable)
                     continue
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
@@ -130,6 +141,26 @@ class DirectStream(trio.abc.Stream):
             if view:
                 self.broken = True  # part of a message may be out: never reuse this stream
             raise
+
+    async def _send_wait(self, wait) -> None:
+        """One wait inside :meth:`send_all`, within ``send_timeout`` if one is set."""
+        timeout = self.send_timeout
+        if timeout is None:
+            await wait(self.fd)
+            return
+        stall = _SendStall(self.socket, trio.current_time() + timeout)
+        swept = sweeper()
+        swept.watch(stall)
+        try:
+            await wait(self.fd)
+        except trio.ClosedResourceError:
+            if stall.expired:
+                raise trio.BrokenResourceError(
+                    f"peer took none of our bytes for {timeout:g} s"
+                ) from None
+            raise
+        finally:
+            swept.unwatch(stall)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._wait_writable()
@@ -157,6 +188,21 @@ class DirectStream(trio.abc.Stream):
 
     async def _wait_writable(self) -> None:
         await trio.lowlevel.wait_writable(self.fd)
+
+
+class _SendStall:
+    """A write waiting under ``send_timeout``, as the deadline sweeper sees it."""
+
+    __slots__ = ("expired", "sock", "wait_deadline")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.wait_deadline = deadline
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        trio.lowlevel.notify_closing(self.sock)  # wakes the waiting write (and any read)
 
 
 def detach(stream: trio.SocketStream) -> socket.socket:

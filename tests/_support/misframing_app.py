@@ -51,6 +51,11 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/echo":
             body = json.dumps({"echo": query.get("msg", [""])[0]}).encode()
             self._answer(200, len(body), body)
+        elif url.path == "/big":
+            size = int(query.get("size", ["0"])[0])
+            self._answer(200, size, b"")
+            for start in range(0, size, 1 << 20):
+                self.wfile.write(b"x" * min(1 << 20, size - start))
         elif url.path == "/raw":
             # Well framed for GET; for HEAD (do_HEAD = do_GET) the body is written anyway.
             self._answer(200, len(planted), planted)

@@ -1,0 +1,100 @@
+"""A caller that asks for a large answer and never reads it cannot hold a sidecar's connection.
+
+Reads were bounded (head, per-read, body and keep-alive deadlines), writes were not: a caller
+that requested a large response and stopped reading left the sidecar waiting for ever to write
+it, holding the connection, its share of the peer's connection budget and the upstream exchange
+behind it. Now a write that waits is bounded like a read (``read_timeout``): the sidecar closes
+the connection once the caller took none of its bytes for that long.
+
+Both doors, through real sidecars: mTLS straight into the app's sidecar (inbound), and plaintext
+into the caller's own sidecar (outbound, then mTLS to the app's). The caller's receive buffer is
+kept small so that a stall is a stall; after sitting on the answer well past the timeout, it finds
+the connection closed before the body ended. The twin reads the same answer as it arrives and
+gets every byte.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests._support.relay_mesh import start_relay_mesh
+from tests.integration.conftest import Mesh
+
+pytestmark = pytest.mark.e2e
+
+STALL_LIMIT = ["--limit", "read_timeout=1"]
+# Far more than the sidecar's socket send buffer (tcp_wmem's maximum is 4 MiB by default) and
+# the caller's small receive buffer hold: the sidecar must wait to write the rest.
+SIZE = 16 << 20
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory, mesh_ca):
+    mesh = Mesh(tmp_path_factory.mktemp("write-stall"), mesh_ca)
+    relay = start_relay_mesh(mesh, extra=STALL_LIMIT)
+    client = mesh.sidecar("client", extra=STALL_LIMIT)
+    yield relay, client
+    killed = mesh.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
+def _ask_for_big_answer(relay, client, door: str):
+    relay_mesh, caller = relay, client
+    plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    plain.settimeout(20)
+    if door == "inbound":
+        plain.connect(relay_mesh.server.address("inbound"))
+        sock = relay_mesh.client_tls("client").wrap_socket(plain)
+        prefix = ""
+    else:
+        plain.connect(caller.address("http"))
+        sock = plain
+        prefix = "/v1.0/invoke/server/method"
+    sock.sendall(f"GET {prefix}/big?size={SIZE} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def _read_until_closed(sock) -> bytes:
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except (ConnectionResetError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if data.endswith(b"x") and len(data) >= SIZE and b"\r\n\r\n" in data:
+            _, _, body = bytes(data).partition(b"\r\n\r\n")
+            if len(body) == SIZE:
+                break  # the whole answer: the connection is kept alive, nothing more comes
+    return bytes(data)
+
+
+@pytest.mark.parametrize("door", ["inbound", "outbound"])
+def test_a_caller_that_never_reads_a_large_answer_is_cut_off(relay, door):
+    relay_mesh, client = relay
+    sock = _ask_for_big_answer(relay_mesh, client, door)
+    with sock:
+        time.sleep(4)  # the attack: sit on the answer, well past the 1 s timeout (and a sweep)
+        data = _read_until_closed(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    received = len(body)
+    assert received < SIZE, "the sidecar waited for the stalled caller instead of closing"
+
+
+@pytest.mark.parametrize("door", ["inbound", "outbound"])
+def test_a_caller_that_reads_a_large_answer_gets_all_of_it(relay, door):
+    relay_mesh, client = relay
+    sock = _ask_for_big_answer(relay_mesh, client, door)
+    with sock:
+        data = _read_until_closed(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert len(body) == SIZE
+    assert body.count(b"x") == SIZE
