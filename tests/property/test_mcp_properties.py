@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +93,7 @@ def test_sse_parsing_is_independent_of_chunking(stream):
 
 
 LIST = {"jsonrpc": "2.0", "id": 7, "result": {"tools": [{"name": "add"}, {"name": "secret"}]}}
+DENIED_ITEM = re.compile(rb'"name":[ \t]*"secret"')
 
 
 @settings(max_examples=60)
@@ -107,7 +109,9 @@ def test_sse_filter_never_emits_the_pending_list_unfiltered(before, after, malfo
         table = PendingLists([PendingFilter(7, "tools/list", "a", policy, "2025-06-18")])
         f = SseFilter(table, own_ids=(7,))
         out = b"".join(f.feed(c) for c in chunks) + f.close()
-        assert b"secret" not in out
+        # The denied item as JSON writes it: longer than any generated line can be (the word
+        # alone may well appear in the surrounding lines hypothesis draws).
+        assert not DENIED_ITEM.search(out), out
         outputs.add(out)
     assert len(outputs) == 1  # and the output does not depend on the chunking
 
