@@ -108,9 +108,11 @@ async def send_simple_response(
         (b"content-length", str(len(body)).encode()),
         (b"server", SERVER_NAME),
     ]
+    closing = False
     if extra_headers:
         headers += extra_headers
-    if conn.http.their_state is not h11.DONE:
+        closing = any(n == b"connection" and b"close" in v.lower() for n, v in extra_headers)
+    if conn.http.their_state is not h11.DONE and not closing:
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
     await conn.send_message(ResponseHead(status, headers, _reason(status)), body)

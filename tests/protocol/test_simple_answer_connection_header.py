@@ -1,0 +1,41 @@
+"""An answer the sidecar writes itself says ``Connection: close`` once, however many reasons it
+has to close (a refusal that ends the connection, a body it did not read)."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from sidecar.http.connection import HttpConnection
+from sidecar.http.server import send_simple_response
+
+
+async def _answer_head(extra, request: bytes, read_whole: bool = False) -> list[bytes]:
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, h11.SERVER)
+    await client.send_all(request)
+    event = await conn.next_event()  # the head; the body is left unread unless read_whole
+    while read_whole and type(event) is not h11.EndOfMessage:
+        event = await conn.next_event()
+    await send_simple_response(conn, 403, b"{}", extra_headers=extra)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await client.receive_some(65536)
+    return data.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "extra", [[(b"connection", b"close")], None], ids=["refusal-closes", "unread-body-only"]
+)
+async def test_an_answer_before_the_body_says_connection_close_once(extra):
+    request = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\n"
+    lines = await _answer_head(extra, request)
+    assert lines.count(b"connection: close") == 1
+    assert sum(line.startswith(b"connection:") for line in lines) == 1
+
+
+async def test_an_answer_after_the_whole_request_keeps_the_connection_unless_told():
+    lines = await _answer_head(None, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n", read_whole=True)
+    assert not any(line.startswith(b"connection:") for line in lines)
