@@ -23,6 +23,7 @@ inbound ``/a/b`` both give ``a/b``, which is what the ACL sees and what Dapr pri
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -58,9 +59,21 @@ class RequestTarget:
     @property
     def wire_path(self) -> bytes:
         """The request target to send onward: ``/`` + the re-encoded method + query."""
-        path = "/" + quote(self.method, safe=_WIRE_SAFE)
-        encoded = path.encode("ascii")
-        return encoded + b"?" + self.query if self.query else encoded
+        if len(self.method) + len(self.query) <= _CACHED_TARGET:
+            return _wire_path_cached(self.method, self.query)
+        return _wire_path(self.method, self.query)
+
+
+def _wire_path(method: str, query: bytes) -> bytes:
+    encoded = ("/" + quote(method, safe=_WIRE_SAFE)).encode("ascii")
+    return encoded + b"?" + query if query else encoded
+
+
+# Targets are pure functions of their bytes, and the same few come every request: each is
+# normalised and re-encoded once. Only short ones are kept (a caller sending ever-new long
+# paths only causes misses), and a target that fails to parse raises and is not kept.
+_CACHED_TARGET = 512
+_wire_path_cached = functools.lru_cache(maxsize=1024)(_wire_path)
 
 
 def percent_decode(raw: bytes) -> str:
@@ -141,5 +154,14 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 def normalize_target(target: bytes) -> RequestTarget:
     """Normalise a full origin-form target (inbound side: the whole path is the method)."""
+    if len(target) <= _CACHED_TARGET:
+        return _normalize_target_cached(target)
+    return _normalize_target(target)
+
+
+def _normalize_target(target: bytes) -> RequestTarget:
     raw_path, query = split_target(target)
     return RequestTarget(normalize_method(percent_decode(raw_path).lstrip("/")), query)
+
+
+_normalize_target_cached = functools.lru_cache(maxsize=1024)(_normalize_target)
