@@ -265,8 +265,8 @@ def render(results: Results) -> str:
     if results.audit_us:
         lines += [
             "",
-            "audit cost per request (one record, written by the inbound sidecar; CPU per record "
-            "in-process): "
+            "audit cost per request (what the inbound proxy does for one record: begin, its "
+            "fields, the record with its flush, the metrics; CPU in-process): "
             + ", ".join(f"{where} {us:,.1f} µs" for where, us in results.audit_us.items()),
         ]
     tls = [
