@@ -299,10 +299,14 @@ class HttpConnection:
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send {type(event).__name__}: {exc}") from exc
         if data:
-            try:
-                await self.stream.send_all(data)
-            except _TRANSPORT_ERRORS as exc:
-                raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+            await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
+        """Write bytes out; a transport failure is the one error callers catch."""
+        try:
+            await self.stream.send_all(data)
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
 
     async def send_message(self, head: h11.Request | h11.Response, body: bytes) -> None:
         """Send a whole message — head, body and end — as one write (one TLS record, one
@@ -321,10 +325,7 @@ class HttpConnection:
             data = self.http.send_message(head, body)
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send: {exc}") from exc
-        try:
-            await self.stream.send_all(data)
-        except _TRANSPORT_ERRORS as exc:
-            raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+        await self._write(data)
 
     async def send_many(self, events: list[h11.Event]) -> None:
         """Send several events as one write: one TLS record and one syscall, not one each."""
@@ -338,10 +339,7 @@ class HttpConnection:
             data = b"".join([send(event) or b"" for event in events])
         except h11.LocalProtocolError as exc:
             raise ConnectionLost(f"cannot send: {exc}") from exc
-        try:
-            await self.stream.send_all(data)
-        except _TRANSPORT_ERRORS as exc:
-            raise ConnectionLost(f"connection lost while writing: {exc!r}") from exc
+        await self._write(data)
 
     @property
     def reusable(self) -> bool:
