@@ -19,7 +19,7 @@ from .audit import log_files, verify_files
 from .audit.sinks import SEGMENT_DIGITS
 from .audit.tail import Filter, format_line, parse_duration
 from .audit.verify import check_head, verify_copied_checkpoint
-from .cli_support import home_option, resolve_cli_home
+from .cli_home import home_option, resolve_cli_home
 
 
 def _current_path(home: Path, app_id: str, namespace: str) -> Path:

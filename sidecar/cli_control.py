@@ -12,13 +12,13 @@ import yaml
 
 from identity import IdentityError, validate_app_id, validate_namespace
 
+from .cli_home import home_option
 from .cli_support import (
     admin_status,
     change_line,
     closest,
     expiry_text,
     fail,
-    home_option,
     known_app_ids,
     looked_in,
     open_store,

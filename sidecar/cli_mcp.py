@@ -21,10 +21,10 @@ import yaml
 
 from identity import IdentityError, validate_app_id, validate_namespace
 
+from .cli_home import home_option
 from .cli_support import (
     admin_status,
     fail,
-    home_option,
     looked_in,
     open_store,
     report_change,

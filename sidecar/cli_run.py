@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 import trio
 
-from .cli_support import expiry_text, home_option, resolve_cli_home
+from .cli_home import home_option, resolve_cli_home
+from .cli_support import expiry_text
 from .errors import SidecarError
 from .runner import RunnerError, load_run_file
 from .runner.control import age_text, list_rows, orphaned_runs, stop_app, stop_run

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli_support import home_option, resolve_cli_home
-from .logsetup import configure_logging
+from .cli_home import home_option, resolve_cli_home
 from .serve import BadLimit, first_known_error, hand_over, serve, started_as_the_cli
 
 
@@ -168,7 +167,6 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
 )
 def sidecar_command(**kw) -> None:
     """Run a sidecar for one app: outbound on 127.0.0.1, inbound over mTLS."""
-    configure_logging(kw["log_level"])
     home = resolve_cli_home(kw["home"], create=True)
     token = _read_secret_file(kw["token_file"], "token") or kw["token"]
     api_token = _read_secret_file(kw["api_token_file"], "API token") or os.environ.get(
@@ -210,6 +208,9 @@ def sidecar_command(**kw) -> None:
     }
     if started_as_the_cli():
         hand_over(spec, kw["log_level"])  # becomes the lean serving process (sidecar.serve)
+    from .logsetup import configure_logging  # serving here: a test's CliRunner, or no exec
+
+    configure_logging(kw["log_level"])
     try:
         serve(spec)
     except BadLimit as exc:

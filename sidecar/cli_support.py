@@ -11,18 +11,10 @@ from pathlib import Path
 
 import click
 
-from ca import CAError
-from ca.home import resolve_home
-
+from .cli_home import resolve_cli_home
 from .errors import SidecarError
 from .registry import Registry, SidecarRecord
 from .state.store import MeshStore
-
-HOME_HELP = (
-    "Mesh home (default: $TRUSTMESH_HOME, else the nearest .trustmesh/ in this directory or "
-    "its parents, else ./.trustmesh). Also accepted before the subcommand."
-)
-home_option = click.option("--home", help=HOME_HELP)
 
 
 def wait_options(func):
@@ -39,18 +31,6 @@ def wait_options(func):
         is_flag=True,
         help="Return once every running sidecar enforces this change.",
     )(func)
-
-
-def resolve_cli_home(option: str | None, *, create: bool) -> Path:
-    """The mesh home every command uses (see :func:`ca.home.resolve_home` for the order).
-
-    ``create`` only for commands that start something living in the home (a sidecar, a run);
-    commands that read never create it, and the store creates it on its first write.
-    """
-    try:
-        return resolve_home(option, create=create)
-    except CAError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def open_store(home: str | None) -> tuple[Path, MeshStore]:

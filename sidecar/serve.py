@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from identity import IdentityError
+from identity._errors import IdentityError  # not the package: it loads ssl and the DER reader
 
 from .errors import SidecarError
 

@@ -11,7 +11,7 @@ import urllib.request
 import click
 import yaml
 
-from ..cli_support import home_option
+from ..cli_home import home_option
 from ..errors import SidecarError
 
 RENDER_HELP = """Print Kubernetes manifests for the apps of RUNFILE.

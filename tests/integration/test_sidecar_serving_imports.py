@@ -72,6 +72,7 @@ NOT_IN_A_SERVING_PROCESS = (
     "sidecar.cli",
     "sidecar.cli_support",
     "sidecar.cli_sidecar",
+    "sidecar.cli_home",
 )
 PYTHONPATH = os.environ.get("PYTHONPATH", "")
 PROBE_SITE = Path(__file__).resolve().parents[1] / "_support" / "probe_site"
