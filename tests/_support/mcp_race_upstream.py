@@ -10,7 +10,8 @@ response. ``?shape=`` picks how the ping's (misdelivered) answer is framed:
 * ``batch``: a JSON array holding it (2025-03-26 batch response);
 * ``sse``: one event on a ``text/event-stream`` body.
 
-Any other request is answered at once: ``tools/list`` with the full list (``add``, ``echo``,
+A request whose id starts with ``solo`` has no partner and is answered at once, as is any other
+request: ``tools/list`` with the full list (``add``, ``echo``,
 ``get_weather_alert``), ``ping`` with ``{}``. Every request body is appended to
 ``$MCP_REQUEST_LOG`` (base64, as ``mcp_logging_server`` does) before it is answered.
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
@@ -80,7 +81,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send("application/json", b"", 202)
             return
         if message.get("method") in RACING:
-            answer = crossed(message)
+            solo = str(message["id"]).startswith("solo")
+            answer = own_response(message) if solo else crossed(message)
         else:
             answer = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
         data = json.dumps(answer).encode()

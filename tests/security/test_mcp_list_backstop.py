@@ -101,9 +101,9 @@ def test_ping_answered_with_a_racing_tool_list_gets_the_filtered_list(world, sha
 
 def test_twin_plain_tools_list_still_lists_the_granted_tools(world):
     _mesh, callers, _log = world
-    response = callers[RACE_ID]["json"].post(request("plain", "tools/list"))
-    # Nobody races it: after the partner wait it gets its own (full) list, filtered.
-    assert response.status_code == 200
+    response = callers[RACE_ID]["json"].post(request("solo", "tools/list"))
+    # Nobody races it: it gets its own (full) list, filtered.
+    assert response.status_code == 200, response.content
     assert tool_names(json_messages(response)) == ["add", "echo"]
 
 
