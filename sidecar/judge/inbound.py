@@ -8,9 +8,11 @@ it and decides again.
 
 **The decision holds when the request is forwarded.** A body the sidecar reads before forwarding
 (an inspected MCP POST; any small body, which the relay forwards whole) may take as long as the
-caller likes to arrive. The request is therefore judged again, at body completion, under the
-policy in force *then* (and at that time, so a bearer token that expired meanwhile fails): a
-grant revoked, or an ACL changed, while the body trickled in stops the request. A body that is
+caller likes to arrive (up to the listener's ``body_timeout``). The request is therefore judged
+again, at body completion, under the policy in force *then* and by the caller's leaf as it
+stands then (and at that time, so a bearer token or an SVID that expired meanwhile fails): a
+grant revoked, an ACL changed, or a binding that moved the caller's App ID while the body
+trickled in stops the request. A body that is
 streamed (large or chunked, uninspected) is forwarded as it arrives, so the head's decision is
 the one in force when it left.
 
@@ -77,6 +79,7 @@ class _Judged:
     decision: Decision
     verified: Any  # sidecar.bearer.VerifiedToken | None
     facts: Facts
+    peer_svid: PeerSvid | None = None  # the caller's leaf, judged again when the body is in
 
 
 def _bearer_gate():
@@ -181,14 +184,28 @@ class InboundJudge:
             method=target.method,
             headers=fields,
         )
-        judged = self._judge_head(policy, request, peer_host, inbound, target, facts, now)
+        judged = self._judge_head(
+            policy, request, peer_host, inbound, target, facts, now, peer_svid
+        )
         if isinstance(judged, Answer):
             return judged
         return self._decide(judged, None)
 
     def body(self, step: ReadBody, body: bytes, now: float) -> Verdict:
-        """Judge a request whose body is complete, under the policy in force now."""
+        """Judge a request whose body is complete, under the policy and the caller's leaf as
+        they stand now: the leaf may have expired, or a binding moved its App ID, while the
+        body arrived (up to ``body_timeout``)."""
         judged: _Judged = step.state
+        if judged.peer_svid is not None:
+            caller, refusal = self._caller_now(judged.peer_svid, now)
+            if refusal is None and caller != judged.inbound.caller:
+                message = (
+                    f"the caller's SVID {judged.peer_svid.spiffe_id} no longer maps to "
+                    f"{judged.inbound.caller} (the identity map changed while the body arrived)"
+                )
+                refusal = Decision.deny("identity", "ERR_PEER_IDENTITY", message, 403)
+            if refusal is not None:
+                return _closing(Answer.deny(refusal, judged.facts))
         policy = self.policy()
         if policy is not judged.policy or _token_expired(judged, now):
             again = self._judge_head(
@@ -199,6 +216,7 @@ class InboundJudge:
                 judged.target,
                 judged.facts.but(policy_version=policy.version, bearer_subject=None),
                 now,
+                judged.peer_svid,
             )
             if isinstance(again, Answer):
                 return again
@@ -220,7 +238,7 @@ class InboundJudge:
 
     # --- head checks ---------------------------------------------------------------------
 
-    def _judge_head(self, policy, request, peer_host, inbound, target, facts, now):
+    def _judge_head(self, policy, request, peer_host, inbound, target, facts, now, peer_svid):
         decision = policy.check_head(inbound)
         if not decision.allowed:
             return Answer.deny(decision, facts)
@@ -241,7 +259,7 @@ class InboundJudge:
             if door is not None:
                 return Answer.deny(door, facts)
         return _Judged(
-            request, peer_host, inbound, target, policy, route, decision, verified, facts
+            request, peer_host, inbound, target, policy, route, decision, verified, facts, peer_svid
         )
 
     # --- body and MCP --------------------------------------------------------------------

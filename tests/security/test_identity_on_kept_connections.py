@@ -11,6 +11,9 @@ spellings of the same hole:
 * **An SVID that expires while the connection is open.** Its holder keeps calling, as long as it
   never lets the connection idle out.
 
+* **An SVID that expires while a request body is on its way.** The head is judged while the leaf
+  is valid; the body (held back until the server asks for it) completes after the expiry.
+
 The app's own request counter proves what arrived. Twins: a new connection with the same
 certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
 """
@@ -86,6 +89,33 @@ class KeptConnection:
             body += self.sock.recv(65536)
         return int(head.split(b" ")[1])
 
+    def post_held_back(self, until: float | None = None) -> int:
+        """A POST whose one-byte body is sent only after the sidecar judged its head (its
+        ``100 Continue``) and, if ``until`` is given, once ``time.monotonic()`` has passed it."""
+        self.sock.sendall(
+            b"POST /echo HTTP/1.1\r\nhost: server\r\ncontent-length: 1\r\n"
+            b"expect: 100-continue\r\n\r\n"
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = self.sock.recv(1)  # byte by byte: nothing of the final answer is consumed
+            assert chunk, "the sidecar closed the connection instead of asking for the body"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        if until is not None:
+            time.sleep(max(0.0, until - time.monotonic()))
+        self.sock.sendall(b"x")
+        return self.read_status()
+
+    def read_status(self) -> int:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return 0
+            data += chunk
+        return int(data.split(b" ")[1])
+
     def post_after_close(self) -> int:
         """A post on a connection the sidecar should have closed: 0 if it did (the close
         shows as an EOF or, once the kernel answers our bytes with RST, a reset)."""
@@ -148,5 +178,33 @@ def test_an_svid_that_expires_while_connected_stops_serving_on_that_connection(w
         before = _count(app)
         status = kept.post()
         assert (status in (0, 403), _count(app)) == (True, before), status  # refused or cut
+    finally:
+        kept.close()
+
+
+# -- a body held back across the expiry: judged again, by the leaf as it stands, when it is in ---
+
+
+def test_twin_a_body_sent_after_the_head_was_judged_arrives_while_the_svid_is_valid(world):
+    app, inbound = _server(world)
+    kept = KeptConnection(_svid(world, "client", ("ns", "default", "mcp-client")), inbound)
+    try:
+        before = _count(app)
+        assert (kept.post_held_back(), _count(app)) == (200, before + 1)
+    finally:
+        kept.close()
+
+
+def test_a_body_completed_after_the_callers_svid_expired_never_reaches_the_app(world):
+    app, inbound = _server(world)
+    ttl = dt.timedelta(seconds=2)
+    client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=ttl)
+    expiry = time.monotonic() + ttl.total_seconds()
+    kept = KeptConnection(client, inbound)
+    try:
+        before = _count(app)
+        # The head is judged while the leaf is valid; the body completes after it expired.
+        assert kept.post_held_back(until=expiry + 0.5) == 403
+        assert _count(app) == before
     finally:
         kept.close()

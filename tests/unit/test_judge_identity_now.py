@@ -12,7 +12,7 @@ import json
 import h11
 
 from identity import IdentityBinding, IdentityMap, PeerSvid, SpiffeId
-from sidecar.judge import Answer, InboundJudge, InboundSite
+from sidecar.judge import Answer, Forward, InboundJudge, InboundSite, ReadBody
 from sidecar.pipeline import InboundPolicy
 from sidecar.proxy.mcp_route import McpSessions
 from tests.unit.test_judge_inbound import ALLOW_CALLER, ME
@@ -89,3 +89,44 @@ def test_the_mapping_is_derived_once_per_map_not_once_per_request():
     first = svid.app_identity(plain := IdentityMap())
     assert svid.app_identity(plain) is first  # cached: same map object
     assert svid.app_identity(IdentityMap()) == first  # a new map is asked again
+
+
+# -- a body that arrives after the head: judged again by the leaf as it stands then ---------------
+
+
+def _post_head(judge, svid: PeerSvid, now: float = NOW):
+    body = b'{"x": 1}'
+    headers = [(b"host", b"mcp-server"), (b"content-length", str(len(body)).encode())]
+    request = h11.Request(method=b"POST", target=b"/x", headers=headers)
+    step = judge.head(request, svid.app_identity(IdentityMap()), None, "10.0.0.9", now, svid)
+    assert isinstance(step, ReadBody), step  # small bodies are read whole, then judged again
+    return step, body
+
+
+def test_twin_a_body_completed_while_the_leaf_is_valid_is_forwarded():
+    judge, _ = _judge()
+    step, body = _post_head(judge, PeerSvid(SQUATTER, NOW + 60))
+    verdict = judge.body(step, body, NOW + 30)
+    assert isinstance(verdict, Forward) and verdict.plan.body == body
+
+
+def test_a_body_completed_after_the_leaf_expired_is_refused():
+    judge, _ = _judge()
+    step, body = _post_head(judge, PeerSvid(SQUATTER, NOW + 10))
+    assert _refusal(judge.body(step, body, NOW + 10)) == "ERR_PEER_SVID_EXPIRED"
+
+
+def test_a_body_completed_after_a_binding_moved_the_callers_app_id_is_refused():
+    judge, maps = _judge()
+    step, body = _post_head(judge, PeerSvid(SQUATTER, NOW + 60))
+    maps.now = BOUND  # the App ID now belongs to RUNNER; SQUATTER maps to no App
+    assert _refusal(judge.body(step, body, NOW + 1)) == "ERR_PEER_IDENTITY"
+
+
+def test_a_body_completed_after_a_binding_gave_the_leaf_another_app_id_is_refused():
+    judge, maps = _judge()
+    step, body = _post_head(judge, PeerSvid(RUNNER, NOW + 60))  # judged as sa/agent-runner
+    maps.now = BOUND  # ... which is now mcp-client: not the caller the head was judged for
+    verdict = judge.body(step, body, NOW + 1)
+    assert _refusal(verdict) == "ERR_PEER_IDENTITY"
+    assert "changed while the body arrived" in json.loads(verdict.body)["message"]
