@@ -166,7 +166,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             policy = PolicyHolder(deny_all_policy("not loaded yet"))
 
             outbound = OutboundProxy(
-                OutboundConfig(me, api_token=opts.api_token),
+                OutboundConfig(me, api_token=opts.api_token, send_timeout=opts.limits.read_timeout),
                 resolve,
                 holder,
                 metrics,
@@ -174,7 +174,12 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 audit=audit,
             )
             inbound = InboundProxy(
-                InboundConfig(me, opts.app_port, app_api_token=opts.app_api_token),
+                InboundConfig(
+                    me,
+                    opts.app_port,
+                    app_api_token=opts.app_api_token,
+                    send_timeout=opts.limits.read_timeout,
+                ),
                 policy,
                 audit,
                 metrics,

@@ -77,6 +77,7 @@ class HttpConnection:
         read_timeout: float | None = None,
         body_timeout: float | None = None,
         engine: type | None = None,
+        send_timeout: float | None = None,
     ) -> None:
         if isinstance(stream, trio.SocketStream):
             stream = DirectStream(detach(stream))  # a socket is driven directly, not via trio's
@@ -85,9 +86,13 @@ class HttpConnection:
         # A socket driven directly waits under a deadline kept by the run's sweeper
         # (:mod:`.deadlines`); any other stream under a cancel scope per waiting read.
         self._direct = type(stream) is DirectStream
-        if self._direct and read_timeout is not None:
+        if send_timeout is None:
+            send_timeout = read_timeout
+        if self._direct and send_timeout is not None:
             # A peer that stops taking our bytes is bounded as one that stops sending them.
-            stream.send_timeout = read_timeout
+            # Upstream connections have no read timeout (an SSE stream may idle for long) but
+            # do bound writes: an app or a peer sidecar that stops reading a request body.
+            stream.send_timeout = send_timeout
         # After nothing was there (or a request was just sent), wait before reading again.
         self._receive_after_wait = getattr(stream, "receive_after_wait", None)
         self._nothing_yet = False

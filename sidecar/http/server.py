@@ -48,7 +48,9 @@ class ServerLimits:
     handshake_timeout: float = 5.0
     head_timeout: float = 5.0  # first request on a connection: accept → complete head
     keepalive_timeout: float = 60.0  # between requests on a kept-alive connection
-    read_timeout: float = 30.0  # any single read inside a request
+    # Any single read inside a request, and any write that waits: to a caller, to the app, or
+    # to a peer sidecar that takes none of our bytes for this long.
+    read_timeout: float = 30.0
     body_timeout: float = 30.0  # a whole request body the sidecar holds (inspected, small)
     drain_timeout: float = 10.0
 

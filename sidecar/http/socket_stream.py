@@ -46,6 +46,7 @@ class DirectStream(trio.abc.Stream):
         # Seconds a write may wait for the peer to take bytes (None: unbounded); set by the
         # connection from its per-read timeout.
         self.send_timeout: float | None = None
+        self.stalled: str | None = None  # why a write gave up (a read woken by it says so)
         # The calls that move bytes. For TLS, the SSL object's own read/write: ``SSLSocket``'s
         # Python wrappers add two frames per call and nothing this stream needs (it checks for
         # closing itself, and maps a ragged EOF to b"" as ``suppress_ragged_eofs`` would).
@@ -148,16 +149,14 @@ class DirectStream(trio.abc.Stream):
         if timeout is None:
             await wait(self.fd)
             return
-        stall = _SendStall(self.socket, trio.current_time() + timeout)
+        stall = _SendStall(self, trio.current_time() + timeout)
         swept = sweeper()
         swept.watch(stall)
         try:
             await wait(self.fd)
         except trio.ClosedResourceError:
             if stall.expired:
-                raise trio.BrokenResourceError(
-                    f"peer took none of our bytes for {timeout:g} s"
-                ) from None
+                raise trio.BrokenResourceError(self.stalled) from None
             raise
         finally:
             swept.unwatch(stall)
@@ -182,6 +181,8 @@ class DirectStream(trio.abc.Stream):
         try:
             await _wait_readable(self.fd)  # the descriptor itself: no fileno() call per wait
         except trio.ClosedResourceError:
+            if self.stalled is not None:  # woken because our own write to this peer gave up
+                raise trio.BrokenResourceError(self.stalled) from None
             raise
         except OSError as exc:  # pragma: no cover - a descriptor gone under us
             raise trio.BrokenResourceError(str(exc)) from exc
@@ -193,16 +194,18 @@ class DirectStream(trio.abc.Stream):
 class _SendStall:
     """A write waiting under ``send_timeout``, as the deadline sweeper sees it."""
 
-    __slots__ = ("expired", "sock", "wait_deadline")
+    __slots__ = ("expired", "stream", "wait_deadline")
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
+    def __init__(self, stream: DirectStream, deadline: float) -> None:
+        self.stream = stream
         self.wait_deadline = deadline
         self.expired = False
 
     def expire(self) -> None:
         self.expired = True
-        trio.lowlevel.notify_closing(self.sock)  # wakes the waiting write (and any read)
+        stream = self.stream
+        stream.stalled = f"peer took none of our bytes for {stream.send_timeout:g} s"
+        trio.lowlevel.notify_closing(stream.socket)  # wakes the waiting write (and any read)
 
 
 def detach(stream: trio.SocketStream) -> socket.socket:

@@ -54,6 +54,9 @@ class InboundConfig:
     max_inspected_response: int = 16 * 1024 * 1024
     response_head_timeout: float = 300.0  # a tool call may legitimately take minutes
     app_api_token: bytes | None = None  # APP_API_TOKEN, presented to the app as dapr-api-token
+    # An app that takes none of a request's bytes for this long is cut (the listeners'
+    # read_timeout): otherwise it holds the caller's connection and exchange for ever.
+    send_timeout: float | None = 30.0
 
 
 class InboundProxy:
@@ -96,7 +99,7 @@ class InboundProxy:
                 f"app {self.config.me.app_id} is not reachable on {host}:{port}: "
                 f"{exc.strerror or exc}"
             ) from exc
-        return HttpConnection(stream, h11.CLIENT)
+        return HttpConnection(stream, h11.CLIENT, send_timeout=self.config.send_timeout)
 
     async def handle(
         self, conn: HttpConnection, request: h11.Request, info: ConnectionInfo

@@ -72,6 +72,9 @@ class OutboundConfig:
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     response_head_timeout: float = 60.0
+    # A peer sidecar that takes none of a request's bytes for this long is cut (the listeners'
+    # read_timeout), as a caller that takes none of an answer's is.
+    send_timeout: float | None = 30.0
 
 
 class OutboundProxy:
@@ -133,7 +136,7 @@ class OutboundProxy:
                 f"mTLS handshake with {expected} at {host}:{port} failed: {cause}"
             ) from exc
         self.metrics.handshakes.inc("ok")
-        conn = HttpConnection(tls, h11.CLIENT)
+        conn = HttpConnection(tls, h11.CLIENT, send_timeout=self.config.send_timeout)
         conn.peer = TrustedPeer(ssl_peer_svid(tls), expected, current_identity_map())
         return conn
 

@@ -5,8 +5,9 @@ carries the GET body (``do_HEAD = do_GET``, a common ``BaseHTTPRequestHandler`` 
 carries a body, a ``Content-Length`` shorter than the body, and stray bytes after a correctly
 framed body. In every case the extra bytes are whatever the caller put in ``?body=`` — an
 attacker plants a whole forged response there. ``/echo?msg=`` is the well-framed route a victim
-calls. Every request is appended to ``$APP_REQUEST_LOG`` (method, path, client port) before it is
-answered, so a test can prove what reached the app and over which connection.
+calls; ``POST /stall`` takes none of its body (an app that stops reading). Every request is
+appended to ``$APP_REQUEST_LOG`` (method, path, client port) before it is answered, so a test
+can prove what reached the app and over which connection.
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
-        """Read the body by its framing (and drop it), then answer as for GET."""
+        """Read the body by its framing (and drop it), then answer as for GET. ``/stall``
+        reads none of it and never answers (the connection is dropped after a minute)."""
+        if urlsplit(self.path).path == "/stall":
+            self._log()
+            threading.Event().wait(60)
+            self.close_connection = True
+            return
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
                 self.rfile.read(size + 2)

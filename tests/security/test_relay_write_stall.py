@@ -11,11 +11,17 @@ into the caller's own sidecar (outbound, then mTLS to the app's). The caller's r
 kept small so that a stall is a stall; after sitting on the answer well past the timeout, it finds
 the connection closed before the body ended. The twin reads the same answer as it arrives and
 gets every byte.
+
+The other direction too: an app that stops reading the request body it is sent held the
+caller's connection and exchange as long as it liked. The sidecar's writes to the app (and to a
+peer sidecar) are bounded by the same timeout, and the caller gets a 5xx instead of waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 
 import pytest
@@ -98,3 +104,67 @@ def test_a_caller_that_reads_a_large_answer_gets_all_of_it(relay, door):
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     assert len(body) == SIZE
     assert body.count(b"x") == SIZE
+
+
+# -- the other direction: an app that stops reading the request body it is sent ------------------
+
+BODY_SIZE = 32 << 20  # far more than the socket buffers between the sidecar and the app hold
+
+
+def _post_big_body(relay, client, door: str, path: str) -> tuple[bytes, bool]:
+    """POST a large body to ``path`` and read what comes back: (the bytes, whether the wait
+    for them ran out). The body is sent from a thread: the sidecar stops taking it once its own
+    write to the app waits."""
+    sock = _connect(relay, client, door)
+    prefix = "" if door == "inbound" else "/v1.0/invoke/server/method"
+    head = f"POST {prefix}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {BODY_SIZE}\r\n\r\n"
+
+    def send_body() -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(head.encode())
+            for _ in range(BODY_SIZE >> 20):
+                sock.sendall(b"y" * (1 << 20))
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    with sock:
+        sender.start()
+        data, timed_out = bytearray(), False
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            timed_out = True
+        except OSError:
+            pass  # reset: the sidecar closed with the rest of our body unread
+    sender.join(5)
+    return bytes(data), timed_out
+
+
+def _connect(relay, client, door: str):
+    plain = socket.create_connection(
+        relay.server.address("inbound") if door == "inbound" else client.address("http")
+    )
+    plain.settimeout(20)  # the app holds a stalled request for 60 s
+    return relay.client_tls("client").wrap_socket(plain) if door == "inbound" else plain
+
+
+@pytest.mark.parametrize("door", ["inbound", "outbound"])
+def test_an_app_that_stops_reading_a_request_body_does_not_hold_the_caller(relay, door):
+    relay_mesh, client = relay
+    data, timed_out = _post_big_body(relay_mesh, client, door, "/stall")
+    assert not timed_out, "the sidecar waited on the stalled app instead of giving up"
+    assert data == b"" or data.startswith(b"HTTP/1.1 5"), data[
+        :600
+    ]  # 502 from the app's sidecar, or 503 when the calling one lost it
+
+
+@pytest.mark.parametrize("door", ["inbound", "outbound"])
+def test_twin_an_app_that_reads_a_large_request_body_answers_it(relay, door):
+    relay_mesh, client = relay
+    data, timed_out = _post_big_body(relay_mesh, client, door, "/echo?msg=big")
+    assert not timed_out
+    assert data.startswith(b"HTTP/1.1 200"), data[:300]
+    assert relay_mesh.log.saw("big")
