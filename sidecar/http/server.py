@@ -31,7 +31,7 @@ from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map,
 from .admission import EstablishedAdmission, HandshakeAdmission, Slot
 from .connection import ConnectionLost, HttpConnection, IdleTimeout, ProtocolViolation
 from .socket_stream import DirectStream, detach, tls_server_stream
-from .wire import ResponseHead
+from .wire import RequestHead, ResponseHead
 
 log = structlog.get_logger("trustmesh.http")
 
@@ -114,10 +114,18 @@ async def send_simple_response(
     if extra_headers:
         headers += extra_headers
         closing = any(n == b"connection" and b"close" in v.lower() for n, v in extra_headers)
-    if conn.http.their_state is not h11.DONE and not closing:
+    if conn.http.their_state is not h11.DONE and not closing and not _whole_request_in(conn):
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
     await conn.send_message(ResponseHead(status, headers, _reason(status)), body)
+
+
+def _whole_request_in(conn: HttpConnection) -> bool:
+    """True if the rest of the request (its body, or just the end of a bodiless one: a denied
+    GET) had already arrived; it is consumed, and the connection stays good for the next
+    request. Otherwise the answer closes the connection, as the body is still on its way."""
+    take_body = getattr(conn.http, "take_body", None)  # the h11 engine (admin port) has none
+    return take_body is not None and take_body() is not None
 
 
 def _reason(status: int) -> bytes:
@@ -288,7 +296,8 @@ class HttpServer:
                 self._idle_connections.discard(conn)
                 conn.end_phase(saved)
                 slot.idle = None
-            if not isinstance(event, h11.Request):
+            # (h11's event classes are ABCs: the exact type is checked first, for free)
+            if type(event) is not RequestHead and not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             first = False
             self.in_flight += 1

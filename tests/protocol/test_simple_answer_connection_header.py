@@ -39,3 +39,29 @@ async def test_an_answer_before_the_body_says_connection_close_once(extra):
 async def test_an_answer_after_the_whole_request_keeps_the_connection_unless_told():
     lines = await _answer_head(None, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n", read_whole=True)
     assert not any(line.startswith(b"connection:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /denied HTTP/1.1\r\nhost: t\r\n\r\n",
+        b"POST /denied HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello",
+    ],
+    ids=["bodiless", "body-arrived-whole"],
+)
+async def test_an_answer_to_a_request_that_arrived_whole_keeps_the_connection(request_bytes):
+    # A denial right after the head (nothing read past it): the end of the request was already
+    # in, so it is consumed and the next request on the connection is served, not cut.
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, h11.SERVER)
+    await client.send_all(request_bytes + b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert isinstance(await conn.next_event(), h11.Request)
+    await send_simple_response(conn, 403, b"{}")
+    assert conn.reusable
+    conn.start_next_cycle()
+    follow_up = await conn.next_event()
+    assert isinstance(follow_up, h11.Request) and follow_up.target == b"/next"
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await client.receive_some(65536)
+    assert b"connection:" not in data.lower()
