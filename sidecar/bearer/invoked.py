@@ -36,9 +36,13 @@ def invoked_as_headers(
     target: bytes, headers: Iterable[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
     """What the calling sidecar adds: how its app addressed the target (nothing if unclear)."""
-    headers = list(headers)
-    hosts = [v for n, v in headers if n == b"host"]
-    app_header = any(n == b"dapr-app-id" for n, _ in headers)
+    hosts = []
+    app_header = False
+    for name, value in headers:
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"dapr-app-id":
+            app_header = True
     if len(hosts) != 1:
         return []
     if app_header:

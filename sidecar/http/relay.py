@@ -166,12 +166,15 @@ async def _relay_response(
     try:
         while True:
             event = await up.next_event()
-            if type(event) is InformationalHead or isinstance(event, h11.InformationalResponse):
+            kind = type(event)  # h11's event classes are ABCs: the exact type first, for free
+            if kind is ResponseHead:
+                break
+            if kind is InformationalHead or isinstance(event, h11.InformationalResponse):
                 continue  # 100-continue was for us; the caller got its own
             break
     finally:
         up.end_phase(saved)
-    if type(event) is not ResponseHead and not isinstance(event, h11.Response):
+    if kind is not ResponseHead and not isinstance(event, h11.Response):
         raise ConnectionLost("upstream closed the connection without answering")
     transform = plan(event) if plan is not None else None
     headers = response_headers(event, transform)

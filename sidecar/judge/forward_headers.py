@@ -14,6 +14,7 @@ Outbound, the app's local headers (its API token, ``dapr-app-id``, ``Host``) sta
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 
 from identity import AppIdentity
 
@@ -42,19 +43,10 @@ def to_app(
 ) -> Headers:
     """The headers the app receives for a request the judge allowed."""
     incoming = incoming if isinstance(incoming, list) else list(incoming)
-    headers = [
-        (name, value)
-        for name, value in forwardable(incoming, _NEVER_TO_APP | drop if drop else _NEVER_TO_APP)
-        if not name.replace(b"_", b"-").startswith(_SIDECAR_PREFIX)
-    ]
-    headers += [
-        (b"host", app_address.encode()),
-        (b"dapr-caller-app-id", caller.app_id.encode()),
-        (b"dapr-caller-namespace", caller.namespace.encode()),
-        (b"dapr-callee-app-id", me.app_id.encode()),
-        (b"x-forwarded-for", peer_host.encode()),
-        (b"forwarded", f'for="{peer_host}";proto=https'.encode()),
-    ]
+    headers = forwardable(incoming, _never_to_app(drop))
+    if b"trustmesh" in b"".join(map(_NAME, headers)):  # rare: a caller speaking for us
+        headers = [(n, v) for n, v in headers if not _speaks_for_sidecar(n)]
+    headers += _identity_headers(caller, me, app_address, peer_host)
     headers += token_headers
     if app_api_token is not None:
         headers.append((APP_TOKEN_HEADER, app_api_token))
@@ -63,6 +55,46 @@ def to_app(
     else:
         headers += framing_for(incoming)
     return headers
+
+
+def _speaks_for_sidecar(name: bytes) -> bool:
+    return name.replace(b"_", b"-").startswith(_SIDECAR_PREFIX)
+
+
+_NAME = itemgetter(0)
+_NEVER_TO_APP_WITH: dict[frozenset[bytes], frozenset[bytes]] = {}
+_IDENTITY: dict[tuple, tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def _never_to_app(drop: frozenset[bytes]) -> frozenset[bytes]:
+    """What never reaches the app plus a policy's ``drop``, built once per distinct ``drop``."""
+    if not drop:
+        return _NEVER_TO_APP
+    found = _NEVER_TO_APP_WITH.get(drop)
+    if found is None:
+        if len(_NEVER_TO_APP_WITH) >= 64:
+            _NEVER_TO_APP_WITH.clear()
+        found = _NEVER_TO_APP_WITH[drop] = _NEVER_TO_APP | drop
+    return found
+
+
+def _identity_headers(caller: AppIdentity, me: AppIdentity, app_address: str, peer_host: str):
+    """Who called, from where, and who is called: the same few pairs for every request of a
+    caller, so encoded once per (caller, callee, address, peer host)."""
+    key = (caller, me, app_address, peer_host)
+    found = _IDENTITY.get(key)
+    if found is None:
+        if len(_IDENTITY) >= 1024:
+            _IDENTITY.clear()
+        found = _IDENTITY[key] = (
+            (b"host", app_address.encode()),
+            (b"dapr-caller-app-id", caller.app_id.encode()),
+            (b"dapr-caller-namespace", caller.namespace.encode()),
+            (b"dapr-callee-app-id", me.app_id.encode()),
+            (b"x-forwarded-for", peer_host.encode()),
+            (b"forwarded", f'for="{peer_host}";proto=https'.encode()),
+        )
+    return found
 
 
 def to_peer(incoming: Iterable[tuple[bytes, bytes]], *, authority: str, target: bytes) -> Headers:
