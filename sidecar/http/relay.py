@@ -13,6 +13,7 @@ rather than a well-formed lie.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,13 @@ class BodyTimeout(SidecarError):
 class UpstreamTimeout(SidecarError):
     code = "ERR_DIRECT_INVOKE"
     http_status = 504
+
+
+class CallerExpired(SidecarError):
+    """A streamed answer outlived the certificate its caller was authenticated with."""
+
+    code = "ERR_PEER_SVID_EXPIRED"
+    http_status = 403
 
 
 class BodyTransform(Protocol):
@@ -157,6 +165,7 @@ async def _relay_response(
     result: ExchangeResult,
     buffer_limit: int,
     head_timeout: float,
+    stream_until: float | None = None,
 ) -> None:
     # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
     saved = up.begin_phase(
@@ -189,6 +198,29 @@ async def _relay_response(
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
     await _send_head(down, event, headers, result)
+    saved = None
+    if stream_until is not None:
+        # A streamed answer (an SSE stream may stay open for hours) ends when the caller's
+        # leaf does: a read of it still waiting then fails, and the caller's connection is cut.
+        deadline = trio.current_time() + (stream_until - time.time())  # on trio's clock
+        saved = up.begin_phase(deadline, _caller_expired)
+    try:
+        await _stream_body(up, down, transform, result)
+    finally:
+        if saved is not None:
+            up.end_phase(saved)
+
+
+def _caller_expired() -> CallerExpired:
+    return CallerExpired("the caller's SVID expired while its answer was streaming")
+
+
+async def _stream_body(
+    up: HttpConnection,
+    down: HttpConnection,
+    transform: BodyTransform | None,
+    result: ExchangeResult,
+) -> None:
     while True:
         event = await up.next_event()
         if isinstance(event, h11.Data):
@@ -273,24 +305,26 @@ async def relay_exchange(
     plan: ResponsePlanner | None = None,
     buffer_limit: int = 4 * 1024 * 1024,
     head_timeout: float = 60.0,
+    stream_until: float | None = None,
 ) -> None:
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
-    caller catching an error knows whether the response head already left."""
+    caller catching an error knows whether the response head already left. A streamed answer
+    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired)."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)
         result.bytes_up += len(body)
-        await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
+        await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
         result.upstream_reusable = up.reusable
         return
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_copy_request_body, down, up, None, result)
-            await _relay_response(up, down, plan, result, buffer_limit, head_timeout)
+            await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
             # The answer is complete. If the request body is still flowing, the server did not
             # want it: stop copying (the upstream connection cannot be reused then).
             nursery.cancel_scope.cancel()

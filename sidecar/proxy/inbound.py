@@ -127,7 +127,7 @@ class InboundProxy:
             if isinstance(verdict, Answer):
                 await self._answer(conn, verdict, result)
             else:
-                await self._forward(conn, verdict, result)
+                await self._forward(conn, verdict, result, info.peer_svid)
         except SidecarError as exc:
             if result.head_sent:
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
@@ -163,7 +163,9 @@ class InboundProxy:
         )
         result.bytes_down += len(answer.body)
 
-    async def _forward(self, conn: HttpConnection, verdict: Forward, result: ExchangeResult):
+    async def _forward(
+        self, conn: HttpConnection, verdict: Forward, result: ExchangeResult, peer_svid=None
+    ):
         plan = verdict.plan
         head = plan.head
         headers = propagate(head.headers)  # this hop's span as traceparent, when tracing is on
@@ -180,6 +182,7 @@ class InboundProxy:
                 plan=plan.response_plan,
                 buffer_limit=self.config.max_inspected_response,
                 head_timeout=self.config.response_head_timeout,
+                stream_until=peer_svid.not_after if peer_svid is not None else None,
             )
         except BaseException:
             self.app_pool.discard(upstream)

@@ -14,6 +14,9 @@ spellings of the same hole:
 * **An SVID that expires while a request body is on its way.** The head is judged while the leaf
   is valid; the body (held back until the server asks for it) completes after the expiry.
 
+* **A streamed answer that outlives the caller's SVID.** An SSE stream opened while the leaf was
+  valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
+
 The app's own request counter proves what arrived. Twins: a new connection with the same
 certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
 """
@@ -116,6 +119,31 @@ class KeptConnection:
             data += chunk
         return int(data.split(b" ")[1])
 
+    def open_stream(self) -> bytes:
+        """GET the app's gated SSE stream and read up to its first event (which it sends at
+        once; the second waits for ``/release``)."""
+        self.sock.sendall(b"GET /sse-gated HTTP/1.1\r\nhost: server\r\n\r\n")
+        data = b""
+        while b"data: first" not in data:
+            chunk = self.sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        return data
+
+    def rest_of_stream(self, timeout: float) -> tuple[bytes, bool]:
+        """What else arrives on the stream: (bytes, True) once the sidecar closed it."""
+        self.sock.settimeout(timeout)
+        data = b""
+        try:
+            while b"data: second" not in data:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data, True
+                data += chunk
+        except (ConnectionError, ssl.SSLError):
+            return data, True
+        return data, False
+
     def post_after_close(self) -> int:
         """A post on a connection the sidecar should have closed: 0 if it did (the close
         shows as an EOF or, once the kernel answers our bytes with RST, a reset)."""
@@ -207,4 +235,40 @@ def test_a_body_completed_after_the_callers_svid_expired_never_reaches_the_app(w
         assert kept.post_held_back(until=expiry + 0.5) == 403
         assert _count(app) == before
     finally:
+        kept.close()
+
+
+# -- a streamed answer that outlives the caller's SVID ----------------------------------------
+
+
+def _release(app) -> None:
+    httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+
+
+def test_twin_a_stream_to_a_caller_with_a_valid_svid_delivers_what_comes_later(world):
+    app, inbound = _server(world)
+    kept = KeptConnection(_svid(world, "client", ("ns", "default", "mcp-client")), inbound)
+    try:
+        kept.open_stream()
+        _release(app)
+        data, closed = kept.rest_of_stream(timeout=10)
+        assert b"data: second" in data and not closed
+    finally:
+        kept.close()
+
+
+def test_a_stream_is_cut_when_the_callers_svid_expires(world):
+    app, inbound = _server(world)
+    ttl = dt.timedelta(seconds=2)
+    client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=ttl)
+    expiry = time.monotonic() + ttl.total_seconds()
+    kept = KeptConnection(client, inbound)
+    try:
+        kept.open_stream()  # opened while the leaf is valid; the app holds the rest back
+        # The sidecar cuts the stream at the expiry (its deadline sweep runs at least once a
+        # second); without the cut, nothing would arrive or close until the app is released.
+        data, closed = kept.rest_of_stream(timeout=(expiry - time.monotonic()) + 5)
+        assert closed and b"data: second" not in data, data
+    finally:
+        _release(app)
         kept.close()
