@@ -156,6 +156,11 @@ class TrustBundle:
             self._authorities = load_pem_certificates(self.to_pem(), "trust bundle")
         return self._authorities
 
+    def authority_ders(self) -> frozenset[bytes]:
+        """The DER of each CA certificate (no X.509 library needed): two bundles trust the
+        same authorities if these are equal, and a CA left out of a new one was removed."""
+        return frozenset(_pem_certificate_ders(self.to_pem(), "trust bundle"))
+
     def to_pem(self) -> bytes:
         if self._pem is None:
             self._pem = certificates_to_pem(self._authorities or ())

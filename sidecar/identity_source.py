@@ -81,6 +81,9 @@ class IdentityHolder:
         self.renewals = 0
         self.last_error: str | None = None
         self.installed_at: dt.datetime | None = None
+        # Called when a new bundle drops a CA the previous one trusted: connections verified
+        # under the old bundle must not go on serving peers the new one would refuse.
+        self.on_trust_narrowed: list[Callable[[], None]] = []
 
     @property
     def generation(self) -> int:
@@ -92,6 +95,7 @@ class IdentityHolder:
                 f"SVID is for {svid.identity}, but this sidecar is {self.expected}"
             )
         generation = self.generation + 1
+        previous = self.current
         self.current = TlsMaterial(
             svid,
             bundle,
@@ -111,6 +115,15 @@ class IdentityHolder:
             not_after=svid.not_after.isoformat(),
             generation=generation,
         )
+        if previous is not None and previous.bundle is not bundle:
+            removed = previous.bundle.authority_ders() - bundle.authority_ders()
+            if removed:
+                log.warning(
+                    "trust bundle dropped a CA: retiring connections verified under it",
+                    removed=len(removed),
+                )
+                for retire in self.on_trust_narrowed:
+                    retire()
 
     def material(self) -> TlsMaterial:
         if self.current is None:

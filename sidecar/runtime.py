@@ -203,14 +203,15 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             listeners = [await _open("127.0.0.1", opts.http_port, avoid=opts.app_port)]
             inbound_address = None
             if opts.app_port is not None:
-                servers.append(
-                    HttpServer(
-                        "inbound",
-                        inbound.handle,
-                        opts.limits,
-                        ssl_context=lambda: holder.material().server,
-                    )
+                inbound_server = HttpServer(
+                    "inbound",
+                    inbound.handle,
+                    opts.limits,
+                    ssl_context=lambda: holder.material().server,
                 )
+                # A CA dropped from the bundle: its peers' open connections end too.
+                holder.on_trust_narrowed.append(inbound_server.retire_connections)
+                servers.append(inbound_server)
                 listeners.append(
                     await _open(opts.inbound_host, opts.inbound_port, avoid=opts.app_port)
                 )

@@ -151,6 +151,9 @@ class HttpServer:
     _idle_connections: set[HttpConnection] = field(default_factory=set)  # waiting for a head
     active_connections: int = 0
     in_flight: int = 0
+    # Bumped by retire_connections: a connection accepted in an earlier epoch ends after its
+    # exchange in progress (or at once, if it sits idle).
+    epoch: int = 0
     admission: HandshakeAdmission = field(init=False)
     established: EstablishedAdmission = field(init=False)
 
@@ -187,6 +190,15 @@ class HttpServer:
         for conn in list(self._idle_connections):
             conn.interrupt()
 
+    def retire_connections(self) -> None:
+        """End every connection accepted so far, as a drain would but without stopping the
+        listener: idle ones now, busy ones once their exchange ends. For a trust bundle that
+        dropped a CA: a connection verified under the old bundle must not serve another request
+        (its peer, if still trusted, reconnects and is verified again)."""
+        self.epoch += 1
+        for conn in list(self._idle_connections):
+            conn.interrupt()
+
     async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
         with self._accept_scope:
             async with listener:
@@ -212,6 +224,7 @@ class HttpServer:
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         slot = None
+        epoch = self.epoch  # before the handshake: its bundle is the one in force now
         try:
             info = _peer_address(stream)
             if self.ssl_context is not None:
@@ -229,7 +242,7 @@ class HttpServer:
             if slot is None:
                 return
             self.active_connections += 1
-            await self._serve_requests(stream, info, slot)
+            await self._serve_requests(stream, info, slot, epoch)
         except Exception:
             # A bug reached by one connection must not take the listener down with it.
             log.exception("connection handler failed", listener=self.name)
@@ -264,7 +277,7 @@ class HttpServer:
         return True
 
     async def _serve_requests(
-        self, stream: trio.abc.Stream, info: ConnectionInfo, slot: Slot
+        self, stream: trio.abc.Stream, info: ConnectionInfo, slot: Slot, epoch: int = 0
     ) -> None:
         conn = HttpConnection(
             stream,
@@ -275,7 +288,7 @@ class HttpServer:
             engine=self.engine,
         )
         first = True
-        while not self.draining:
+        while not self.draining and self.epoch == epoch:
             wait = self.limits.head_timeout if first else self.limits.keepalive_timeout
             # The wait for a head is a phase of the connection, not a cancel scope of its own:
             # a read that has to wait takes the earlier of this and the per-read deadline.

@@ -1,0 +1,122 @@
+"""A CA removed from the trust bundle stops its peers on the connections they already hold.
+
+TLS verifies a peer once, at the handshake. A sidecar whose bundle is narrowed (an operator
+drops a compromised or retired CA) refuses that CA's certificates at every new handshake, but a
+caller that connected before the change kept calling over its open keep-alive connection for as
+long as it liked. Now a bundle that drops a CA retires every connection verified under the old
+one: idle ones are closed at once, busy ones after their exchange; a caller that is still
+trusted reconnects and is verified again.
+
+The app's own request counter proves what arrived.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import httpx
+import pytest
+
+from identity import TrustBundle, client_context, save_svid_dir
+from tests._support.pki import issue, make_ca
+from tests.integration.conftest import Mesh
+
+pytestmark = pytest.mark.e2e
+
+
+class Kept:
+    """One mTLS connection to the inbound port, kept alive across requests."""
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
+        self.sock = context.wrap_socket(socket.create_connection(address, timeout=10))
+
+    def post(self) -> int:
+        """The answer's status, or 0 if the sidecar closed (or reset) the connection."""
+        try:
+            self.sock.sendall(b"POST /echo HTTP/1.1\r\nhost: server\r\ncontent-length: 1\r\n\r\nx")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return 0
+                data += chunk
+        except (ConnectionError, ssl.SSLError):
+            return 0
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        return int(head.split(b" ")[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _fresh(address, context) -> int:
+    kept = None
+    try:
+        kept = Kept(address, context)
+        return kept.post()
+    except (ConnectionError, ssl.SSLError):
+        return 0  # refused at the handshake
+    finally:
+        if kept is not None:
+            kept.close()
+
+
+@pytest.fixture
+def mesh(tmp_path, mesh_ca):
+    mesh = Mesh(tmp_path, mesh_ca)
+    yield mesh
+    killed = mesh.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
+@pytest.fixture
+def narrowed(mesh, tmp_path):
+    """A server trusting two CAs, callers from each on kept connections, then the second CA
+    dropped from the server's bundle; yields what the test inspects."""
+    retired = make_ca("public")
+    both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + retired.bundle.to_pem())
+    server_svid = issue(mesh.ca, "server")
+    directory = tmp_path / "server-svid"
+    save_svid_dir(directory, server_svid, both)
+    app = mesh.procs.app()
+    server = mesh.procs.sidecar("server", mesh.home, svid_dir=directory, app_port=app.ready["port"])
+    address = server.address("inbound")
+    from_retired = client_context(issue(retired, "caller"), both)
+    from_kept = client_context(issue(mesh.ca, "caller"), mesh.ca.bundle)
+    connections = {"retired": Kept(address, from_retired), "kept": Kept(address, from_kept)}
+    try:
+        assert {name: c.post() for name, c in connections.items()} == {"retired": 200, "kept": 200}
+        status_url = f"http://{server.ready['admin']}/v1/status"
+        save_svid_dir(directory, server_svid, mesh.ca.bundle)  # the second CA is dropped
+        deadline = time.monotonic() + 15
+        while httpx.get(status_url).json()["svid"]["renewals"] < 1:
+            assert time.monotonic() < deadline, "the sidecar never reloaded its SVID directory"
+            time.sleep(0.05)
+        yield app, address, connections, {"retired": from_retired, "kept": from_kept}
+    finally:
+        for connection in connections.values():
+            connection.close()
+
+
+def _count(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/count").json()["count"]
+
+
+def test_a_caller_from_a_dropped_ca_is_cut_off_on_its_open_connection(narrowed):
+    app, address, connections, contexts = narrowed
+    before = _count(app)
+    assert connections["retired"].post() == 0  # its open connection was closed
+    assert _fresh(address, contexts["retired"]) == 0  # and a new handshake is refused
+    assert _count(app) == before
+
+
+def test_twin_a_caller_from_a_kept_ca_reconnects_and_is_served(narrowed):
+    app, address, _connections, contexts = narrowed
+    before = _count(app)
+    assert _fresh(address, contexts["kept"]) == 200
+    assert _count(app) == before + 1
