@@ -171,8 +171,7 @@ class InboundProxy:
         headers = propagate(head.headers)  # this hop's span as traceparent, when tracing is on
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
-        upstream = await self.app_pool.acquire("app")
-        try:
+        async with self.app_pool.connection("app") as upstream:  # discarded on any exception
             await relay_exchange(
                 result,
                 conn,
@@ -184,10 +183,6 @@ class InboundProxy:
                 head_timeout=self.config.response_head_timeout,
                 stream_until=peer_svid.not_after if peer_svid is not None else None,
             )
-        except BaseException:
-            self.app_pool.discard(upstream)
-            raise
-        self.app_pool.release("app", upstream)
         if plan.after is not None:
             plan.after(result.status)
 

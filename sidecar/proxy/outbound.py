@@ -179,22 +179,19 @@ class OutboundProxy:
         headers = propagate(head.headers)  # this hop's span as traceparent, when tracing is on
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
-        upstream = await self.pool.acquire(key)
-        try:
-            await relay_exchange(
-                result, conn, upstream, head, head_timeout=self.config.response_head_timeout
-            )
-        except trio.Cancelled:
-            self.pool.discard(upstream)
-            raise
-        except SidecarError as exc:
-            self.pool.discard(upstream)
-            if isinstance(exc, ConnectionLost) and not result.head_sent:
+        # Released to the pool if the exchange ends normally, discarded on any exception (an
+        # error, a cancellation, a bug): never parked in an unknown state, never leaked.
+        async with self.pool.connection(key) as upstream:
+            try:
+                await relay_exchange(
+                    result, conn, upstream, head, head_timeout=self.config.response_head_timeout
+                )
+            except ConnectionLost as exc:
+                if result.head_sent:
+                    raise
                 raise PeerUnreachable(
                     f"connection to {expected.app_id} failed before it answered: {exc}"
                 ) from exc
-            raise
-        self.pool.release(key, upstream)
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""
