@@ -211,6 +211,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 )
                 # A CA dropped from the bundle: its peers' open connections end too.
                 holder.on_trust_narrowed.append(inbound_server.retire_connections)
+                holder.on_trust_narrowed.append(inbound.retire_streams)
                 servers.append(inbound_server)
                 listeners.append(
                     await _open(opts.inbound_host, opts.inbound_port, avoid=opts.app_port)

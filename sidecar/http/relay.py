@@ -166,6 +166,7 @@ async def _relay_response(
     buffer_limit: int,
     head_timeout: float,
     stream_until: float | None = None,
+    streams: set[HttpConnection] | None = None,
 ) -> None:
     # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
     saved = up.begin_phase(
@@ -204,15 +205,22 @@ async def _relay_response(
         # leaf does: a read of it still waiting then fails, and the caller's connection is cut.
         deadline = trio.current_time() + (stream_until - time.time())  # on trio's clock
         saved = up.begin_phase(deadline, _caller_expired)
+        if streams is not None:
+            streams.add(up)  # interrupted (that phase ends) when the trust bundle drops a CA
     try:
         await _stream_body(up, down, transform, result)
     finally:
         if saved is not None:
             up.end_phase(saved)
+            if streams is not None:
+                streams.discard(up)
 
 
 def _caller_expired() -> CallerExpired:
-    return CallerExpired("the caller's SVID expired while its answer was streaming")
+    return CallerExpired(
+        "the caller's SVID expired, or the trust bundle dropped a CA, while its answer was"
+        " streaming"
+    )
 
 
 async def _stream_body(
@@ -306,25 +314,31 @@ async def relay_exchange(
     buffer_limit: int = 4 * 1024 * 1024,
     head_timeout: float = 60.0,
     stream_until: float | None = None,
+    streams: set[HttpConnection] | None = None,
 ) -> None:
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left. A streamed answer
-    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired)."""
+    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired), or
+    when its upstream connection, listed in ``streams`` meanwhile, is interrupted."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)
         result.bytes_up += len(body)
-        await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
+        await _relay_response(
+            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+        )
         result.upstream_reusable = up.reusable
         return
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_copy_request_body, down, up, None, result)
-            await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
+            await _relay_response(
+                up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+            )
             # The answer is complete. If the request body is still flowing, the server did not
             # want it: stop copying (the upstream connection cannot be reused then).
             nursery.cancel_scope.cancel()

@@ -89,6 +89,8 @@ class InboundProxy:
         self._nursery = nursery
         self._bearer_sources = None
         self._callee = str(config.me)  # for every record: made once
+        # The app connections whose answer is streaming to a caller right now (SSE).
+        self._streams: set[HttpConnection] = set()
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -143,6 +145,14 @@ class InboundProxy:
         finally:
             self._record(facts, decision, result, hop)
 
+    def retire_streams(self) -> None:
+        """Cut every answer streaming now: for a trust bundle that dropped a CA. The listener
+        retires the connections verified under the old bundle once their exchange ends; a
+        stream (an SSE one may last hours) would otherwise keep its caller served until then.
+        A caller that is still trusted reconnects, as for an idle connection."""
+        for upstream in list(self._streams):
+            upstream.interrupt()
+
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
         if self._bearer_sources is None:
@@ -183,6 +193,7 @@ class InboundProxy:
                 buffer_limit=self.config.max_inspected_response,
                 head_timeout=self.config.response_head_timeout,
                 stream_until=peer_svid.not_after if peer_svid is not None else None,
+                streams=self._streams,
             )
         except BaseException:
             self.app_pool.discard(upstream)

@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from identity import AppIdentity, SpiffeId, save_svid_dir
+from tests._support.gated_stream import open_gated_stream, rest_of_gated_stream
 from tests._support.pki import utcnow
 from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, BINDING, World
 
@@ -120,29 +121,10 @@ class KeptConnection:
         return int(data.split(b" ")[1])
 
     def open_stream(self) -> bytes:
-        """GET the app's gated SSE stream and read up to its first event (which it sends at
-        once; the second waits for ``/release``)."""
-        self.sock.sendall(b"GET /sse-gated HTTP/1.1\r\nhost: server\r\n\r\n")
-        data = b""
-        while b"data: first" not in data:
-            chunk = self.sock.recv(65536)
-            assert chunk, data
-            data += chunk
-        return data
+        return open_gated_stream(self.sock)
 
     def rest_of_stream(self, timeout: float) -> tuple[bytes, bool]:
-        """What else arrives on the stream: (bytes, True) once the sidecar closed it."""
-        self.sock.settimeout(timeout)
-        data = b""
-        try:
-            while b"data: second" not in data:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return data, True
-                data += chunk
-        except (ConnectionError, ssl.SSLError):
-            return data, True
-        return data, False
+        return rest_of_gated_stream(self.sock, timeout)
 
     def post_after_close(self) -> int:
         """A post on a connection the sidecar should have closed: 0 if it did (the close

@@ -7,6 +7,10 @@ long as it liked. Now a bundle that drops a CA retires every connection verified
 one: idle ones are closed at once, busy ones after their exchange; a caller that is still
 trusted reconnects and is verified again.
 
+A neighbouring spelling: an answer that streams (SSE) is one exchange that may last hours, so
+"after their exchange" let a caller from the dropped CA go on receiving events. A stream in
+flight is now cut when the bundle drops a CA; one in flight when a CA is only added goes on.
+
 The app's own request counter proves what arrived.
 """
 
@@ -20,6 +24,7 @@ import httpx
 import pytest
 
 from identity import TrustBundle, client_context, save_svid_dir
+from tests._support.gated_stream import open_gated_stream, rest_of_gated_stream
 from tests._support.pki import issue, make_ca
 from tests.integration.conftest import Mesh
 
@@ -74,6 +79,17 @@ def mesh(tmp_path, mesh_ca):
     assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
+def _reload(server, directory, svid, bundle) -> None:
+    """Write a new SVID directory and wait until the sidecar has installed it."""
+    status_url = f"http://{server.ready['admin']}/v1/status"
+    renewals = httpx.get(status_url).json()["svid"]["renewals"]
+    save_svid_dir(directory, svid, bundle)
+    deadline = time.monotonic() + 15
+    while httpx.get(status_url).json()["svid"]["renewals"] <= renewals:
+        assert time.monotonic() < deadline, "the sidecar never reloaded its SVID directory"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def narrowed(mesh, tmp_path):
     """A server trusting two CAs, callers from each on kept connections, then the second CA
@@ -91,12 +107,7 @@ def narrowed(mesh, tmp_path):
     connections = {"retired": Kept(address, from_retired), "kept": Kept(address, from_kept)}
     try:
         assert {name: c.post() for name, c in connections.items()} == {"retired": 200, "kept": 200}
-        status_url = f"http://{server.ready['admin']}/v1/status"
-        save_svid_dir(directory, server_svid, mesh.ca.bundle)  # the second CA is dropped
-        deadline = time.monotonic() + 15
-        while httpx.get(status_url).json()["svid"]["renewals"] < 1:
-            assert time.monotonic() < deadline, "the sidecar never reloaded its SVID directory"
-            time.sleep(0.05)
+        _reload(server, directory, server_svid, mesh.ca.bundle)  # the second CA is dropped
         yield app, address, connections, {"retired": from_retired, "kept": from_kept}
     finally:
         for connection in connections.values():
@@ -120,3 +131,49 @@ def test_twin_a_caller_from_a_kept_ca_reconnects_and_is_served(narrowed):
     before = _count(app)
     assert _fresh(address, contexts["kept"]) == 200
     assert _count(app) == before + 1
+
+
+# -- a streamed answer in flight when the bundle changes ---------------------------------------
+
+
+@pytest.fixture
+def streaming(mesh, tmp_path):
+    """A server trusting one CA, a caller from a second CA holding an open SSE stream; yields
+    a function that installs a new bundle and returns what else arrives on the stream once
+    the app sends its next event."""
+    second = make_ca("public")
+    both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + second.bundle.to_pem())
+    server_svid = issue(mesh.ca, "server")
+    directory = tmp_path / "server-svid"
+    save_svid_dir(directory, server_svid, both)
+    app = mesh.procs.app()
+    server = mesh.procs.sidecar("server", mesh.home, svid_dir=directory, app_port=app.ready["port"])
+    kept = Kept(server.address("inbound"), client_context(issue(second, "caller"), both))
+    third = make_ca("public")
+
+    def change_bundle(drop_second: bool) -> tuple[bytes, bool]:
+        open_gated_stream(kept.sock)  # the first event is out; the app holds the second back
+        bundle = (
+            mesh.ca.bundle
+            if drop_second
+            else TrustBundle.from_pem(both.to_pem() + third.bundle.to_pem())
+        )
+        _reload(server, directory, server_svid, bundle)
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        return rest_of_gated_stream(kept.sock, timeout=15)
+
+    try:
+        yield change_bundle
+    finally:
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        kept.close()
+
+
+def test_a_stream_to_a_caller_from_a_dropped_ca_is_cut(streaming):
+    data, closed = streaming(drop_second=True)
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_goes_on_when_the_bundle_only_adds_a_ca(streaming):
+    data, closed = streaming(drop_second=False)
+    assert b"data: second" in data and not closed, data
