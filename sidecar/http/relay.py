@@ -218,8 +218,8 @@ async def _relay_response(
 
 def _caller_expired() -> CallerExpired:
     return CallerExpired(
-        "the caller's SVID expired, or the trust bundle dropped a CA, while its answer was"
-        " streaming"
+        "the caller's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
+        " while its answer was streaming"
     )
 
 

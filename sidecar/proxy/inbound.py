@@ -17,7 +17,7 @@ import h11
 import structlog
 import trio
 
-from identity import AppIdentity
+from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map
 
 from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
@@ -153,6 +153,15 @@ class InboundProxy:
         for upstream in list(self._streams):
             upstream.interrupt()
 
+    def recheck_streams(self) -> None:
+        """Cut every answer streaming to a caller whose SVID no longer maps to the App ID it
+        was judged as: a binding applied while an SSE stream is open (the next request on that
+        connection would be refused; the stream is one request that may last hours)."""
+        for upstream in list(self._streams):
+            peer_svid, judged_as = upstream.stream_caller
+            if _app_of(peer_svid) != judged_as:
+                upstream.interrupt()
+
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
         if self._bearer_sources is None:
@@ -182,6 +191,9 @@ class InboundProxy:
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
         upstream = await self.app_pool.acquire("app")
+        if peer_svid is not None:
+            # Who the answer streams to, should it stream: judged again when the map changes.
+            upstream.stream_caller = (peer_svid, _app_of(peer_svid))
         try:
             await relay_exchange(
                 result,
@@ -243,3 +255,11 @@ class InboundProxy:
             status=result.status,
             seconds=elapsed,
         )
+
+
+def _app_of(peer_svid: PeerSvid) -> AppIdentity | None:
+    """The App ``peer_svid`` is under the identity map in force (cached per map), or None."""
+    try:
+        return peer_svid.app_identity(current_identity_map())
+    except IdentityError:
+        return None

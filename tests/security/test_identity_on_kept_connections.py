@@ -17,6 +17,10 @@ spellings of the same hole:
 * **A streamed answer that outlives the caller's SVID.** An SSE stream opened while the leaf was
   valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
 
+* **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
+  binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
+  caller the new map leaves alone goes on.
+
 The app's own request counter proves what arrived. Twins: a new connection with the same
 certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
 """
@@ -254,3 +258,42 @@ def test_a_stream_is_cut_when_the_callers_svid_expires(world):
     finally:
         _release(app)
         kept.close()
+
+
+# -- a streamed answer that outlives a binding moving its caller's App ID ----------------------
+
+# The squatter's own SPIFFE ID bound to the App ID it already holds: the map changes, its caller
+# does not (the plain ns/default/mcp-client form, no longer the App's, shows it in force).
+OWN_BINDING = BINDING.replace("sa/agent-runner", "sa/mcp-client")
+
+
+def _stream_across_binding(world, binding: str, probe: tuple[str, ...]) -> tuple[bytes, bool]:
+    """Open the gated stream as the squatter, apply ``binding`` and wait until a new
+    connection as ``probe`` shows it in force, release the app: what else arrives."""
+    app, inbound = _server(world)
+    squatter = _svid(world, "squatter", ("ns", "default", "sa", "mcp-client"))
+    probe_dir = _svid(world, "probe", probe)
+    kept = KeptConnection(squatter, inbound)
+    try:
+        kept.open_stream()
+        assert _fresh_status(probe_dir, inbound) == 200
+        world.apply("binding.yaml", binding)
+        deadline = time.monotonic() + 20
+        while _fresh_status(probe_dir, inbound) != 403:
+            assert time.monotonic() < deadline, "the binding never took effect"
+            time.sleep(0.2)
+        _release(app)
+        return kept.rest_of_stream(timeout=10)
+    finally:
+        _release(app)
+        kept.close()
+
+
+def test_a_squatters_stream_is_cut_when_a_binding_takes_its_app_id(world):
+    data, closed = _stream_across_binding(world, BINDING, ("ns", "default", "sa", "mcp-client"))
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_goes_on_when_a_binding_leaves_its_caller_the_app_id(world):
+    data, closed = _stream_across_binding(world, OWN_BINDING, ("ns", "default", "mcp-client"))
+    assert b"data: second" in data and not closed, data
