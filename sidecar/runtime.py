@@ -178,6 +178,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 nursery,
                 audit=audit,
             )
+            holder.on_trust_narrowed.append(outbound.retire_streams)
             inbound = InboundProxy(
                 InboundConfig(
                     me,

@@ -51,7 +51,8 @@ class UpstreamTimeout(SidecarError):
 
 
 class CallerExpired(SidecarError):
-    """A streamed answer outlived the certificate its caller was authenticated with."""
+    """A streamed answer outlived the certificate its caller (inbound) or its sender
+    (outbound, the peer sidecar) was authenticated with, or that certificate's trust."""
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
@@ -218,8 +219,8 @@ async def _relay_response(
 
 def _caller_expired() -> CallerExpired:
     return CallerExpired(
-        "the caller's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
-        " while its answer was streaming"
+        "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
+        " while the answer was streaming"
     )
 
 

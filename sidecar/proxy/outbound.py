@@ -93,6 +93,8 @@ class OutboundProxy:
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
+        # The peer connections whose answer is streaming to the app right now (SSE).
+        self._streams: set[HttpConnection] = set()
         self.pool = ConnectionPool(
             nursery,
             self._dial,
@@ -181,8 +183,16 @@ class OutboundProxy:
             head = request_head(head.method, head.target, headers)
         upstream = await self.pool.acquire(key)
         try:
+            peer: TrustedPeer | None = getattr(upstream, "peer", None)
             await relay_exchange(
-                result, conn, upstream, head, head_timeout=self.config.response_head_timeout
+                result,
+                conn,
+                upstream,
+                head,
+                head_timeout=self.config.response_head_timeout,
+                # A streamed answer ends with the peer's leaf, or when the bundle drops its CA.
+                stream_until=peer.svid.not_after if peer is not None else None,
+                streams=self._streams,
             )
         except trio.Cancelled:
             self.pool.discard(upstream)
@@ -195,6 +205,13 @@ class OutboundProxy:
                 ) from exc
             raise
         self.pool.release(key, upstream)
+
+    def retire_streams(self) -> None:
+        """Cut every answer streaming from a peer now: for a trust bundle that dropped a CA
+        (pooled connections made under the old bundle are not reused; a stream is one
+        exchange that may last hours). The app calls again, over a new, verified connection."""
+        for upstream in list(self._streams):
+            upstream.interrupt()
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""

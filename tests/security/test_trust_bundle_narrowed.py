@@ -177,3 +177,58 @@ def test_a_stream_to_a_caller_from_a_dropped_ca_is_cut(streaming):
 def test_twin_a_stream_goes_on_when_the_bundle_only_adds_a_ca(streaming):
     data, closed = streaming(drop_second=False)
     assert b"data: second" in data and not closed, data
+
+
+# -- the outbound door: an answer streaming from a peer whose CA the caller's bundle drops ------
+
+
+@pytest.fixture
+def streaming_out(mesh, tmp_path):
+    """A server whose SVID comes from a second CA, streaming to the app behind a caller
+    sidecar that trusts both; yields a function that installs a new bundle in the caller and
+    returns what else the app receives once the server sends its next event."""
+    second = make_ca("public")
+    both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + second.bundle.to_pem())
+    server_dir, caller_dir = tmp_path / "server-svid", tmp_path / "caller-svid"
+    save_svid_dir(server_dir, issue(second, "server"), both)
+    caller_svid = issue(mesh.ca, "caller")
+    save_svid_dir(caller_dir, caller_svid, both)
+    app = mesh.procs.app()
+    mesh.procs.sidecar("server", mesh.home, svid_dir=server_dir, app_port=app.ready["port"])
+    caller = mesh.procs.sidecar("caller", mesh.home, svid_dir=caller_dir)
+    sock = socket.create_connection(caller.address("http"), timeout=15)
+    third = make_ca("public")
+
+    def change_bundle(drop_second: bool) -> tuple[bytes, bool]:
+        sock.sendall(
+            b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        )
+        data = b""
+        while b"data: first" not in data:  # the first event is out; the second is held back
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        bundle = (
+            mesh.ca.bundle
+            if drop_second
+            else TrustBundle.from_pem(both.to_pem() + third.bundle.to_pem())
+        )
+        _reload(caller, caller_dir, caller_svid, bundle)
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        return rest_of_gated_stream(sock, timeout=15)
+
+    try:
+        yield change_bundle
+    finally:
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        sock.close()
+
+
+def test_a_stream_from_a_peer_of_a_dropped_ca_is_cut_at_the_caller(streaming_out):
+    data, closed = streaming_out(drop_second=True)
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_from_a_peer_goes_on_when_the_bundle_only_adds_a_ca(streaming_out):
+    data, closed = streaming_out(drop_second=False)
+    assert b"data: second" in data and not closed, data
