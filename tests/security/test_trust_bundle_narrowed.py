@@ -16,6 +16,7 @@ The app's own request counter proves what arrived.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import ssl
 import time
@@ -182,32 +183,38 @@ def test_twin_a_stream_goes_on_when_the_bundle_only_adds_a_ca(streaming):
 # -- the outbound door: an answer streaming from a peer whose CA the caller's bundle drops ------
 
 
-@pytest.fixture
-def streaming_out(mesh, tmp_path):
-    """A server whose SVID comes from a second CA, streaming to the app behind a caller
-    sidecar that trusts both; yields a function that installs a new bundle in the caller and
-    returns what else the app receives once the server sends its next event."""
+def _outbound_stream(mesh, tmp_path, server_ttl=dt.timedelta(hours=1)):
+    """A server whose SVID comes from a second CA and a caller sidecar trusting both; the app
+    behind the caller opens the server app's gated stream and has read its first event.
+    Returns (app, caller, caller_dir, caller_svid, both, sock)."""
     second = make_ca("public")
     both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + second.bundle.to_pem())
     server_dir, caller_dir = tmp_path / "server-svid", tmp_path / "caller-svid"
-    save_svid_dir(server_dir, issue(second, "server"), both)
+    save_svid_dir(server_dir, issue(second, "server", ttl=server_ttl), both)
     caller_svid = issue(mesh.ca, "caller")
     save_svid_dir(caller_dir, caller_svid, both)
     app = mesh.procs.app()
     mesh.procs.sidecar("server", mesh.home, svid_dir=server_dir, app_port=app.ready["port"])
     caller = mesh.procs.sidecar("caller", mesh.home, svid_dir=caller_dir)
     sock = socket.create_connection(caller.address("http"), timeout=15)
+    sock.sendall(b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"data: first" not in data:  # the first event is out; the second is held back
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return app, caller, caller_dir, caller_svid, both, sock
+
+
+@pytest.fixture
+def streaming_out(mesh, tmp_path):
+    """An answer streaming from a peer to the app behind a caller sidecar; yields a function
+    that installs a new bundle in the caller and returns what else the app receives once the
+    server sends its next event."""
+    app, caller, caller_dir, caller_svid, both, sock = _outbound_stream(mesh, tmp_path)
     third = make_ca("public")
 
     def change_bundle(drop_second: bool) -> tuple[bytes, bool]:
-        sock.sendall(
-            b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
-        )
-        data = b""
-        while b"data: first" not in data:  # the first event is out; the second is held back
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
         bundle = (
             mesh.ca.bundle
             if drop_second
@@ -232,3 +239,18 @@ def test_a_stream_from_a_peer_of_a_dropped_ca_is_cut_at_the_caller(streaming_out
 def test_twin_a_stream_from_a_peer_goes_on_when_the_bundle_only_adds_a_ca(streaming_out):
     data, closed = streaming_out(drop_second=False)
     assert b"data: second" in data and not closed, data
+
+
+def test_a_stream_from_a_peer_is_cut_at_the_peers_svid_expiry(mesh, tmp_path):
+    ttl = dt.timedelta(seconds=3)
+    expiry = time.monotonic() + ttl.total_seconds()
+    app, _caller, _dir, _svid, _both, sock = _outbound_stream(mesh, tmp_path, server_ttl=ttl)
+    try:
+        # The caller sidecar cuts the stream at the server's notAfter (its deadline sweep runs
+        # at least once a second); without the cut, nothing would arrive or close until the
+        # app is released. (The twin: the stream above, from a peer with an hour left.)
+        data, closed = rest_of_gated_stream(sock, timeout=(expiry - time.monotonic()) + 5)
+        assert closed and b"data: second" not in data, data
+    finally:
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        sock.close()
