@@ -167,7 +167,32 @@ async def _relay_response(
     buffer_limit: int,
     head_timeout: float,
     stream_until: float | None = None,
-    streams: set[HttpConnection] | None = None,
+    streams: dict[HttpConnection, bool] | None = None,
+) -> None:
+    if streams is not None:
+        # Listed until the answer ends (True once it streams): a proxy that must end a stream
+        # (a CA dropped from the bundle, a binding that moved the caller's App ID) marks it cut
+        # and, once it streams, interrupts its phase. A whole answer is let finish.
+        up.cut = False
+        streams[up] = False
+    try:
+        await _relay_answer(
+            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+        )
+    finally:
+        if streams is not None:
+            del streams[up]
+
+
+async def _relay_answer(
+    up: HttpConnection,
+    down: HttpConnection,
+    plan: ResponsePlanner | None,
+    result: ExchangeResult,
+    buffer_limit: int,
+    head_timeout: float,
+    stream_until: float | None,
+    streams: dict[HttpConnection, bool] | None,
 ) -> None:
     # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
     saved = up.begin_phase(
@@ -199,6 +224,8 @@ async def _relay_response(
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
+    if up.cut:  # marked while its head was awaited: the stream never starts
+        raise _caller_expired()
     await _send_head(down, event, headers, result)
     saved = None
     if stream_until is not None:
@@ -207,14 +234,12 @@ async def _relay_response(
         deadline = trio.current_time() + (stream_until - time.time())  # on trio's clock
         saved = up.begin_phase(deadline, _caller_expired)
         if streams is not None:
-            streams.add(up)  # interrupted (that phase ends) when the trust bundle drops a CA
+            streams[up] = True  # from now on a cut interrupts this phase
     try:
         await _stream_body(up, down, transform, result)
     finally:
         if saved is not None:
             up.end_phase(saved)
-            if streams is not None:
-                streams.discard(up)
 
 
 def _caller_expired() -> CallerExpired:
@@ -315,7 +340,7 @@ async def relay_exchange(
     buffer_limit: int = 4 * 1024 * 1024,
     head_timeout: float = 60.0,
     stream_until: float | None = None,
-    streams: set[HttpConnection] | None = None,
+    streams: dict[HttpConnection, bool] | None = None,
 ) -> None:
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a

@@ -89,8 +89,8 @@ class InboundProxy:
         self._nursery = nursery
         self._bearer_sources = None
         self._callee = str(config.me)  # for every record: made once
-        # The app connections whose answer is streaming to a caller right now (SSE).
-        self._streams: set[HttpConnection] = set()
+        # The app connections with an answer under way: True once it streams (SSE).
+        self._streams: dict[HttpConnection, bool] = {}
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -146,21 +146,26 @@ class InboundProxy:
             self._record(facts, decision, result, hop)
 
     def retire_streams(self) -> None:
-        """Cut every answer streaming now: for a trust bundle that dropped a CA. The listener
-        retires the connections verified under the old bundle once their exchange ends; a
-        stream (an SSE one may last hours) would otherwise keep its caller served until then.
-        A caller that is still trusted reconnects, as for an idle connection."""
-        for upstream in list(self._streams):
-            upstream.interrupt()
+        """Cut every answer streaming now, or about to (its head awaited): for a trust bundle
+        that dropped a CA. The listener retires the connections verified under the old bundle
+        once their exchange ends; a stream (an SSE one may last hours) would otherwise keep its
+        caller served until then. A whole answer is let finish. A caller that is still trusted
+        reconnects, as for an idle connection."""
+        for upstream, streaming in list(self._streams.items()):
+            upstream.cut = True
+            if streaming:
+                upstream.interrupt()
 
     def recheck_streams(self) -> None:
         """Cut every answer streaming to a caller whose SVID no longer maps to the App ID it
         was judged as: a binding applied while an SSE stream is open (the next request on that
         connection would be refused; the stream is one request that may last hours)."""
-        for upstream in list(self._streams):
+        for upstream, streaming in list(self._streams.items()):
             peer_svid, judged_as = upstream.stream_caller
             if _app_of(peer_svid) != judged_as:
-                upstream.interrupt()
+                upstream.cut = True
+                if streaming:
+                    upstream.interrupt()
 
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""

@@ -93,8 +93,8 @@ class OutboundProxy:
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
-        # The peer connections whose answer is streaming to the app right now (SSE).
-        self._streams: set[HttpConnection] = set()
+        # The peer connections with an answer under way: True once it streams (SSE).
+        self._streams: dict[HttpConnection, bool] = {}
         self.pool = ConnectionPool(
             nursery,
             self._dial,
@@ -207,11 +207,13 @@ class OutboundProxy:
         self.pool.release(key, upstream)
 
     def retire_streams(self) -> None:
-        """Cut every answer streaming from a peer now: for a trust bundle that dropped a CA
-        (pooled connections made under the old bundle are not reused; a stream is one
-        exchange that may last hours). The app calls again, over a new, verified connection."""
-        for upstream in list(self._streams):
-            upstream.interrupt()
+        """Cut every answer streaming from a peer now, or about to: for a trust bundle that
+        dropped a CA (pooled connections made under the old bundle are not reused; a stream is
+        one exchange that may last hours). The app calls again, over a new, verified one."""
+        for upstream, streaming in list(self._streams.items()):
+            upstream.cut = True
+            if streaming:
+                upstream.interrupt()
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""

@@ -137,11 +137,10 @@ def test_twin_a_caller_from_a_kept_ca_reconnects_and_is_served(narrowed):
 # -- a streamed answer in flight when the bundle changes ---------------------------------------
 
 
-@pytest.fixture
-def streaming(mesh, tmp_path):
-    """A server trusting one CA, a caller from a second CA holding an open SSE stream; yields
-    a function that installs a new bundle and returns what else arrives on the stream once
-    the app sends its next event."""
+def _caller_of_a_second_ca(mesh, tmp_path):
+    """A server trusting the mesh CA and a second one, and a caller from the second on a kept
+    connection. Returns (app, kept, reload): ``reload(drop_second)`` installs in the server a
+    bundle without the second CA, or one that only adds a third."""
     second = make_ca("public")
     both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + second.bundle.to_pem())
     server_svid = issue(mesh.ca, "server")
@@ -152,14 +151,27 @@ def streaming(mesh, tmp_path):
     kept = Kept(server.address("inbound"), client_context(issue(second, "caller"), both))
     third = make_ca("public")
 
-    def change_bundle(drop_second: bool) -> tuple[bytes, bool]:
-        open_gated_stream(kept.sock)  # the first event is out; the app holds the second back
+    def reload(drop_second: bool) -> None:
         bundle = (
             mesh.ca.bundle
             if drop_second
             else TrustBundle.from_pem(both.to_pem() + third.bundle.to_pem())
         )
         _reload(server, directory, server_svid, bundle)
+
+    return app, kept, reload
+
+
+@pytest.fixture
+def streaming(mesh, tmp_path):
+    """A server trusting one CA, a caller from a second CA holding an open SSE stream; yields
+    a function that installs a new bundle and returns what else arrives on the stream once
+    the app sends its next event."""
+    app, kept, reload = _caller_of_a_second_ca(mesh, tmp_path)
+
+    def change_bundle(drop_second: bool) -> tuple[bytes, bool]:
+        open_gated_stream(kept.sock)  # the first event is out; the app holds the second back
+        reload(drop_second)
         httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
         return rest_of_gated_stream(kept.sock, timeout=15)
 
@@ -254,3 +266,50 @@ def test_a_stream_from_a_peer_is_cut_at_the_peers_svid_expiry(mesh, tmp_path):
     finally:
         httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
         sock.close()
+
+
+# -- a stream whose head the app had not sent yet when the bundle changed ----------------------
+
+
+@pytest.fixture
+def held(mesh, tmp_path):
+    """A caller from a second CA whose request for a stream is with the app, the answer's head
+    not sent yet; yields a function that installs a new bundle, lets the app answer, and
+    returns what the caller receives (until the stream ends or the sidecar closes)."""
+    app, kept, reload = _caller_of_a_second_ca(mesh, tmp_path)
+    kept.sock.settimeout(15)
+
+    def change_bundle(drop_second: bool) -> bytes:
+        kept.sock.sendall(b"GET /sse-held HTTP/1.1\r\nhost: server\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while _count(app) < 1:  # the app holds the request, its answer not begun
+            assert time.monotonic() < deadline, "the request never reached the app"
+            time.sleep(0.05)
+        reload(drop_second)
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        data = b""
+        try:
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = kept.sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionError, ssl.SSLError):
+            pass
+        return data
+
+    try:
+        yield change_bundle
+    finally:
+        httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
+        kept.close()
+
+
+def test_a_stream_begun_after_the_bundle_dropped_the_callers_ca_never_starts(held):
+    data = held(drop_second=True)
+    assert b"data: held" not in data and data.startswith(b"HTTP/1.1 403 "), data
+
+
+def test_twin_a_stream_begun_after_the_bundle_only_added_a_ca_is_delivered(held):
+    data = held(drop_second=False)
+    assert data.startswith(b"HTTP/1.1 200 ") and b"data: held" in data, data
