@@ -224,7 +224,9 @@ async def _relay_answer(
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
-    if up.cut:  # marked while its head was awaited: the stream never starts
+    if up.cut or (stream_until is not None and time.time() >= stream_until):
+        # Marked while its head was awaited, or the peer's SVID expired meanwhile: the stream
+        # never starts (its first reads need not wait, so its phase alone would not stop it).
         raise _caller_expired()
     await _send_head(down, event, headers, result)
     saved = None

@@ -16,6 +16,7 @@ spellings of the same hole:
 
 * **A streamed answer that outlives the caller's SVID.** An SSE stream opened while the leaf was
   valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
+  One whose head the app sends only after the expiry, all at once, never starts.
 
 * **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
   binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
@@ -297,3 +298,27 @@ def test_a_squatters_stream_is_cut_when_a_binding_takes_its_app_id(world):
 def test_twin_a_stream_goes_on_when_a_binding_leaves_its_caller_the_app_id(world):
     data, closed = _stream_across_binding(world, OWN_BINDING, ("ns", "default", "mcp-client"))
     assert b"data: second" in data and not closed, data
+
+
+def test_a_stream_whose_head_comes_after_the_callers_svid_expired_never_starts(world):
+    # The app holds its answer (head and all) past the caller's expiry, then sends it at once:
+    # no read of it waits, so the stream's deadline alone would let it through whole.
+    app, inbound = _server(world)
+    ttl = dt.timedelta(seconds=2)
+    client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=ttl)
+    expiry = time.monotonic() + ttl.total_seconds()
+    kept = KeptConnection(client, inbound)
+    try:
+        kept.sock.sendall(b"GET /sse-held HTTP/1.1\r\nhost: server\r\n\r\n")
+        time.sleep(max(0.0, expiry - time.monotonic()) + 0.5)
+        _release(app)
+        kept.sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = kept.sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 403 ") and b"data: held" not in data, data
+    finally:
+        _release(app)
+        kept.close()
