@@ -179,6 +179,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 audit=audit,
             )
             holder.on_trust_narrowed.append(outbound.retire_streams)
+            map_changed.append(outbound.recheck_streams)  # a binding moved a peer's App ID
             inbound = InboundProxy(
                 InboundConfig(
                     me,

@@ -215,6 +215,15 @@ class OutboundProxy:
             if streaming:
                 upstream.interrupt()
 
+    def recheck_streams(self) -> None:
+        """Cut every answer streaming (or about to) from a peer the identity map now in force
+        no longer makes the App it was dialled as: a binding moved that App ID elsewhere."""
+        for upstream, streaming in list(self._streams.items()):
+            if not _peer_still_trusted(upstream, None):
+                upstream.cut = True
+                if streaming:
+                    upstream.interrupt()
+
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""
         refused = None if decision.allowed else decision

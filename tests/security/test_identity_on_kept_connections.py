@@ -21,6 +21,8 @@ spellings of the same hole:
 * **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
   binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
   caller the new map leaves alone goes on.
+  At the outbound door likewise: a stream from a peer whose App ID a binding gave to another
+  SPIFFE ID is cut at the caller's sidecar.
 
 The app's own request counter proves what arrived. Twins: a new connection with the same
 certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
@@ -322,3 +324,52 @@ def test_a_stream_whose_head_comes_after_the_callers_svid_expired_never_starts(w
     finally:
         _release(app)
         kept.close()
+
+
+# -- the outbound door: a stream from a peer whose App ID a binding moved elsewhere -------------
+
+# The server's App ID given to another SPIFFE ID (the server's own SVID is sa/server), or to its
+# own (the map changes, the peer it names does not).
+SERVER_ELSEWHERE = BINDING.replace("sa/agent-runner", "sa/other-server").replace(
+    "appID: mcp-client", "appID: server"
+)
+SERVER_IN_PLACE = SERVER_ELSEWHERE.replace("sa/other-server", "sa/server")
+
+
+def _outbound_stream_across_binding(world, binding: str) -> tuple[bytes, bool]:
+    """The app behind a caller sidecar streams from the server; ``binding`` is applied and
+    the caller has installed the new map; the server app sends its next event."""
+    app = world.procs.app()
+    world.sidecar("server", ("ns", "default", "sa", "server"), app_port=app.ready["port"])
+    caller = world.sidecar("caller", ("ns", "default", "sa", "caller"))
+    sock = socket.create_connection(caller.address("http"), timeout=15)
+    try:
+        sock.sendall(
+            b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        )
+        data = b""
+        while b"data: first" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        applied = caller.stderr().count("identity map applied")
+        world.apply("binding.yaml", binding)
+        deadline = time.monotonic() + 20
+        while caller.stderr().count("identity map applied") == applied:
+            assert time.monotonic() < deadline, "the caller never installed the new map"
+            time.sleep(0.05)
+        _release(app)
+        return rest_of_gated_stream(sock, timeout=10)
+    finally:
+        _release(app)
+        sock.close()
+
+
+def test_a_stream_from_a_peer_whose_app_id_a_binding_moved_is_cut(world):
+    data, closed = _outbound_stream_across_binding(world, SERVER_ELSEWHERE)
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_from_a_peer_the_new_map_still_names_goes_on(world):
+    data, closed = _outbound_stream_across_binding(world, SERVER_IN_PLACE)
+    assert b"data: second" in data and not closed, data
