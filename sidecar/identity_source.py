@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,10 +278,12 @@ async def watch_identity_map(
     signature: Callable[[], object],
     *,
     poll_interval: float = 0.25,
+    on_change: Sequence[Callable[[], None]] = (),
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Install the mesh's identity map now (failing if it is broken: with no map yet, a guess
-    could hand an App ID to the wrong workload), then swap in each new valid one."""
+    could hand an App ID to the wrong workload), then swap in each new valid one, calling
+    ``on_change`` after each swap (what was judged under the old map is judged again)."""
     from .state.store import StoreBusy
 
     seen = signature()
@@ -310,3 +312,5 @@ async def watch_identity_map(
             if new_map != current_identity_map():
                 install_identity_map(new_map)
                 log.info("identity map applied", bindings=len(new_map.bindings))
+                for changed in on_change:
+                    changed()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -154,12 +155,16 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
             store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
+            map_changed: list[Callable[[], None]] = []  # filled once the proxies exist
             await nursery.start(
-                watch_identity_map,
-                lambda: identity_map_from_resources(
-                    store.snapshot(me.app_id, me.namespace).resources
-                ),
-                store.signature,
+                partial(
+                    watch_identity_map,
+                    lambda: identity_map_from_resources(
+                        store.snapshot(me.app_id, me.namespace).resources
+                    ),
+                    store.signature,
+                    on_change=map_changed,
+                )
             )
             await _start_identity(opts, holder, nursery)
             me = holder.material().svid.identity  # the same App, carrying its SVID's SPIFFE ID
@@ -173,6 +178,8 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 nursery,
                 audit=audit,
             )
+            holder.on_trust_narrowed.append(outbound.retire_streams)
+            map_changed.append(outbound.recheck_streams)  # a binding moved a peer's App ID
             inbound = InboundProxy(
                 InboundConfig(
                     me,
@@ -211,6 +218,8 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 )
                 # A CA dropped from the bundle: its peers' open connections end too.
                 holder.on_trust_narrowed.append(inbound_server.retire_connections)
+                holder.on_trust_narrowed.append(inbound.retire_streams)
+                map_changed.append(inbound.recheck_streams)  # a binding moved a caller's App ID
                 servers.append(inbound_server)
                 listeners.append(
                     await _open(opts.inbound_host, opts.inbound_port, avoid=opts.app_port)

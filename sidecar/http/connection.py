@@ -124,6 +124,9 @@ class HttpConnection:
         self._phase_deadline = math.inf
         self._phase_error: Callable[[], SidecarError] | None = None
         self._interrupted = False  # the phase was ended from outside (a listener draining)
+        # Upstream side: the answer under way must not reach its caller any more (a proxy marks
+        # it, then interrupts the phase; see relay._relay_response).
+        self.cut = False
         self._wait_scope: trio.CancelScope | None = None
 
     async def next_event(self) -> h11.Event:

@@ -51,7 +51,8 @@ class UpstreamTimeout(SidecarError):
 
 
 class CallerExpired(SidecarError):
-    """A streamed answer outlived the certificate its caller was authenticated with."""
+    """A streamed answer outlived the certificate its caller (inbound) or its sender
+    (outbound, the peer sidecar) was authenticated with, or that certificate's trust."""
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
@@ -166,6 +167,32 @@ async def _relay_response(
     buffer_limit: int,
     head_timeout: float,
     stream_until: float | None = None,
+    streams: dict[HttpConnection, bool] | None = None,
+) -> None:
+    if streams is not None:
+        # Listed until the answer ends (True once it streams): a proxy that must end a stream
+        # (a CA dropped from the bundle, a binding that moved the caller's App ID) marks it cut
+        # and, once it streams, interrupts its phase. A whole answer is let finish.
+        up.cut = False
+        streams[up] = False
+    try:
+        await _relay_answer(
+            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+        )
+    finally:
+        if streams is not None:
+            del streams[up]
+
+
+async def _relay_answer(
+    up: HttpConnection,
+    down: HttpConnection,
+    plan: ResponsePlanner | None,
+    result: ExchangeResult,
+    buffer_limit: int,
+    head_timeout: float,
+    stream_until: float | None,
+    streams: dict[HttpConnection, bool] | None,
 ) -> None:
     # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
     saved = up.begin_phase(
@@ -197,6 +224,10 @@ async def _relay_response(
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
+    if up.cut or (stream_until is not None and time.time() >= stream_until):
+        # Marked while its head was awaited, or the peer's SVID expired meanwhile: the stream
+        # never starts (its first reads need not wait, so its phase alone would not stop it).
+        raise _caller_expired()
     await _send_head(down, event, headers, result)
     saved = None
     if stream_until is not None:
@@ -204,6 +235,8 @@ async def _relay_response(
         # leaf does: a read of it still waiting then fails, and the caller's connection is cut.
         deadline = trio.current_time() + (stream_until - time.time())  # on trio's clock
         saved = up.begin_phase(deadline, _caller_expired)
+        if streams is not None:
+            streams[up] = True  # from now on a cut interrupts this phase
     try:
         await _stream_body(up, down, transform, result)
     finally:
@@ -212,7 +245,10 @@ async def _relay_response(
 
 
 def _caller_expired() -> CallerExpired:
-    return CallerExpired("the caller's SVID expired while its answer was streaming")
+    return CallerExpired(
+        "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
+        " while the answer was streaming"
+    )
 
 
 async def _stream_body(
@@ -306,25 +342,31 @@ async def relay_exchange(
     buffer_limit: int = 4 * 1024 * 1024,
     head_timeout: float = 60.0,
     stream_until: float | None = None,
+    streams: dict[HttpConnection, bool] | None = None,
 ) -> None:
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left. A streamed answer
-    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired)."""
+    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired), or
+    when its upstream connection, listed in ``streams`` meanwhile, is interrupted."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)
         result.bytes_up += len(body)
-        await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
+        await _relay_response(
+            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+        )
         result.upstream_reusable = up.reusable
         return
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_copy_request_body, down, up, None, result)
-            await _relay_response(up, down, plan, result, buffer_limit, head_timeout, stream_until)
+            await _relay_response(
+                up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+            )
             # The answer is complete. If the request body is still flowing, the server did not
             # want it: stop copying (the upstream connection cannot be reused then).
             nursery.cancel_scope.cancel()

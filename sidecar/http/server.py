@@ -117,6 +117,8 @@ async def send_simple_response(
     if conn.http.their_state is not h11.DONE and not closing and not _whole_request_in(conn):
         # We answer before reading their body: say so, and close afterwards.
         headers.append((b"connection", b"close"))
+    if getattr(conn.http, "_request_method", None) == b"HEAD":  # both engines keep it there
+        body = b""  # the length above is what a GET would carry; an answer to HEAD has no body
     await conn.send_message(ResponseHead(status, headers, _reason(status)), body)
 
 

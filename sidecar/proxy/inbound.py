@@ -17,7 +17,7 @@ import h11
 import structlog
 import trio
 
-from identity import AppIdentity
+from identity import AppIdentity, IdentityError, PeerSvid, current_identity_map
 
 from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
@@ -89,6 +89,8 @@ class InboundProxy:
         self._nursery = nursery
         self._bearer_sources = None
         self._callee = str(config.me)  # for every record: made once
+        # The app connections with an answer under way: True once it streams (SSE).
+        self._streams: dict[HttpConnection, bool] = {}
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -143,6 +145,28 @@ class InboundProxy:
         finally:
             self._record(facts, decision, result, hop)
 
+    def retire_streams(self) -> None:
+        """Cut every answer streaming now, or about to (its head awaited): for a trust bundle
+        that dropped a CA. The listener retires the connections verified under the old bundle
+        once their exchange ends; a stream (an SSE one may last hours) would otherwise keep its
+        caller served until then. A whole answer is let finish. A caller that is still trusted
+        reconnects, as for an idle connection."""
+        for upstream, streaming in list(self._streams.items()):
+            upstream.cut = True
+            if streaming:
+                upstream.interrupt()
+
+    def recheck_streams(self) -> None:
+        """Cut every answer streaming to a caller whose SVID no longer maps to the App ID it
+        was judged as: a binding applied while an SSE stream is open (the next request on that
+        connection would be refused; the stream is one request that may last hours)."""
+        for upstream, streaming in list(self._streams.items()):
+            peer_svid, judged_as = upstream.stream_caller
+            if _app_of(peer_svid) != judged_as:
+                upstream.cut = True
+                if streaming:
+                    upstream.interrupt()
+
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
         if self._bearer_sources is None:
@@ -172,6 +196,9 @@ class InboundProxy:
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
         async with self.app_pool.connection("app") as upstream:  # discarded on any exception
+            if peer_svid is not None:
+                # Who the answer streams to, should it stream: judged again when the map changes.
+                upstream.stream_caller = (peer_svid, _app_of(peer_svid))
             await relay_exchange(
                 result,
                 conn,
@@ -182,6 +209,7 @@ class InboundProxy:
                 buffer_limit=self.config.max_inspected_response,
                 head_timeout=self.config.response_head_timeout,
                 stream_until=peer_svid.not_after if peer_svid is not None else None,
+                streams=self._streams,
             )
         if plan.after is not None:
             plan.after(result.status)
@@ -227,3 +255,11 @@ class InboundProxy:
             status=result.status,
             seconds=elapsed,
         )
+
+
+def _app_of(peer_svid: PeerSvid) -> AppIdentity | None:
+    """The App ``peer_svid`` is under the identity map in force (cached per map), or None."""
+    try:
+        return peer_svid.app_identity(current_identity_map())
+    except IdentityError:
+        return None

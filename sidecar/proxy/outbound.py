@@ -93,6 +93,8 @@ class OutboundProxy:
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
+        # The peer connections with an answer under way: True once it streams (SSE).
+        self._streams: dict[HttpConnection, bool] = {}
         self.pool = ConnectionPool(
             nursery,
             self._dial,
@@ -182,9 +184,17 @@ class OutboundProxy:
         # Released to the pool if the exchange ends normally, discarded on any exception (an
         # error, a cancellation, a bug): never parked in an unknown state, never leaked.
         async with self.pool.connection(key) as upstream:
+            peer: TrustedPeer | None = getattr(upstream, "peer", None)
             try:
                 await relay_exchange(
-                    result, conn, upstream, head, head_timeout=self.config.response_head_timeout
+                    result,
+                    conn,
+                    upstream,
+                    head,
+                    head_timeout=self.config.response_head_timeout,
+                    # A streamed answer ends with the peer's leaf, or when the bundle drops its CA.
+                    stream_until=peer.svid.not_after if peer is not None else None,
+                    streams=self._streams,
                 )
             except ConnectionLost as exc:
                 if result.head_sent:
@@ -192,6 +202,24 @@ class OutboundProxy:
                 raise PeerUnreachable(
                     f"connection to {expected.app_id} failed before it answered: {exc}"
                 ) from exc
+
+    def retire_streams(self) -> None:
+        """Cut every answer streaming from a peer now, or about to: for a trust bundle that
+        dropped a CA (pooled connections made under the old bundle are not reused; a stream is
+        one exchange that may last hours). The app calls again, over a new, verified one."""
+        for upstream, streaming in list(self._streams.items()):
+            upstream.cut = True
+            if streaming:
+                upstream.interrupt()
+
+    def recheck_streams(self) -> None:
+        """Cut every answer streaming (or about to) from a peer the identity map now in force
+        no longer makes the App it was dialled as: a binding moved that App ID elsewhere."""
+        for upstream, streaming in list(self._streams.items()):
+            if not _peer_still_trusted(upstream, None):
+                upstream.cut = True
+                if streaming:
+                    upstream.interrupt()
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""

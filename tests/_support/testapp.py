@@ -3,7 +3,8 @@
 Routes: ``/echo`` (method, path, headers and body as JSON), ``/count`` (how many requests this
 process has served, not counting /count itself), ``/sink`` (reads the body in chunks, returns its
 size and SHA-256), ``/chunked?n=K`` (K chunks), ``/sse-gated`` (one event, then waits for
-``/release`` before the second), ``/big?mb=N`` (streams N MiB). Prints one JSON ready line.
+``/release`` before the second), ``/sse-held`` (its head and one event only after ``/release``),
+``/big?mb=N`` (streams N MiB). Prints one JSON ready line.
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: first\n\n")
             RELEASE.wait(30)
             self._chunk(b"data: second\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif url.path == "/sse-held":
+            RELEASE.wait(30)  # clear in a fresh app (and after /sse-gated)
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self._chunk(b"data: held\n\n")
             self.wfile.write(b"0\r\n\r\n")
         elif url.path == "/release":
             RELEASE.set()

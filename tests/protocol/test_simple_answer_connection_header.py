@@ -65,3 +65,28 @@ async def test_an_answer_to_a_request_that_arrived_whole_keeps_the_connection(re
     while b"\r\n\r\n" not in data:
         data += await client.receive_some(65536)
     assert b"connection:" not in data.lower()
+
+
+@pytest.mark.parametrize("engine", [None, h11.Connection], ids=["llhttp", "h11"])
+async def test_a_refused_head_request_gets_its_answer_head_without_a_body(engine):
+    # A sidecar-written answer to HEAD (a denial, a 404) carries its body's length but not the
+    # body: writing it anyway failed, and the caller saw the connection close with no answer.
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, h11.SERVER, engine=engine)
+    await client.send_all(
+        b"HEAD /denied HTTP/1.1\r\nhost: t\r\n\r\nGET /next HTTP/1.1\r\nhost: t\r\n\r\n"
+    )
+    assert isinstance(await conn.next_event(), h11.Request)
+    if engine is not None:
+        assert type(await conn.next_event()) is h11.EndOfMessage  # h11: read the end first
+    await send_simple_response(conn, 403, b'{"errorCode": "x"}')
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await client.receive_some(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ") and b"content-length: 18" in head.lower()
+    assert rest == b""
+    assert conn.reusable
+    conn.start_next_cycle()
+    follow_up = await conn.next_event()
+    assert isinstance(follow_up, h11.Request) and follow_up.target == b"/next"

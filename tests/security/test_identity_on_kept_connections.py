@@ -16,6 +16,13 @@ spellings of the same hole:
 
 * **A streamed answer that outlives the caller's SVID.** An SSE stream opened while the leaf was
   valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
+  One whose head the app sends only after the expiry, all at once, never starts.
+
+* **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
+  binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
+  caller the new map leaves alone goes on.
+  At the outbound door likewise: a stream from a peer whose App ID a binding gave to another
+  SPIFFE ID is cut at the caller's sidecar.
 
 The app's own request counter proves what arrived. Twins: a new connection with the same
 certificate is refused at once (the binding is in force; the expired SVID fails its handshake).
@@ -32,6 +39,7 @@ import httpx
 import pytest
 
 from identity import AppIdentity, SpiffeId, save_svid_dir
+from tests._support.gated_stream import open_gated_stream, rest_of_gated_stream
 from tests._support.pki import utcnow
 from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, BINDING, World
 
@@ -120,29 +128,10 @@ class KeptConnection:
         return int(data.split(b" ")[1])
 
     def open_stream(self) -> bytes:
-        """GET the app's gated SSE stream and read up to its first event (which it sends at
-        once; the second waits for ``/release``)."""
-        self.sock.sendall(b"GET /sse-gated HTTP/1.1\r\nhost: server\r\n\r\n")
-        data = b""
-        while b"data: first" not in data:
-            chunk = self.sock.recv(65536)
-            assert chunk, data
-            data += chunk
-        return data
+        return open_gated_stream(self.sock)
 
     def rest_of_stream(self, timeout: float) -> tuple[bytes, bool]:
-        """What else arrives on the stream: (bytes, True) once the sidecar closed it."""
-        self.sock.settimeout(timeout)
-        data = b""
-        try:
-            while b"data: second" not in data:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return data, True
-                data += chunk
-        except (ConnectionError, ssl.SSLError):
-            return data, True
-        return data, False
+        return rest_of_gated_stream(self.sock, timeout)
 
     def post_after_close(self) -> int:
         """A post on a connection the sidecar should have closed: 0 if it did (the close
@@ -272,3 +261,115 @@ def test_a_stream_is_cut_when_the_callers_svid_expires(world):
     finally:
         _release(app)
         kept.close()
+
+
+# -- a streamed answer that outlives a binding moving its caller's App ID ----------------------
+
+# The squatter's own SPIFFE ID bound to the App ID it already holds: the map changes, its caller
+# does not (the plain ns/default/mcp-client form, no longer the App's, shows it in force).
+OWN_BINDING = BINDING.replace("sa/agent-runner", "sa/mcp-client")
+
+
+def _stream_across_binding(world, binding: str, probe: tuple[str, ...]) -> tuple[bytes, bool]:
+    """Open the gated stream as the squatter, apply ``binding`` and wait until a new
+    connection as ``probe`` shows it in force, release the app: what else arrives."""
+    app, inbound = _server(world)
+    squatter = _svid(world, "squatter", ("ns", "default", "sa", "mcp-client"))
+    probe_dir = _svid(world, "probe", probe)
+    kept = KeptConnection(squatter, inbound)
+    try:
+        kept.open_stream()
+        assert _fresh_status(probe_dir, inbound) == 200
+        world.apply("binding.yaml", binding)
+        deadline = time.monotonic() + 20
+        while _fresh_status(probe_dir, inbound) != 403:
+            assert time.monotonic() < deadline, "the binding never took effect"
+            time.sleep(0.2)
+        _release(app)
+        return kept.rest_of_stream(timeout=10)
+    finally:
+        _release(app)
+        kept.close()
+
+
+def test_a_squatters_stream_is_cut_when_a_binding_takes_its_app_id(world):
+    data, closed = _stream_across_binding(world, BINDING, ("ns", "default", "sa", "mcp-client"))
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_goes_on_when_a_binding_leaves_its_caller_the_app_id(world):
+    data, closed = _stream_across_binding(world, OWN_BINDING, ("ns", "default", "mcp-client"))
+    assert b"data: second" in data and not closed, data
+
+
+def test_a_stream_whose_head_comes_after_the_callers_svid_expired_never_starts(world):
+    # The app holds its answer (head and all) past the caller's expiry, then sends it at once:
+    # no read of it waits, so the stream's deadline alone would let it through whole.
+    app, inbound = _server(world)
+    ttl = dt.timedelta(seconds=2)
+    client = _svid(world, "short", ("ns", "default", "mcp-client"), ttl=ttl)
+    expiry = time.monotonic() + ttl.total_seconds()
+    kept = KeptConnection(client, inbound)
+    try:
+        kept.sock.sendall(b"GET /sse-held HTTP/1.1\r\nhost: server\r\n\r\n")
+        time.sleep(max(0.0, expiry - time.monotonic()) + 0.5)
+        _release(app)
+        kept.sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = kept.sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 403 ") and b"data: held" not in data, data
+    finally:
+        _release(app)
+        kept.close()
+
+
+# -- the outbound door: a stream from a peer whose App ID a binding moved elsewhere -------------
+
+# The server's App ID given to another SPIFFE ID (the server's own SVID is sa/server), or to its
+# own (the map changes, the peer it names does not).
+SERVER_ELSEWHERE = BINDING.replace("sa/agent-runner", "sa/other-server").replace(
+    "appID: mcp-client", "appID: server"
+)
+SERVER_IN_PLACE = SERVER_ELSEWHERE.replace("sa/other-server", "sa/server")
+
+
+def _outbound_stream_across_binding(world, binding: str) -> tuple[bytes, bool]:
+    """The app behind a caller sidecar streams from the server; ``binding`` is applied and
+    the caller has installed the new map; the server app sends its next event."""
+    app = world.procs.app()
+    world.sidecar("server", ("ns", "default", "sa", "server"), app_port=app.ready["port"])
+    caller = world.sidecar("caller", ("ns", "default", "sa", "caller"))
+    sock = socket.create_connection(caller.address("http"), timeout=15)
+    try:
+        sock.sendall(
+            b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        )
+        data = b""
+        while b"data: first" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        applied = caller.stderr().count("identity map applied")
+        world.apply("binding.yaml", binding)
+        deadline = time.monotonic() + 20
+        while caller.stderr().count("identity map applied") == applied:
+            assert time.monotonic() < deadline, "the caller never installed the new map"
+            time.sleep(0.05)
+        _release(app)
+        return rest_of_gated_stream(sock, timeout=10)
+    finally:
+        _release(app)
+        sock.close()
+
+
+def test_a_stream_from_a_peer_whose_app_id_a_binding_moved_is_cut(world):
+    data, closed = _outbound_stream_across_binding(world, SERVER_ELSEWHERE)
+    assert closed and b"data: second" not in data, data
+
+
+def test_twin_a_stream_from_a_peer_the_new_map_still_names_goes_on(world):
+    data, closed = _outbound_stream_across_binding(world, SERVER_IN_PLACE)
+    assert b"data: second" in data and not closed, data
