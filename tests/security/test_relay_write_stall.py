@@ -108,7 +108,19 @@ def test_a_caller_that_reads_a_large_answer_gets_all_of_it(relay, door):
 
 # -- the other direction: an app that stops reading the request body it is sent ------------------
 
-BODY_SIZE = 32 << 20  # far more than the socket buffers between the sidecar and the app hold
+BODY_SIZE = 16 << 20  # far more than the socket buffers between the sidecar and the app hold
+
+
+@pytest.fixture(scope="module")
+def relay_with_default_limits(tmp_path_factory, mesh_ca):
+    """The twin's mesh: the default 30 s bound. Under the attack's 1 s bound, any pause of a
+    second on a loaded machine (the sender thread, the app) would cut a legitimate upload."""
+    mesh = Mesh(tmp_path_factory.mktemp("write-stall-twin"), mesh_ca)
+    relay = start_relay_mesh(mesh)
+    client = mesh.sidecar("client")
+    yield relay, client
+    killed = mesh.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
 def _post_big_body(relay, client, door: str, path: str) -> tuple[bytes, bool]:
@@ -162,8 +174,8 @@ def test_an_app_that_stops_reading_a_request_body_does_not_hold_the_caller(relay
 
 
 @pytest.mark.parametrize("door", ["inbound", "outbound"])
-def test_twin_an_app_that_reads_a_large_request_body_answers_it(relay, door):
-    relay_mesh, client = relay
+def test_twin_an_app_that_reads_a_large_request_body_answers_it(relay_with_default_limits, door):
+    relay_mesh, client = relay_with_default_limits
     data, timed_out = _post_big_body(relay_mesh, client, door, "/echo?msg=big")
     assert not timed_out
     assert data.startswith(b"HTTP/1.1 200"), data[:300]
