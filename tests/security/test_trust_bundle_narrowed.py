@@ -25,7 +25,12 @@ import httpx
 import pytest
 
 from identity import TrustBundle, client_context, save_svid_dir
-from tests._support.gated_stream import open_gated_stream, rest_of_gated_stream
+from tests._support.gated_stream import (
+    INVOKE_GATED,
+    open_gated_stream,
+    post_echo,
+    rest_of_gated_stream,
+)
 from tests._support.pki import issue, make_ca
 from tests.integration.conftest import Mesh
 
@@ -40,21 +45,7 @@ class Kept:
 
     def post(self) -> int:
         """The answer's status, or 0 if the sidecar closed (or reset) the connection."""
-        try:
-            self.sock.sendall(b"POST /echo HTTP/1.1\r\nhost: server\r\ncontent-length: 1\r\n\r\nx")
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return 0
-                data += chunk
-        except (ConnectionError, ssl.SSLError):
-            return 0
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        while len(body) < length:
-            body += self.sock.recv(65536)
-        return int(head.split(b" ")[1])
+        return post_echo(self.sock)
 
     def close(self) -> None:
         self.sock.close()
@@ -209,12 +200,7 @@ def _outbound_stream(mesh, tmp_path, server_ttl=dt.timedelta(hours=1)):
     mesh.procs.sidecar("server", mesh.home, svid_dir=server_dir, app_port=app.ready["port"])
     caller = mesh.procs.sidecar("caller", mesh.home, svid_dir=caller_dir)
     sock = socket.create_connection(caller.address("http"), timeout=15)
-    sock.sendall(b"GET /v1.0/invoke/server/method/sse-gated HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-    data = b""
-    while b"data: first" not in data:  # the first event is out; the second is held back
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
+    open_gated_stream(sock, INVOKE_GATED)  # the first event is out; the second is held back
     return app, caller, caller_dir, caller_svid, both, sock
 
 
