@@ -198,7 +198,8 @@ class InboundProxy:
         async with self.app_pool.connection("app") as upstream:  # discarded on any exception
             if peer_svid is not None:
                 # Who the answer streams to, should it stream: judged again when the map changes.
-                upstream.stream_caller = (peer_svid, _app_of(peer_svid))
+                # (the caller the judge derived from it a moment ago, under the same map)
+                upstream.stream_caller = (peer_svid, verdict.facts.caller)
             await relay_exchange(
                 result,
                 conn,
