@@ -96,6 +96,14 @@ class HttpConnection:
         # After nothing was there (or a request was just sent), wait before reading again.
         self._receive_after_wait = getattr(stream, "receive_after_wait", None)
         self._nothing_yet = False
+        # Between requests on a TLS connection we serve, wait before reading: a caller sends its
+        # next request only once it has our answer, so a read would find nothing, and a TLS read
+        # that finds nothing costs an SSLWantReadError built and caught. (A pipelining caller's
+        # bytes are in the kernel, where the wait sees them, or decrypted and held by OpenSSL,
+        # which ``buffered`` checks.)
+        self._wait_between_requests = (
+            self._direct and role is h11.SERVER and isinstance(stream.socket, ssl.SSLSocket)
+        )
         self._sweeper: Sweeper | None = None
         self.wait_deadline = math.inf  # while a direct read waits under a deadline
         self._expired = False
@@ -375,6 +383,8 @@ class HttpConnection:
         self.http.start_next_cycle()
         self._sent_method = None
         self._bodyless_answer = False
+        if self._wait_between_requests and not self.stream.buffered():
+            self._nothing_yet = True
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as scope:

@@ -8,6 +8,7 @@ closing wakes a task still waiting to read.
 
 from __future__ import annotations
 
+import re
 import socket
 
 import h11
@@ -17,6 +18,7 @@ import trio.testing
 from identity import AppIdentity, client_context, server_context
 from sidecar.http.connection import YIELD_EVERY, HttpConnection
 from sidecar.http.socket_stream import DirectStream
+from sidecar.http.wire import ResponseHead
 from tests._support.pki import utcnow
 
 
@@ -134,3 +136,45 @@ async def test_a_peer_that_always_has_more_bytes_does_not_starve_other_tasks():
         nursery.cancel_scope.cancel()
     a.close()
     b.close()
+
+
+async def _serve_in_order(conn: HttpConnection, count: int) -> list[bytes]:
+    """Answer ``count`` requests one after another on ``conn``, as the server loop does."""
+    served = []
+    for _ in range(count):
+        request = await conn.next_event()
+        assert isinstance(request, h11.Request)
+        while type(await conn.next_event()) is not h11.EndOfMessage:
+            pass
+        served.append(request.target)
+        body = request.target
+        head = ResponseHead(200, [(b"content-length", b"%d" % len(body))])
+        await conn.send_message(head, body)
+        assert conn.reusable
+        conn.start_next_cycle()
+    return served
+
+
+async def test_requests_pipelined_over_tls_are_all_served_in_order(mesh_ca):
+    """Between requests a TLS server connection waits before it reads (the next request cannot
+    be there yet, unless the caller pipelines): requests that are already there — in the same
+    TLS record as the one answered, or in records sent before any answer was read — are served
+    at once, in order, none waiting for more bytes."""
+    server, client = _tls_pair(mesh_ca)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    conn = HttpConnection(server, h11.SERVER)
+    first_record = b"GET /a HTTP/1.1\r\nhost: t\r\n\r\nGET /b HTTP/1.1\r\nhost: t\r\n\r\n"
+    await client.send_all(first_record)
+    await client.send_all(b"POST /c HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi")
+    await client.send_all(b"GET /d HTTP/1.1\r\nhost: t\r\n\r\n")
+    with trio.fail_after(5):
+        served = await _serve_in_order(conn, 4)
+        answers = b""
+        while not answers.endswith(b"/d"):
+            answers += await client.receive_some(65536)
+    assert served == [b"/a", b"/b", b"/c", b"/d"]
+    assert re.findall(rb"HTTP/1.1 200 [^\r]*\r\n[^\r]*\r\n\r\n(/.)", answers) == served
+    await client.aclose()
+    await server.aclose()
