@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import h11
 import trio
@@ -56,6 +56,31 @@ class CallerExpired(SidecarError):
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
+
+
+class CallerTokenExpired(SidecarError):
+    """A streamed answer outlived the bearer token its request was judged with (inbound)."""
+
+    code = "token_expired"  # the bearer layer's own name for it
+    http_status = 403
+
+
+class StreamEnd(NamedTuple):
+    """When a streamed answer must end at the latest, and the error it ends with: the first of
+    the caller's SVID notAfter and its bearer token's expiry (an SSE stream is one request that
+    may last hours; the credentials it was judged with do not)."""
+
+    at: float  # POSIX seconds
+    error: Callable[[], SidecarError]
+
+
+def stream_end(svid_not_after: float | None, token_expires: float | None = None):
+    """The :class:`StreamEnd` of an answer to a caller holding these credentials, or None."""
+    if token_expires is not None and (svid_not_after is None or token_expires < svid_not_after):
+        return StreamEnd(token_expires, _token_expired)
+    if svid_not_after is not None:
+        return StreamEnd(svid_not_after, _caller_expired)
+    return None
 
 
 class BodyTransform(Protocol):
@@ -166,7 +191,7 @@ async def _relay_response(
     result: ExchangeResult,
     buffer_limit: int,
     head_timeout: float,
-    stream_until: float | None = None,
+    stream_end: StreamEnd | None = None,
     streams: dict[HttpConnection, bool] | None = None,
 ) -> None:
     if streams is not None:
@@ -176,9 +201,7 @@ async def _relay_response(
         up.cut = False
         streams[up] = False
     try:
-        await _relay_answer(
-            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
-        )
+        await _relay_answer(up, down, plan, result, buffer_limit, head_timeout, stream_end, streams)
     finally:
         if streams is not None:
             del streams[up]
@@ -191,7 +214,7 @@ async def _relay_answer(
     result: ExchangeResult,
     buffer_limit: int,
     head_timeout: float,
-    stream_until: float | None,
+    stream_end: StreamEnd | None,
     streams: dict[HttpConnection, bool] | None,
 ) -> None:
     # The wait for the head is a phase of the upstream connection (no cancel scope of its own).
@@ -224,17 +247,25 @@ async def _relay_answer(
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
-    if up.cut or (stream_until is not None and time.time() >= stream_until):
-        # Marked while its head was awaited, or the peer's SVID expired meanwhile: the stream
-        # never starts (its first reads need not wait, so its phase alone would not stop it).
-        raise _caller_expired()
+    if up.cut:
+        raise _caller_expired()  # marked while its head was awaited: the stream never starts
+    if stream_end is not None and time.time() >= stream_end.at:
+        # The caller's SVID or token expired while the head was awaited: the stream never
+        # starts (its first reads need not wait, so its phase alone would not stop it).
+        raise stream_end.error()
     await _send_head(down, event, headers, result)
     saved = None
-    if stream_until is not None:
+    if stream_end is not None:
         # A streamed answer (an SSE stream may stay open for hours) ends when the caller's
-        # leaf does: a read of it still waiting then fails, and the caller's connection is cut.
-        deadline = trio.current_time() + (stream_until - time.time())  # on trio's clock
-        saved = up.begin_phase(deadline, _caller_expired)
+        # leaf or token does: a read of it still waiting then fails, and the caller's
+        # connection is cut. A proxy that cuts it sooner (``up.cut``) interrupts this phase.
+        deadline = trio.current_time() + (stream_end.at - time.time())  # on trio's clock
+        error = stream_end.error
+
+        def ended() -> SidecarError:
+            return _caller_expired() if up.cut else error()
+
+        saved = up.begin_phase(deadline, ended)
         if streams is not None:
             streams[up] = True  # from now on a cut interrupts this phase
     try:
@@ -248,6 +279,12 @@ def _caller_expired() -> CallerExpired:
     return CallerExpired(
         "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
         " while the answer was streaming"
+    )
+
+
+def _token_expired() -> CallerTokenExpired:
+    return CallerTokenExpired(
+        "the bearer token the request was judged with expired while the answer was streaming"
     )
 
 
@@ -341,14 +378,14 @@ async def relay_exchange(
     plan: ResponsePlanner | None = None,
     buffer_limit: int = 4 * 1024 * 1024,
     head_timeout: float = 60.0,
-    stream_until: float | None = None,
+    stream_end: StreamEnd | None = None,
     streams: dict[HttpConnection, bool] | None = None,
 ) -> None:
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left. A streamed answer
-    is cut at ``stream_until`` (wall-clock seconds, the caller's notAfter: CallerExpired), or
-    when its upstream connection, listed in ``streams`` meanwhile, is interrupted."""
+    is cut at ``stream_end`` (see :func:`stream_end`), or when its upstream connection, listed
+    in ``streams`` meanwhile, is interrupted."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
@@ -356,7 +393,7 @@ async def relay_exchange(
         await up.send_message(request, body)
         result.bytes_up += len(body)
         await _relay_response(
-            up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+            up, down, plan, result, buffer_limit, head_timeout, stream_end, streams
         )
         result.upstream_reusable = up.reusable
         return
@@ -365,7 +402,7 @@ async def relay_exchange(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_copy_request_body, down, up, None, result)
             await _relay_response(
-                up, down, plan, result, buffer_limit, head_timeout, stream_until, streams
+                up, down, plan, result, buffer_limit, head_timeout, stream_end, streams
             )
             # The answer is complete. If the request body is still flowing, the server did not
             # want it: stop copying (the upstream connection cannot be reused then).

@@ -344,7 +344,8 @@ class InboundJudge:
         if judged.route is not None and inbound.verb == "DELETE":
             after = self._session_ender(inbound)
         head = request_head(judged.request.method, judged.target.wire_path, headers)
-        return Forward(decision, facts, ForwardPlan(head, body, planner, after=after))
+        plan = ForwardPlan(head, body, planner, after=after, token_expires=_token_expiry(judged))
+        return Forward(decision, facts, plan)
 
     def _session_ender(self, inbound: InboundRequest):
         sid = mcp_route.session_id(inbound)
@@ -386,14 +387,22 @@ def _small_body(headers) -> bool:
         return False
 
 
-def _token_expired(judged: _Judged, now: float) -> bool:
-    """True when the token the head was judged with has expired since (re-judge then), with
-    the same clock-skew leeway the token check forgives."""
+def _token_expiry(judged: _Judged) -> float | None:
+    """When the token the request was judged with stops being accepted: its ``exp`` plus the
+    clock-skew leeway the token check forgives (None: no token, or one without ``exp``)."""
     if judged.verified is None:
-        return False
+        return None
     expires = judged.verified.claims.get("exp")
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
     leeway = judged.policy.bearer.leeway if judged.policy.bearer is not None else 0.0
-    return isinstance(expires, int | float) and expires + leeway <= now
+    return float(expires) + leeway
+
+
+def _token_expired(judged: _Judged, now: float) -> bool:
+    """True when the token the head was judged with has expired since (re-judge then)."""
+    expires = _token_expiry(judged)
+    return expires is not None and expires <= now
 
 
 # The SDK's legacy HTTP+SSE transport: GET /sse opens the stream, POST /messages/?session_id=

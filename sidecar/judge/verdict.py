@@ -116,6 +116,9 @@ class ForwardPlan:
     response_plan: Any = None  # relay ResponsePlanner (MCP response filtering), or None
     upstream: Any = None  # pool key of the upstream (outbound: (address, expected identity))
     after: Any = None  # called with the response status once the exchange completed
+    # Inbound: when the bearer token the request was judged with expires (POSIX seconds, its
+    # ``exp`` plus the leeway the check forgave), or None. A streamed answer ends then.
+    token_expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, read_whole_body, relay_exchange
+from ..http.relay import ExchangeResult, read_whole_body, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..judge import Answer, Forward, InboundJudge, InboundSite, ReadBody
 from ..judge.inbound import STANDARD_METHODS
@@ -209,7 +209,9 @@ class InboundProxy:
                 plan=plan.response_plan,
                 buffer_limit=self.config.max_inspected_response,
                 head_timeout=self.config.response_head_timeout,
-                stream_until=peer_svid.not_after if peer_svid is not None else None,
+                stream_end=stream_end(
+                    peer_svid.not_after if peer_svid is not None else None, plan.token_expires
+                ),
                 streams=self._streams,
             )
         if plan.after is not None:

@@ -35,7 +35,7 @@ from ..audit import AuditLog, outbound_fields, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, relay_exchange
+from ..http.relay import ExchangeResult, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..http.socket_stream import tls_client_stream
 from ..identity_source import IdentityHolder
@@ -193,7 +193,7 @@ class OutboundProxy:
                     head,
                     head_timeout=self.config.response_head_timeout,
                     # A streamed answer ends with the peer's leaf, or when the bundle drops its CA.
-                    stream_until=peer.svid.not_after if peer is not None else None,
+                    stream_end=stream_end(peer.svid.not_after if peer is not None else None),
                     streams=self._streams,
                 )
             except ConnectionLost as exc:

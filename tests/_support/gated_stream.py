@@ -45,12 +45,14 @@ def post_echo(sock: socket.socket) -> int:
 INVOKE_GATED = b"/v1.0/invoke/server/method/sse-gated"  # the stream via a caller's sidecar
 
 
-def open_gated_stream(sock: socket.socket, target: bytes = b"/sse-gated") -> bytes:
+def open_gated_stream(
+    sock: socket.socket, target: bytes = b"/sse-gated", extra_headers: bytes = b""
+) -> bytes:
     """GET the stream and read up to its first event. ``target`` is the app's path on an
     inbound port, or :data:`INVOKE_GATED` on a caller's outbound port (which wants a loopback
-    Host)."""
+    Host); ``extra_headers`` are whole header lines (an ``authorization`` one, say)."""
     host = b"127.0.0.1" if target == INVOKE_GATED else b"server"
-    sock.sendall(b"GET %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (target, host))
+    sock.sendall(b"GET %s HTTP/1.1\r\nhost: %s\r\n%s\r\n" % (target, host, extra_headers))
     data = b""
     while b"data: first" not in data:
         chunk = sock.recv(65536)

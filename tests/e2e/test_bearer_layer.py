@@ -34,6 +34,7 @@ import httpx
 import pytest
 import yaml
 
+from tests._support.bearer_documents import bearer_component, bearer_configuration, publish_issuer
 from tests._support.jose_mint import (
     claims,
     hmac_with_public_key,
@@ -107,39 +108,28 @@ class World:
 
 
 def _component(name: str, issuer: str, **extra: str) -> dict:
-    metadata = [{"name": "issuer", "value": issuer}, {"name": "audience", "value": AUDIENCE}]
-    metadata += [{"name": k, "value": v} for k, v in extra.items()]
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name},
-        "spec": {"type": "middleware.http.bearer", "version": "v1", "metadata": metadata},
-    }
+    return bearer_component(name, issuer, AUDIENCE, **extra)
+
+
+# Only ``client`` passes the ACL of the apps it guards.
+ONLY_CLIENT = {
+    "defaultAction": "deny",
+    "trustDomain": "public",
+    "policies": [
+        {
+            "appId": "client",
+            "defaultAction": "allow",
+            "trustDomain": "public",
+            "namespace": "default",
+        }
+    ],
+}
 
 
 def _configuration(name: str, component: str, *, acl: bool) -> dict:
-    spec: dict = {
-        "httpPipeline": {"handlers": [{"name": component, "type": "middleware.http.bearer"}]}
-    }
     if acl:
-        spec["accessControl"] = {
-            "defaultAction": "deny",
-            "trustDomain": "public",
-            "policies": [
-                {
-                    "appId": "client",
-                    "defaultAction": "allow",
-                    "trustDomain": "public",
-                    "namespace": "default",
-                }
-            ],
-        }
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Configuration",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+        return bearer_configuration(name, component, accessControl=ONLY_CLIENT)
+    return bearer_configuration(name, component)
 
 
 def _apply(mcp: McpMesh, root: Path, issuer: str, rot_issuer: str, dark_jwks: str) -> None:
@@ -186,11 +176,7 @@ def world(tmp_path_factory, mesh_ca):
         # Whatever happens while the world is built, every process started is stopped (before
         # the issuers, which the sidecars would otherwise log as unreachable).
         stack.callback(_stop_all, mcp)
-        site.put(
-            "/.well-known/openid-configuration",
-            {"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"},
-        )
-        site.put("/jwks.json", jwks(keys["k1"]), cache_control="public, max-age=300")
+        publish_issuer(site, issuer, keys["k1"], cache_control="public, max-age=300")
         rot_site.put("/jwks.json", jwks(keys["r1"]))
         dark_jwks = f"http://127.0.0.1:{closed_port()}/jwks.json"
         _apply(mcp, root, issuer, rot_issuer, dark_jwks)

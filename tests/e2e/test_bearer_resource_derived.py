@@ -24,7 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from tests._support.jose_mint import claims, jwks, rsa_key, sign
+from tests._support.bearer_documents import bearer_component, bearer_configuration, publish_issuer
+from tests._support.jose_mint import claims, rsa_key, sign
 from tests._support.mcp_mesh import McpMesh
 from tests._support.switchable_issuer import IssuerSite, serve_issuer
 from tests.integration.conftest import Mesh
@@ -49,21 +50,10 @@ WARNING = "has no 'resource' and protects an app that is not an MCP server"
 
 
 def _documents(issuer: str) -> list[dict]:
-    metadata = [{"name": "issuer", "value": issuer}, {"name": "audience", "value": AUDIENCE}]
-    component = {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": "bearer-open"},
-        "spec": {"type": "middleware.http.bearer", "version": "v1", "metadata": metadata},
-    }
-    pipeline = {"handlers": [{"name": "bearer-open", "type": "middleware.http.bearer"}]}
-    configuration = {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Configuration",
-        "metadata": {"name": "open-config"},
-        "spec": {"httpPipeline": pipeline},
-    }
-    return [component, configuration]
+    return [
+        bearer_component("bearer-open", issuer, AUDIENCE),
+        bearer_configuration("open-config", "bearer-open"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +65,7 @@ def world(tmp_path_factory, mesh_ca):
     with ExitStack() as stack:
         issuer = stack.enter_context(serve_issuer(site))
         stack.callback(lambda: mcp.procs.stop_all())
-        site.put(
-            "/.well-known/openid-configuration",
-            {"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"},
-        )
-        site.put("/jwks.json", jwks(key))
+        publish_issuer(site, issuer, key)
         path = root / "documents.yaml"
         path.write_text(yaml.safe_dump_all(_documents(issuer), sort_keys=False))
         mcp.tm("apply", "-f", str(path))

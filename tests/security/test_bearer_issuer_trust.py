@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from tests._support.bearer_documents import bearer_component, bearer_configuration, publish_issuer
 from tests._support.jose_mint import claims, jwks, rsa_key, sign
 from tests._support.mcp_mesh import McpMesh
 from tests._support.switchable_issuer import IssuerSite, serve_issuer
@@ -34,24 +35,7 @@ ORIGIN_ERROR = "jwks_uri is not on the issuer's origin"
 
 
 def _component(name: str, issuer: str, **extra: str) -> dict:
-    metadata = [{"name": "issuer", "value": issuer}, {"name": "audience", "value": AUDIENCE}]
-    metadata += [{"name": k, "value": v} for k, v in extra.items()]
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name},
-        "spec": {"type": "middleware.http.bearer", "version": "v1", "metadata": metadata},
-    }
-
-
-def _configuration(name: str, component: str) -> dict:
-    pipeline = {"handlers": [{"name": component, "type": "middleware.http.bearer"}]}
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Configuration",
-        "metadata": {"name": name},
-        "spec": {"httpPipeline": pipeline},
-    }
+    return bearer_component(name, issuer, AUDIENCE, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +54,12 @@ def world(tmp_path_factory, mesh_ca):
             "/.well-known/openid-configuration",
             {"issuer": foreign_issuer, "jwks_uri": f"{elsewhere}/jwks.json"},
         )
-        honest.put(
-            "/.well-known/openid-configuration",
-            {"issuer": same_issuer, "jwks_uri": f"{same_issuer}/jwks.json"},
-        )
-        honest.put("/jwks.json", jwks(key))
+        publish_issuer(honest, same_issuer, key)
         documents = [
             _component("bearer-foreign", foreign_issuer),
             _component("bearer-same", same_issuer, requiredTokenType="at+jwt"),
-            _configuration("foreign-config", "bearer-foreign"),
-            _configuration("same-config", "bearer-same"),
+            bearer_configuration("foreign-config", "bearer-foreign"),
+            bearer_configuration("same-config", "bearer-same"),
         ]
         path = root / "documents.yaml"
         path.write_text(yaml.safe_dump_all(documents, sort_keys=False))

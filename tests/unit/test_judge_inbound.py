@@ -362,3 +362,19 @@ def test_token_still_valid_when_the_body_completes_is_forwarded_with_its_subject
     sent = verdict.plan.head.headers
     assert b"authorization" not in names(sent)
     assert value(sent, b"x-trustmesh-subject") == b"alice"
+
+
+def test_a_forward_judged_with_a_token_carries_when_the_token_expires(issuer):
+    # The relay ends a streamed answer then: exp plus the leeway the token check forgave.
+    judge, _ = judge_for(bearer_policy(), keys=FakeKeySources(issuer))
+    token = issuer.mint(claims(exp=int(NOW) + 30))
+    request = head(b"GET", b"/events", [(b"authorization", f"Bearer {token}".encode())])
+    verdict = judge_head(judge, request, now=NOW)
+    assert isinstance(verdict, Forward)
+    assert verdict.plan.token_expires == NOW + 30 + 5.0
+
+
+def test_twin_a_forward_without_a_bearer_layer_has_no_token_expiry():
+    judge, _ = judge_for(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    verdict = judge_head(judge, head(b"GET", b"/events", []), now=NOW)
+    assert isinstance(verdict, Forward) and verdict.plan.token_expires is None
