@@ -151,6 +151,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     )
     metrics.watch_audit(audit)
     registered = False
+    ready = False
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
@@ -282,6 +283,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     admin=_fmt(admin_address),
                 )
                 task_status.started(running)
+                ready = True
                 if opts.handle_signals:
                     serving.start_soon(_drain_on_signal, running)
             nursery.cancel_scope.cancel()
@@ -290,7 +292,8 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             registry.unregister(me.app_id, me.namespace, os.getpid())
         audit.close()
         audit.tracing.shutdown()
-        log.info("sidecar stopped", spiffe_id=str(me))
+        if ready:  # a sidecar that never got ready says why in the one error line it exits with
+            log.info("sidecar stopped", spiffe_id=str(me))
 
 
 def _on_policy(new_policy, inbound: InboundProxy, metrics: SidecarMetrics) -> None:
