@@ -37,6 +37,7 @@ def outbound_fields(
         "status": result.status,
         "response_bytes": result.bytes_down,
         "layer": "outbound",
+        "cut": result.cut,
     }
     if refused is None:
         fields.update(decision="allow", reason="sent")

@@ -43,6 +43,10 @@ DECISION_FIELDS = (
     "response_bytes",
     "duration_ms",
     "trace_id",
+    # Null when the exchange ended as its head said; else why the answer stopped after its head
+    # left (code: message): the caller's SVID or token expired mid-stream, its CA was dropped, a
+    # binding moved its App ID, the app or the caller went away.
+    "cut",
 )
 
 # The fields a sidecar repeats request after request (its own identity, the caller, the route,
@@ -50,7 +54,7 @@ DECISION_FIELDS = (
 # per distinct combination.
 REPEATED_FIELDS = DECISION_FIELDS[:15]
 VARYING_FIELDS = DECISION_FIELDS[15:]
-assert VARYING_FIELDS == ("status", "response_bytes", "duration_ms", "trace_id")
+assert VARYING_FIELDS == ("status", "response_bytes", "duration_ms", "trace_id", "cut")
 assert REPEATED_FIELDS[7:9] == ("names", "arg_keys")  # the list-valued ones: decision_line
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
@@ -114,7 +118,7 @@ def decision_line(seq: int, ts: float, fields: dict[str, Any], prev: str) -> byt
         fragment = _FRAGMENTS[key] = "".join(
             f',"{name}":{_ENCODER.encode(value)}' for name, value in pairs
         )
-    status, size, duration, trace = map(get, VARYING_FIELDS)
+    status, size, duration, trace, cut = map(get, VARYING_FIELDS)
     if type(status) is int and type(size) is int and type(duration) is float:
         # What every answered request has; the text is json's own (int and float repr).
         tail = f',"status":{status:d},"response_bytes":{size:d},"duration_ms":{_scalar(duration)}'
@@ -124,9 +128,10 @@ def decision_line(seq: int, ts: float, fields: dict[str, Any], prev: str) -> byt
             f',"duration_ms":{_scalar(duration)}'
         )
     trace_json = "null" if trace is None else _scalar(trace)
+    cut_json = "null" if cut is None else _scalar(cut)
     return (
         f'{{"seq":{seq:d},"time":"{rfc3339(ts)}","kind":"decision"{fragment}{tail}'
-        f',"trace_id":{trace_json},"prev":"{prev}"}}'
+        f',"trace_id":{trace_json},"cut":{cut_json},"prev":"{prev}"}}'
     ).encode("ascii")
 
 

@@ -93,4 +93,6 @@ def format_line(record: dict[str, Any]) -> str:
     took_text = f"{took:.1f}ms" if isinstance(took, int | float) else "-"
     direction = "in " if record.get("direction") == "inbound" else "out"
     line = f"{when} {verdict} {direction} {who}  {what}  {why}  {status} {took_text}"
+    if record.get("cut"):
+        line += f"  CUT {record['cut']}"
     return _printable(line)

@@ -104,6 +104,7 @@ class ExchangeResult:
     upstream_reusable: bool = False
     bytes_up: int = 0
     bytes_down: int = 0
+    cut: str | None = None  # why the answer stopped after its head left ("code: message")
 
 
 async def read_whole_body(conn: HttpConnection, limit: int) -> bytes:

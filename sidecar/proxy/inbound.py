@@ -132,6 +132,7 @@ class InboundProxy:
                 await self._forward(conn, verdict, result, info.peer_svid)
         except SidecarError as exc:
             if result.head_sent:
+                result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
             if decision is None or decision.allowed:
                 layer = "app" if isinstance(verdict, Forward) else "request"
@@ -244,6 +245,7 @@ class InboundProxy:
             status=result.status,
             response_bytes=result.bytes_down,
             duration_ms=round(elapsed * 1000, 3),
+            cut=result.cut,
             **({"trace_id": facts.trace_id} if facts.trace_id else {}),
         )
         self.metrics.observe_request(

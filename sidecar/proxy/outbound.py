@@ -167,6 +167,7 @@ class OutboundProxy:
                 await self._forward(conn, verdict.plan, result)
         except SidecarError as exc:
             if result.head_sent:
+                result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
                 raise ConnectionLost(f"upstream failed mid-response: {exc}") from exc
             decision = Decision.deny("peer", exc.code, str(exc), exc.http_status)
             result.status = exc.http_status

@@ -14,6 +14,7 @@ test app's ``/sse-gated`` sends one event at once and the next only after ``/rel
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from contextlib import ExitStack
@@ -59,7 +60,7 @@ def world(tmp_path, mesh_ca):
         app = mcp.procs.app("server-app")
         mcp.sidecar("server", app_port=app.ready["port"])
         client = mcp.sidecar("client")
-        world = {"key": key, "issuer": issuer, "app": app, "client": client}
+        world = {"key": key, "issuer": issuer, "app": app, "client": client, "home": mcp.home}
         _wait_for_keys(world)
         yield world
 
@@ -77,6 +78,19 @@ def _wait_for_keys(world) -> None:
         assert time.monotonic() < deadline, reply.text
         time.sleep(0.05)
     assert reply.status_code == 200, reply.text
+
+
+def _stream_record(world) -> dict:
+    """The server sidecar's audit record of the stream (written within ~100 ms of its end)."""
+    log = world["home"] / "audit" / "default.server.jsonl"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        found = [r for r in map(json.loads, lines) if r.get("path") == "sse-gated"]
+        if found:
+            return found[-1]
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
 
 
 def _release(world) -> None:
@@ -98,6 +112,8 @@ def test_twin_a_stream_opened_with_a_long_lived_token_delivers_what_comes_later(
         _release(world)
         data, closed = rest_of_gated_stream(sock, timeout=10)
     assert b"data: second" in data and not closed, data
+    record = _stream_record(world)
+    assert (record["decision"], record["status"], record["cut"]) == ("allow", 200, None), record
 
 
 def test_a_stream_is_cut_when_the_token_it_was_opened_with_expires(world):
@@ -112,6 +128,10 @@ def test_a_stream_is_cut_when_the_token_it_was_opened_with_expires(world):
         finally:
             _release(world)
     assert closed and b"data: second" not in data, data
+    # The record says the stream was allowed, then cut, and why.
+    record = _stream_record(world)
+    assert (record["decision"], record["status"]) == ("allow", 200), record
+    assert record["cut"].startswith("token_expired: the bearer token"), record
 
 
 def test_a_stream_whose_head_comes_after_the_token_expired_never_starts(world):

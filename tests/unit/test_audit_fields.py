@@ -143,6 +143,19 @@ def test_tail_line_reads_as_a_sentence():
     )
 
 
+def test_tail_line_of_an_answer_cut_after_its_head_says_so_and_why():
+    cut = RECORD | {
+        "decision": "allow",
+        "layer": "acl",
+        "reason": "default_allow",
+        "status": 200,
+        "cut": "ERR_PEER_SVID_EXPIRED: the peer's SVID expired",
+    }
+    assert format_line(cut).endswith(
+        "200 1.2ms  CUT ERR_PEER_SVID_EXPIRED: the peer's SVID expired"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90s", 90), ("10m", 600), ("2h", 7200), ("1.5d", 129600)]
 )
