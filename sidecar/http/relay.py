@@ -76,10 +76,11 @@ class StreamEnd(NamedTuple):
 
 def stream_end(svid_not_after: float | None, token_expires: float | None = None):
     """The :class:`StreamEnd` of an answer to a caller holding these credentials, or None."""
+    # (tuple.__new__: a NamedTuple's own __new__ is a Python call, and this runs per request)
     if token_expires is not None and (svid_not_after is None or token_expires < svid_not_after):
-        return StreamEnd(token_expires, _token_expired)
+        return tuple.__new__(StreamEnd, (token_expires, _token_expired))
     if svid_not_after is not None:
-        return StreamEnd(svid_not_after, _caller_expired)
+        return tuple.__new__(StreamEnd, (svid_not_after, _caller_expired))
     return None
 
 
