@@ -51,24 +51,27 @@ class UpstreamTimeout(SidecarError):
 
 
 class CallerExpired(SidecarError):
-    """A streamed answer outlived the certificate its caller (inbound) or its sender
-    (outbound, the peer sidecar) was authenticated with, or that certificate's trust."""
+    """A streamed answer (or a streamed request body) outlived the certificate its caller
+    (inbound) or its sender (outbound, the peer sidecar) was authenticated with, or that
+    certificate's trust."""
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
 
 
 class CallerTokenExpired(SidecarError):
-    """A streamed answer outlived the bearer token its request was judged with (inbound)."""
+    """A streamed answer (or request body) outlived the bearer token its request was judged
+    with (inbound)."""
 
     code = "token_expired"  # the bearer layer's own name for it
     http_status = 403
 
 
 class StreamEnd(NamedTuple):
-    """When a streamed answer must end at the latest, and the error it ends with: the first of
-    the caller's SVID notAfter and its bearer token's expiry (an SSE stream is one request that
-    may last hours; the credentials it was judged with do not)."""
+    """When a streamed answer or request body must end at the latest, and the error it ends
+    with: the first of the caller's SVID notAfter and its bearer token's expiry (an SSE stream
+    or an upload is one request that may last hours; the credentials it was judged with do
+    not)."""
 
     at: float  # POSIX seconds
     error: Callable[[], SidecarError]
@@ -156,24 +159,32 @@ async def _read_body(conn: HttpConnection, limit: int) -> bytes:
 
 
 async def _copy_request_body(
-    down: HttpConnection, up: HttpConnection, body: bytes | None, result: ExchangeResult
+    down: HttpConnection,
+    up: HttpConnection,
+    result: ExchangeResult,
+    stream_end: StreamEnd | None,
 ) -> None:
-    if body is not None:
-        if body:
-            await up.send(h11.Data(data=body))
-            result.bytes_up += len(body)
-        await up.send(END)
-        return
-    while True:
-        event = await down.next_event()
-        if isinstance(event, h11.Data):
-            result.bytes_up += len(event.data)
-            await up.send(h11.Data(data=event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            await up.send(END)
-            return
-        else:
-            raise ConnectionLost("caller closed the connection before the request body ended")
+    """Stream the caller's body upstream as it arrives. An upload may last as long as its
+    caller keeps sending; like a streamed answer, it ends with the credentials it was judged
+    with (``stream_end``): a read of it still waiting then fails with their error."""
+    saved = None
+    if stream_end is not None:
+        deadline = trio.current_time() + (stream_end.at - time.time())  # on trio's clock
+        saved = down.begin_phase(deadline, stream_end.error)
+    try:
+        while True:
+            event = await down.next_event()
+            if isinstance(event, h11.Data):
+                result.bytes_up += len(event.data)
+                await up.send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await up.send(END)
+                return
+            else:
+                raise ConnectionLost("caller closed the connection before the request body ended")
+    finally:
+        if saved is not None:
+            down.end_phase(saved)
 
 
 def response_headers(response: h11.Response, transform: BodyTransform | None) -> Headers:
@@ -386,8 +397,8 @@ async def relay_exchange(
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left. A streamed answer
-    is cut at ``stream_end`` (see :func:`stream_end`), or when its upstream connection, listed
-    in ``streams`` meanwhile, is interrupted."""
+    or request body is cut at ``stream_end`` (see :func:`stream_end`); a streamed answer also
+    when its upstream connection, listed in ``streams`` meanwhile, is interrupted."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if body is not None:
@@ -402,7 +413,7 @@ async def relay_exchange(
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_copy_request_body, down, up, None, result)
+            nursery.start_soon(_copy_request_body, down, up, result, stream_end)
             await _relay_response(
                 up, down, plan, result, buffer_limit, head_timeout, stream_end, streams
             )

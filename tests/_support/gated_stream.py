@@ -1,6 +1,7 @@
 """A caller's side of a kept connection, over a raw socket (TLS to an inbound port, plain to an
-outbound one): a one-byte ``POST /echo`` and its status, and the test app's ``/sse-gated``
-stream, whose first event is sent at once and the second only after the app's ``/release``.
+outbound one): a one-byte ``POST /echo`` and its status, the test app's ``/sse-gated``
+stream, whose first event is sent at once and the second only after the app's ``/release``,
+and a chunked upload to its ``/sink`` trickled for a while.
 Tests that cut a connection or a stream (an expired SVID, a dropped CA, a moved binding) read
 what else arrives, and whether the sidecar closed it."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 
 POST_ECHO = b"POST /echo HTTP/1.1\r\nhost: server\r\ncontent-length: 1\r\n\r\nx"
 
@@ -74,3 +76,31 @@ def rest_of_gated_stream(sock: socket.socket, timeout: float) -> tuple[bytes, bo
     except (ConnectionError, ssl.SSLError):
         return data, True
     return data, False
+
+
+def trickle_upload(
+    sock: socket.socket,
+    target: bytes = b"/sink",
+    *,
+    seconds: float,
+    extra_headers: bytes = b"",
+    chunk: bytes = b"x" * 1024,
+    every: float = 0.2,
+) -> tuple[int, int]:
+    """POST a chunked body to ``target``: a chunk every ``every`` s for ``seconds``, then its
+    end. Returns (the answer's status, or 0 if the sidecar cut the connection; bytes sent)."""
+    host = b"127.0.0.1" if target.startswith(b"/v1.0/") else b"server"
+    sock.sendall(
+        b"POST %s HTTP/1.1\r\nhost: %s\r\ntransfer-encoding: chunked\r\n%s\r\n"
+        % (target, host, extra_headers)
+    )
+    sent, until = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < until:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            time.sleep(every)
+        sock.sendall(b"0\r\n\r\n")
+    except (ConnectionError, ssl.SSLError):
+        pass  # cut: what the sidecar answered before it closed, if anything, is read below
+    return read_status(sock), sent

@@ -1,10 +1,11 @@
 """A small HTTP/1.1 app for data-plane tests, run as its own process.
 
 Routes: ``/echo`` (method, path, headers and body as JSON), ``/count`` (how many requests this
-process has served, not counting /count itself), ``/sink`` (reads the body in chunks, returns its
-size and SHA-256), ``/chunked?n=K`` (K chunks), ``/sse-gated`` (one event, then waits for
-``/release`` before the second), ``/sse-held`` (its head and one event only after ``/release``),
-``/big?mb=N`` (streams N MiB). Prints one JSON ready line.
+process has served, not counting /count and /sunk), ``/sink`` (reads the body in chunks, returns
+its size and SHA-256), ``/sunk`` (how much of its body the last /sink read, finished or not),
+``/chunked?n=K`` (K chunks), ``/sse-gated`` (one event, then waits for ``/release`` before the
+second), ``/sse-held`` (its head and one event only after ``/release``), ``/big?mb=N`` (streams
+N MiB). Prints one JSON ready line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 COUNT = 0
 COUNT_LOCK = threading.Lock()
 RELEASE = threading.Event()
+SUNK = 0  # body bytes the last /sink has read so far, even if its caller never finished
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -60,17 +62,22 @@ class Handler(BaseHTTPRequestHandler):
         global COUNT
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        if url.path != "/count":
+        if url.path not in ("/count", "/sunk"):
             with COUNT_LOCK:
                 COUNT += 1
         if url.path == "/count":
             self._send_json({"count": COUNT})
         elif url.path == "/sink":
+            global SUNK
             digest, size = hashlib.sha256(), 0
+            SUNK = 0
             for chunk in self._body_chunks():
                 digest.update(chunk)
                 size += len(chunk)
+                SUNK = size
             self._send_json({"size": size, "sha256": digest.hexdigest()})
+        elif url.path == "/sunk":
+            self._send_json({"size": SUNK})
         elif url.path == "/chunked":
             self.send_response(200)
             self.send_header("transfer-encoding", "chunked")

@@ -5,7 +5,8 @@ completes). An SSE stream is one request that may last hours: opened with a toke
 a few seconds later, it kept delivering events for as long as the app sent them. The receiving
 sidecar now ends it at the token's ``exp`` (plus the configured leeway, here none), as it ends
 one at the caller's SVID expiry; one whose head the app sends only after the expiry never
-starts. Twin: a stream opened with a token valid for minutes delivers what comes later.
+starts. Twin: a stream opened with a token valid for minutes delivers what comes later. An
+upload (a chunked request body the caller keeps sending) is cut at the expiry the same way.
 
 Through real sidecars: the caller's outbound-only sidecar ``client``, mutual TLS, and the
 ``server`` sidecar with a bearer component whose issuer this module serves on 127.0.0.1. The
@@ -28,7 +29,12 @@ from tests._support.bearer_documents import (
     bearer_configuration,
     publish_issuer,
 )
-from tests._support.gated_stream import INVOKE_GATED, open_gated_stream, rest_of_gated_stream
+from tests._support.gated_stream import (
+    INVOKE_GATED,
+    open_gated_stream,
+    rest_of_gated_stream,
+    trickle_upload,
+)
 from tests._support.jose_mint import claims, rsa_key, sign
 from tests._support.mcp_mesh import McpMesh
 from tests._support.switchable_issuer import IssuerSite, serve_issuer
@@ -157,3 +163,30 @@ def test_a_stream_whose_head_comes_after_the_token_expired_never_starts(world):
         while b"}" not in body:  # the sidecar's JSON error, not the app's event
             body += sock.recv(65536)
     assert b'"token_expired"' in body and b"data: held" not in body, body
+
+
+INVOKE_SINK = b"/v1.0/invoke/server/method/sink"
+
+
+def _sunk(world) -> int:
+    return httpx.get(f"http://127.0.0.1:{world['app'].ready['port']}/sunk", timeout=5).json()[
+        "size"
+    ]
+
+
+def test_twin_an_upload_with_a_long_lived_token_arrives_whole(world):
+    with _connect(world) as sock:
+        status, sent = trickle_upload(
+            sock, INVOKE_SINK, seconds=1.5, extra_headers=_bearer(_token(world, 300))
+        )
+    assert status == 200 and _sunk(world) == sent
+
+
+def test_an_upload_is_cut_when_the_token_it_was_sent_with_expires(world):
+    # The head is judged while the token is valid; the body keeps coming after it expired.
+    with _connect(world) as sock:
+        status, sent = trickle_upload(
+            sock, INVOKE_SINK, seconds=SHORT + 3, extra_headers=_bearer(_token(world, SHORT))
+        )
+    assert status in (0, 403), status  # refused (or cut) before the body ended
+    assert _sunk(world) < sent  # what came after the cut never reached the app

@@ -18,6 +18,10 @@ spellings of the same hole:
   valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
   One whose head the app sends only after the expiry, all at once, never starts.
 
+* **An upload that outlives the caller's SVID.** A chunked request body streamed to the app
+  kept flowing after the leaf expired, for as long as the caller kept sending; it is now cut at
+  the expiry, as a streamed answer is.
+
 * **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
   binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
   caller the new map leaves alone goes on.
@@ -45,6 +49,7 @@ from tests._support.gated_stream import (
     post_echo,
     read_status,
     rest_of_gated_stream,
+    trickle_upload,
 )
 from tests._support.pki import utcnow
 from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, BINDING, World
@@ -238,6 +243,36 @@ def test_a_stream_is_cut_when_the_callers_svid_expires(world):
     finally:
         _release(app)
         kept.close()
+
+
+# -- a streamed request body (an upload) that outlives the caller's SVID -----------------------
+
+
+def _sunk(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/sunk").json()["size"]
+
+
+def test_twin_an_upload_from_a_caller_with_a_valid_svid_arrives_whole(world):
+    app, inbound = _server(world)
+    kept = KeptConnection(_svid(world, "client", ("ns", "default", "mcp-client")), inbound)
+    try:
+        status, sent = trickle_upload(kept.sock, seconds=1.5)
+    finally:
+        kept.close()
+    assert status == 200 and _sunk(app) == sent
+
+
+def test_an_upload_is_cut_when_the_callers_svid_expires(world):
+    # The head is judged while the leaf is valid; the body keeps coming after it expired.
+    app, inbound = _server(world)
+    ttl = dt.timedelta(seconds=2)
+    kept = KeptConnection(_svid(world, "short", ("ns", "default", "mcp-client"), ttl=ttl), inbound)
+    try:
+        status, sent = trickle_upload(kept.sock, seconds=ttl.total_seconds() + 3)
+    finally:
+        kept.close()
+    assert status in (0, 403), status  # refused (or cut) before the body ended
+    assert _sunk(app) < sent  # what came after the cut never reached the app
 
 
 # -- a streamed answer that outlives a binding moving its caller's App ID ----------------------
