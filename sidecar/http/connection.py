@@ -135,6 +135,9 @@ class HttpConnection:
         # Upstream side: the answer under way must not reach its caller any more (a proxy marks
         # it, then interrupts the phase; see relay._relay_response).
         self.cut = False
+        # Upstream side, while a caller's body streams through it: that caller's connection, so
+        # that cutting the exchange (relay.cut_exchange) also stops the upload.
+        self.upload_from: HttpConnection | None = None
         self._wait_scope: trio.CancelScope | None = None
 
     async def next_event(self) -> h11.Event:

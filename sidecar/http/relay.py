@@ -170,7 +170,13 @@ async def _copy_request_body(
     saved = None
     if stream_end is not None:
         deadline = trio.current_time() + (stream_end.at - time.time())  # on trio's clock
-        saved = down.begin_phase(deadline, stream_end.error)
+        error = stream_end.error
+
+        def ended() -> SidecarError:
+            return _caller_expired() if up.cut else error()  # cut_exchange, or the expiry
+
+        saved = down.begin_phase(deadline, ended)
+        up.upload_from = down
     try:
         while True:
             event = await down.next_event()
@@ -184,7 +190,20 @@ async def _copy_request_body(
                 raise ConnectionLost("caller closed the connection before the request body ended")
     finally:
         if saved is not None:
+            up.upload_from = None
             down.end_phase(saved)
+
+
+def cut_exchange(up: HttpConnection, streaming: bool) -> None:
+    """End the exchange under way on the upstream connection ``up`` for the identity layer (a
+    CA dropped from the bundle, a binding that moved an App ID): a streamed answer stops now,
+    one whose head is still awaited never starts, and a request body still streaming stops
+    too. A whole answer is let finish. ``streaming``: what ``streams`` says of ``up``."""
+    up.cut = True
+    if streaming:
+        up.interrupt()
+    if up.upload_from is not None:
+        up.upload_from.interrupt()
 
 
 def response_headers(response: h11.Response, transform: BodyTransform | None) -> Headers:

@@ -23,7 +23,7 @@ from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, read_whole_body, relay_exchange, stream_end
+from ..http.relay import ExchangeResult, cut_exchange, read_whole_body, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..judge import Answer, Forward, InboundJudge, InboundSite, ReadBody
 from ..judge.inbound import STANDARD_METHODS
@@ -147,26 +147,24 @@ class InboundProxy:
             self._record(facts, decision, result, hop)
 
     def retire_streams(self) -> None:
-        """Cut every answer streaming now, or about to (its head awaited): for a trust bundle
-        that dropped a CA. The listener retires the connections verified under the old bundle
-        once their exchange ends; a stream (an SSE one may last hours) would otherwise keep its
-        caller served until then. A whole answer is let finish. A caller that is still trusted
-        reconnects, as for an idle connection."""
+        """Cut every answer streaming now, or about to (its head awaited), and every request
+        body still streaming: for a trust bundle that dropped a CA. The listener retires the
+        connections verified under the old bundle once their exchange ends; a stream (an SSE
+        one, an upload: either may last hours) would otherwise keep its caller served until
+        then. A whole answer is let finish. A caller that is still trusted reconnects, as for
+        an idle connection."""
         for upstream, streaming in list(self._streams.items()):
-            upstream.cut = True
-            if streaming:
-                upstream.interrupt()
+            cut_exchange(upstream, streaming)
 
     def recheck_streams(self) -> None:
-        """Cut every answer streaming to a caller whose SVID no longer maps to the App ID it
-        was judged as: a binding applied while an SSE stream is open (the next request on that
-        connection would be refused; the stream is one request that may last hours)."""
+        """Cut every exchange streaming (an answer, or a request body) with a caller whose SVID
+        no longer maps to the App ID it was judged as: a binding applied while an SSE stream or
+        an upload is open (the next request on that connection would be refused; the stream is
+        one request that may last hours)."""
         for upstream, streaming in list(self._streams.items()):
             peer_svid, judged_as = upstream.stream_caller
             if _app_of(peer_svid) != judged_as:
-                upstream.cut = True
-                if streaming:
-                    upstream.interrupt()
+                cut_exchange(upstream, streaming)
 
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""

@@ -35,7 +35,7 @@ from ..audit import AuditLog, outbound_fields, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, relay_exchange, stream_end
+from ..http.relay import ExchangeResult, cut_exchange, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..http.socket_stream import tls_client_stream
 from ..identity_source import IdentityHolder
@@ -209,18 +209,14 @@ class OutboundProxy:
         dropped a CA (pooled connections made under the old bundle are not reused; a stream is
         one exchange that may last hours). The app calls again, over a new, verified one."""
         for upstream, streaming in list(self._streams.items()):
-            upstream.cut = True
-            if streaming:
-                upstream.interrupt()
+            cut_exchange(upstream, streaming)
 
     def recheck_streams(self) -> None:
         """Cut every answer streaming (or about to) from a peer the identity map now in force
         no longer makes the App it was dialled as: a binding moved that App ID elsewhere."""
         for upstream, streaming in list(self._streams.items()):
             if not _peer_still_trusted(upstream, None):
-                upstream.cut = True
-                if streaming:
-                    upstream.interrupt()
+                cut_exchange(upstream, streaming)
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""

@@ -18,9 +18,9 @@ spellings of the same hole:
   valid kept delivering events for as long as the app sent them; it is now cut at the expiry.
   One whose head the app sends only after the expiry, all at once, never starts.
 
-* **An upload that outlives the caller's SVID.** A chunked request body streamed to the app
-  kept flowing after the leaf expired, for as long as the caller kept sending; it is now cut at
-  the expiry, as a streamed answer is.
+* **An upload that outlives the caller's SVID, or a binding.** A chunked request body streamed
+  to the app kept flowing after the leaf expired, or after a binding took the caller's App ID,
+  for as long as the caller kept sending; it is now cut then, as a streamed answer is.
 
 * **A streamed answer that outlives a binding.** A squatter's SSE stream, opened before the
   binding took its App ID, kept delivering; it is now cut when the map changes. A stream whose
@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import threading
 import time
 
 import httpx
@@ -312,6 +313,50 @@ def test_a_squatters_stream_is_cut_when_a_binding_takes_its_app_id(world):
 def test_twin_a_stream_goes_on_when_a_binding_leaves_its_caller_the_app_id(world):
     data, closed = _stream_across_binding(world, OWN_BINDING, ("ns", "default", "mcp-client"))
     assert b"data: second" in data and not closed, data
+
+
+def _upload_across_binding(world, binding: str, probe: tuple[str, ...]) -> tuple[int, int, int]:
+    """Trickle a body to the app as the squatter, apply ``binding`` once the app has read part
+    of it and wait until a new connection as ``probe`` shows it in force: (the squatter's
+    status, bytes it sent, bytes the app read)."""
+    app, inbound = _server(world)
+    squatter = _svid(world, "squatter", ("ns", "default", "sa", "mcp-client"))
+    probe_dir = _svid(world, "probe", probe)
+    assert _fresh_status(probe_dir, inbound) == 200
+    kept = KeptConnection(squatter, inbound)
+    outcome: list[tuple[int, int]] = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(trickle_upload(kept.sock, seconds=6)), daemon=True
+    )
+    try:
+        caller.start()
+        deadline = time.monotonic() + 10
+        while _sunk(app) == 0:  # the upload is under way: the app has read its first chunk
+            assert time.monotonic() < deadline, "the upload never reached the app"
+            time.sleep(0.05)
+        world.apply("binding.yaml", binding)
+        deadline = time.monotonic() + 20
+        while _fresh_status(probe_dir, inbound) != 403:
+            assert time.monotonic() < deadline, "the binding never took effect"
+            time.sleep(0.2)
+        caller.join(30)
+    finally:
+        kept.close()
+    (status, sent), *_ = outcome
+    return status, sent, _sunk(app)
+
+
+def test_a_squatters_upload_is_cut_when_a_binding_takes_its_app_id(world):
+    status, sent, sunk = _upload_across_binding(
+        world, BINDING, ("ns", "default", "sa", "mcp-client")
+    )
+    assert status in (0, 403), status  # refused (or cut) before the body ended
+    assert sunk < sent  # what came after the cut never reached the app
+
+
+def test_twin_an_upload_goes_on_when_a_binding_leaves_its_caller_the_app_id(world):
+    status, sent, sunk = _upload_across_binding(world, OWN_BINDING, ("ns", "default", "mcp-client"))
+    assert status == 200 and sunk == sent
 
 
 def test_a_stream_whose_head_comes_after_the_callers_svid_expired_never_starts(world):

@@ -7,9 +7,10 @@ long as it liked. Now a bundle that drops a CA retires every connection verified
 one: idle ones are closed at once, busy ones after their exchange; a caller that is still
 trusted reconnects and is verified again.
 
-A neighbouring spelling: an answer that streams (SSE) is one exchange that may last hours, so
-"after their exchange" let a caller from the dropped CA go on receiving events. A stream in
-flight is now cut when the bundle drops a CA; one in flight when a CA is only added goes on.
+A neighbouring spelling: an answer that streams (SSE), or a request body that does (an upload),
+is one exchange that may last hours, so "after their exchange" let a caller from the dropped CA
+go on receiving events, or sending its body. A stream in flight is now cut when the bundle drops
+a CA; one in flight when a CA is only added goes on.
 
 The app's own request counter proves what arrived.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import threading
 import time
 
 import httpx
@@ -30,6 +32,7 @@ from tests._support.gated_stream import (
     open_gated_stream,
     post_echo,
     rest_of_gated_stream,
+    trickle_upload,
 )
 from tests._support.pki import issue, make_ca
 from tests.integration.conftest import Mesh
@@ -181,6 +184,52 @@ def test_a_stream_to_a_caller_from_a_dropped_ca_is_cut(streaming):
 def test_twin_a_stream_goes_on_when_the_bundle_only_adds_a_ca(streaming):
     data, closed = streaming(drop_second=False)
     assert b"data: second" in data and not closed, data
+
+
+# -- an upload under way when the bundle changes ----------------------------------------------
+
+
+def _sunk(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/sunk").json()["size"]
+
+
+@pytest.fixture
+def uploading(mesh, tmp_path):
+    """A caller from a second CA trickling a chunked body to the app; yields a function that
+    installs a new bundle once the app has read part of it, and returns (the caller's status,
+    bytes it sent, bytes the app read)."""
+    app, kept, reload = _caller_of_a_second_ca(mesh, tmp_path)
+
+    def change_bundle(drop_second: bool) -> tuple[int, int, int]:
+        outcome: list[tuple[int, int]] = []
+        caller = threading.Thread(
+            target=lambda: outcome.append(trickle_upload(kept.sock, seconds=4)), daemon=True
+        )
+        caller.start()
+        deadline = time.monotonic() + 10
+        while _sunk(app) == 0:  # the upload is under way: the app has read its first chunk
+            assert time.monotonic() < deadline, "the upload never reached the app"
+            time.sleep(0.05)
+        reload(drop_second)
+        caller.join(30)
+        (status, sent), *_ = outcome
+        return status, sent, _sunk(app)
+
+    try:
+        yield change_bundle
+    finally:
+        kept.close()
+
+
+def test_an_upload_from_a_caller_of_a_dropped_ca_is_cut(uploading):
+    status, sent, sunk = uploading(drop_second=True)
+    assert status in (0, 403), status  # refused (or cut) before the body ended
+    assert sunk < sent  # what came after the cut never reached the app
+
+
+def test_twin_an_upload_goes_on_when_the_bundle_only_adds_a_ca(uploading):
+    status, sent, sunk = uploading(drop_second=False)
+    assert status == 200 and sunk == sent
 
 
 # -- the outbound door: an answer streaming from a peer whose CA the caller's bundle drops ------
