@@ -18,6 +18,7 @@ resolver can misroute a call into a refusal, never into the wrong app.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import string
@@ -51,8 +52,9 @@ class SidecarRecord:
     app_port: int | None = None
     started_at: float = 0.0
 
-    @property
+    @functools.cached_property
     def inbound_address(self) -> tuple[str, int] | None:
+        """Parsed once per record (a record is looked up for every request sent)."""
         return split_address(self.inbound) if self.inbound else None
 
 

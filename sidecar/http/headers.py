@@ -72,8 +72,13 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
         headers = list(headers)
     skip = _skipped(drop)
     names = list(map(_NAME, headers))
-    if skip.isdisjoint(names) and b"_" not in b"".join(names):
-        return headers.copy()  # nothing to drop (no Connection header, so none nominated)
+    if b"_" not in b"".join(names):
+        present = skip.intersection(names)
+        if not present:
+            return headers.copy()  # nothing to drop (no Connection header, so none nominated)
+        if present == _LENGTH_ONLY:
+            # What nearly every message with a body looks like: only its length to drop.
+            return [pair for pair in headers if pair[0] != b"content-length"]
     nominated = connection_tokens(headers)
     kept = []
     for name, value in headers:
@@ -86,6 +91,7 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) 
 
 
 _SKIPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+_LENGTH_ONLY = {b"content-length"}
 _NAME = itemgetter(0)
 
 
