@@ -170,12 +170,7 @@ async def _copy_request_body(
     saved = None
     if stream_end is not None:
         deadline = trio.current_time() + (stream_end.at - time.time())  # on trio's clock
-        error = stream_end.error
-
-        def ended() -> SidecarError:
-            return _caller_expired() if up.cut else error()  # cut_exchange, or the expiry
-
-        saved = down.begin_phase(deadline, ended)
+        saved = down.begin_phase(deadline, _ended_by(stream_end, up))
         up.upload_from = down
     try:
         while True:
@@ -292,12 +287,7 @@ async def _relay_answer(
         # leaf or token does: a read of it still waiting then fails, and the caller's
         # connection is cut. A proxy that cuts it sooner (``up.cut``) interrupts this phase.
         deadline = trio.current_time() + (stream_end.at - time.time())  # on trio's clock
-        error = stream_end.error
-
-        def ended() -> SidecarError:
-            return _caller_expired() if up.cut else error()
-
-        saved = up.begin_phase(deadline, ended)
+        saved = up.begin_phase(deadline, _ended_by(stream_end, up))
         if streams is not None:
             streams[up] = True  # from now on a cut interrupts this phase
     try:
@@ -310,14 +300,25 @@ async def _relay_answer(
 def _caller_expired() -> CallerExpired:
     return CallerExpired(
         "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
-        " while the answer was streaming"
+        " while the exchange was streaming"
     )
 
 
 def _token_expired() -> CallerTokenExpired:
     return CallerTokenExpired(
-        "the bearer token the request was judged with expired while the answer was streaming"
+        "the bearer token the request was judged with expired while the exchange was streaming"
     )
+
+
+def _ended_by(stream_end: StreamEnd, up: HttpConnection) -> Callable[[], SidecarError]:
+    """The error of a phase bounded by ``stream_end``: its own at the expiry, CallerExpired
+    when a proxy cut the exchange sooner (:func:`cut_exchange` marks ``up``)."""
+    error = stream_end.error
+
+    def ended() -> SidecarError:
+        return _caller_expired() if up.cut else error()
+
+    return ended
 
 
 async def _stream_body(
