@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
+import time
 
 import httpx
 import pytest
 
 from identity import TrustBundle, save_svid_dir
-from tests._support.gated_stream import INVOKE_GATED
+from tests._support.gated_stream import INVOKE_GATED, trickle_upload
 from tests._support.pki import issue, make_ca
 from tests.integration.conftest import Mesh
 from tests.security.test_trust_bundle_narrowed import _caller_of_a_second_ca, _reload
@@ -100,11 +102,11 @@ def test_twin_a_stream_whose_body_arrived_while_a_ca_was_only_added_flows(inboun
     assert data.startswith(b"HTTP/1.1 200 ") and b"data: second" in data, data
 
 
-@pytest.fixture
-def outbound(mesh, tmp_path):
+def _outbound_world(mesh, tmp_path):
     """A server whose SVID comes from a second CA, a caller sidecar trusting both, and the
-    app behind the caller; yields a function that posts to the server app's gated stream
-    through the caller, changing the caller's bundle while the body arrives."""
+    app behind the caller (a socket to the caller's outbound port). Returns (app, sock,
+    change_bundle): ``change_bundle(drop_second)`` installs in the caller a bundle without the
+    second CA, or one that only adds a third."""
     second = make_ca("public")
     both = TrustBundle.from_pem(mesh.ca.bundle.to_pem() + second.bundle.to_pem())
     server_dir, caller_dir = tmp_path / "server-svid", tmp_path / "caller-svid"
@@ -125,6 +127,14 @@ def outbound(mesh, tmp_path):
         )
         _reload(caller, caller_dir, caller_svid, bundle)
 
+    return app, sock, change_bundle
+
+
+@pytest.fixture
+def outbound(mesh, tmp_path):
+    """Yields a function that posts to the server app's gated stream through the caller
+    sidecar, changing the caller's bundle while the body arrives."""
+    app, sock, change_bundle = _outbound_world(mesh, tmp_path)
     try:
         yield lambda drop_second: _post_stream(
             sock, INVOKE_GATED, b"127.0.0.1", lambda: change_bundle(drop_second), app
@@ -142,3 +152,50 @@ def test_a_stream_from_a_peer_whose_ca_was_dropped_while_the_body_arrived_never_
 def test_twin_a_stream_from_a_peer_whose_body_arrived_while_a_ca_was_only_added_flows(outbound):
     data = outbound(drop_second=False)
     assert data.startswith(b"HTTP/1.1 200 ") and b"data: second" in data, data
+
+
+# -- the outbound door: an app uploading through its sidecar to a peer whose CA is dropped -----
+
+
+def _sunk(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/sunk").json()["size"]
+
+
+@pytest.fixture
+def uploading_out(mesh, tmp_path):
+    """Yields a function that trickles a chunked body to the server app's /sink through the
+    caller sidecar, changes the caller's bundle once the server app has read part of it, and
+    returns (the status the uploading app got, bytes it sent, bytes the server app read)."""
+    app, sock, change_bundle = _outbound_world(mesh, tmp_path)
+
+    def upload(drop_second: bool) -> tuple[int, int, int]:
+        outcome: list[tuple[int, int]] = []
+        target = b"/v1.0/invoke/server/method/sink"
+        uploader = threading.Thread(
+            target=lambda: outcome.append(trickle_upload(sock, target, seconds=4)), daemon=True
+        )
+        uploader.start()
+        deadline = time.monotonic() + 10
+        while _sunk(app) == 0:  # under way: the server app has read its first chunk
+            assert time.monotonic() < deadline, "the upload never reached the server app"
+            time.sleep(0.05)
+        change_bundle(drop_second)
+        uploader.join(30)
+        (status, sent), *_ = outcome
+        return status, sent, _sunk(app)
+
+    try:
+        yield upload
+    finally:
+        sock.close()
+
+
+def test_an_upload_to_a_peer_whose_ca_the_caller_drops_is_cut(uploading_out):
+    status, sent, sunk = uploading_out(drop_second=True)
+    assert status in (0, 403), status  # refused (or cut) before the body ended
+    assert sunk < sent  # what came after the cut never reached the peer's app
+
+
+def test_twin_an_upload_to_a_peer_goes_on_when_the_callers_bundle_only_adds_a_ca(uploading_out):
+    status, sent, sunk = uploading_out(drop_second=False)
+    assert status == 200 and sunk == sent
