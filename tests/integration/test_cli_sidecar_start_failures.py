@@ -1,9 +1,10 @@
-"""A sidecar whose port is taken fails with its one error line, and keeps its join token.
+"""A sidecar that cannot start says why in one line, and spends nothing on the way.
 
 Its listeners used to be opened last, after the SVID was fetched with the one-time join token
 and the policy loaded: a port in use then printed the progress log lines before the
 ``trustmesh:`` line, and spent the token, so the same command with a free port was refused
 (401 TOKEN_USED). The ports are now taken first. Twin: the same token, the port free, starts.
+A peers file that is not YAML printed the parser's four-line report; now its one line.
 """
 
 from __future__ import annotations
@@ -85,3 +86,13 @@ def _starts_with(argv: list[str]) -> None:
             proc.kill()
             _, err = proc.communicate()
         assert b"TOKEN_USED" not in err, err
+
+
+def test_a_peers_file_that_is_not_yaml_fails_with_one_line(tmp_path):
+    peers = tmp_path / "peers.yaml"
+    peers.write_text("{web: 127.0.0.1:1\n")  # the flow mapping is never closed
+    failed = _cli(tmp_path / "mesh", "sidecar", "--app-id", "web", "--peers", str(peers))
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        f"trustmesh: cannot read peers file {peers}:2: did not find expected ',' or '}}'\n"
+    )
