@@ -397,9 +397,15 @@ async def relay_exchange(
     :func:`cut_exchange`. A proxy that may cut exchanges lists ``up`` in ``streams`` (False)
     for the whole exchange, from before anything that may wait (a body read whole, a dial),
     with ``up.cut`` saying whether a cut came since the request was judged; the relay marks it
-    True once the answer streams. A whole answer is let finish."""
+    True once the answer streams. An exchange cut before its request left sends nothing; after,
+    a whole answer is let finish."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
+    if up.cut:  # cut before the request left (while its body arrived): not a byte goes upstream
+        raise CallerExpired(
+            "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App"
+            " ID, before the request was sent"
+        )
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)
@@ -407,8 +413,6 @@ async def relay_exchange(
         await _relay_answer(up, down, plan, result, buffer_limit, head_timeout, stream_end, streams)
         result.upstream_reusable = up.reusable
         return
-    if up.cut:
-        raise _caller_expired()  # cut before the upload began: not a byte of it goes upstream
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:

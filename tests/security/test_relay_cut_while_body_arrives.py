@@ -41,9 +41,13 @@ def mesh(tmp_path, mesh_ca):
     assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
-def _post_stream(sock: socket.socket, target: bytes, host: bytes, change_bundle, app) -> bytes:
+def _post_stream(
+    sock: socket.socket, target: bytes, host: bytes, change_bundle, app
+) -> tuple[bytes, int]:
     """Send the head and half the body, change the bundle, send the rest, let the app send its
-    second event; what the sender receives until the stream ends or the sidecar closes."""
+    second event. Returns what the sender receives until the stream ends or the sidecar closes,
+    and how many requests reached the app meanwhile (the /release that frees it aside)."""
+    before = _count(app)
     sock.sendall(
         b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-length: 4\r\n\r\n%s" % (target, host, HALF)
     )
@@ -54,7 +58,7 @@ def _post_stream(sock: socket.socket, target: bytes, host: bytes, change_bundle,
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
             if not chunk:
-                return data
+                return data, _count(app) - before
             data += chunk
         if not data.startswith(b"HTTP/1.1 200 "):  # refused: the error's JSON, then done
             while not data.endswith(b"}"):
@@ -62,9 +66,10 @@ def _post_stream(sock: socket.socket, target: bytes, host: bytes, change_bundle,
                 if not chunk:
                     break
                 data += chunk
-            return data
+            return data, _count(app) - before
         while b"data: first" not in data:
             data += sock.recv(65536)
+        arrived = _count(app) - before
         httpx.get(f"http://127.0.0.1:{app.ready['port']}/release")
         while not data.endswith(b"0\r\n\r\n"):
             chunk = sock.recv(65536)
@@ -73,7 +78,7 @@ def _post_stream(sock: socket.socket, target: bytes, host: bytes, change_bundle,
             data += chunk
     except (ConnectionError, ssl.SSLError):
         pass
-    return data
+    return data, arrived
 
 
 @pytest.fixture
@@ -92,14 +97,16 @@ def inbound(mesh, tmp_path):
 
 
 def test_a_stream_to_a_caller_whose_ca_was_dropped_while_its_body_arrived_never_starts(inbound):
-    data = inbound(drop_second=True)
+    data, arrived = inbound(drop_second=True)
     assert data.startswith(b"HTTP/1.1 403 ") and b"data: first" not in data, data
     assert b"ERR_PEER_SVID_EXPIRED" in data, data
+    assert arrived == 0  # the request never reached the app
 
 
 def test_twin_a_stream_whose_body_arrived_while_a_ca_was_only_added_flows(inbound):
-    data = inbound(drop_second=False)
+    data, arrived = inbound(drop_second=False)
     assert data.startswith(b"HTTP/1.1 200 ") and b"data: second" in data, data
+    assert arrived == 1
 
 
 def _outbound_world(mesh, tmp_path):
@@ -145,13 +152,19 @@ def outbound(mesh, tmp_path):
 
 
 def test_a_stream_from_a_peer_whose_ca_was_dropped_while_the_body_arrived_never_starts(outbound):
-    data = outbound(drop_second=True)
+    data, arrived = outbound(drop_second=True)
     assert data.startswith(b"HTTP/1.1 403 ") and b"data: first" not in data, data
+    assert arrived == 0  # the request never left for the peer
 
 
 def test_twin_a_stream_from_a_peer_whose_body_arrived_while_a_ca_was_only_added_flows(outbound):
-    data = outbound(drop_second=False)
+    data, arrived = outbound(drop_second=False)
     assert data.startswith(b"HTTP/1.1 200 ") and b"data: second" in data, data
+    assert arrived == 1
+
+
+def _count(app) -> int:
+    return httpx.get(f"http://127.0.0.1:{app.ready['port']}/count").json()["count"]
 
 
 # -- the outbound door: an app uploading through its sidecar to a peer whose CA is dropped -----
