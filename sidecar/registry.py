@@ -143,8 +143,12 @@ class StaticPeers:
     def __init__(self, path: Path, default_namespace: str) -> None:
         try:
             data = yaml_loader.safe_load(yaml_loader.read_text(path))
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise RegistryError(f"cannot read peers file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:  # one line, as every YAML error the CLI prints
+            line, problem = yaml_loader.problem_text(exc)
+            where = f"{line}:" if line is not None else ""
+            raise RegistryError(f"cannot read peers file {path}:{where} {problem}") from None
         if not isinstance(data, dict):
             raise RegistryError(f"peers file {path} must be a map of app-id to host:port")
         self._peers: dict[tuple[str, str], tuple[str, int]] = {}

@@ -152,7 +152,19 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     metrics.watch_audit(audit)
     registered = False
     ready = False
+    opened: list[trio.SocketListener] = []
     try:
+        # The ports first: a port in use fails the start before an SVID is fetched (a join
+        # token is good once, and would be spent on a sidecar that cannot serve) and before
+        # anything is logged (the error is the one line a failed start prints).
+        outbound_listeners = await _open("127.0.0.1", opts.http_port, avoid=opts.app_port)
+        opened += outbound_listeners
+        inbound_listeners = []
+        if opts.app_port is not None:
+            inbound_listeners = await _open(opts.inbound_host, opts.inbound_port, opts.app_port)
+            opened += inbound_listeners
+        admin_listeners = await _open("127.0.0.1", opts.admin_port, avoid=opts.app_port)
+        opened += admin_listeners
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
             store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
@@ -208,7 +220,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
             servers = [HttpServer("outbound", outbound.handle, opts.limits)]
-            listeners = [await _open("127.0.0.1", opts.http_port, avoid=opts.app_port)]
+            listeners = [outbound_listeners]
             inbound_address = None
             if opts.app_port is not None:
                 inbound_server = HttpServer(
@@ -222,12 +234,10 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                 holder.on_trust_narrowed.append(inbound.retire_streams)
                 map_changed.append(inbound.recheck_streams)  # a binding moved a caller's App ID
                 servers.append(inbound_server)
-                listeners.append(
-                    await _open(opts.inbound_host, opts.inbound_port, avoid=opts.app_port)
-                )
+                listeners.append(inbound_listeners)
                 inbound_address = _port(listeners[-1])
             servers.append(HttpServer("admin", admin.handle, opts.limits, engine=h11.Connection))
-            listeners.append(await _open("127.0.0.1", opts.admin_port, avoid=opts.app_port))
+            listeners.append(admin_listeners)
             http_address, admin_address = _port(listeners[0]), _port(listeners[-1])
 
             def status() -> dict[str, Any]:
@@ -288,6 +298,8 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     serving.start_soon(_drain_on_signal, running)
             nursery.cancel_scope.cancel()
     finally:
+        for listener in opened:  # closed by its server once served; else here (twice is a no-op)
+            listener.socket.close()
         if registered:
             registry.unregister(me.app_id, me.namespace, os.getpid())
         audit.close()

@@ -34,9 +34,14 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected("claim_invalid", f"The {name} claim is not a number")
-    if not math.isfinite(value):
+    try:
+        # (an int is unbounded: one no double can hold overflows, and is no date either)
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
         raise TokenRejected("claim_invalid", f"The {name} claim is not a finite number")
-    return float(value)
+    return seconds
 
 
 def check_issuer(claims: Mapping[str, Any], issuer: str) -> None:

@@ -211,29 +211,6 @@ def response_headers(response: h11.Response, transform: BodyTransform | None) ->
     return [(n, v) for n, v in headers if n not in replaced] + extra
 
 
-async def _relay_response(
-    up: HttpConnection,
-    down: HttpConnection,
-    plan: ResponsePlanner | None,
-    result: ExchangeResult,
-    buffer_limit: int,
-    head_timeout: float,
-    stream_end: StreamEnd | None = None,
-    streams: dict[HttpConnection, bool] | None = None,
-) -> None:
-    if streams is not None:
-        # Listed until the answer ends (True once it streams): a proxy that must end a stream
-        # (a CA dropped from the bundle, a binding that moved the caller's App ID) marks it cut
-        # and, once it streams, interrupts its phase. A whole answer is let finish.
-        up.cut = False
-        streams[up] = False
-    try:
-        await _relay_answer(up, down, plan, result, buffer_limit, head_timeout, stream_end, streams)
-    finally:
-        if streams is not None:
-            del streams[up]
-
-
 async def _relay_answer(
     up: HttpConnection,
     down: HttpConnection,
@@ -417,24 +394,31 @@ async def relay_exchange(
     """Send ``request`` upstream, stream the caller's body (or send ``body``, already read)
     and relay the answer downstream, recording progress in ``result`` as it goes so that a
     caller catching an error knows whether the response head already left. A streamed answer
-    or request body is cut at ``stream_end`` (see :func:`stream_end`); a streamed answer also
-    when its upstream connection, listed in ``streams`` meanwhile, is interrupted."""
+    or request body is cut at ``stream_end`` (see :func:`stream_end`), or by
+    :func:`cut_exchange`. A proxy that may cut exchanges lists ``up`` in ``streams`` (False)
+    for the whole exchange, from before anything that may wait (a body read whole, a dial),
+    with ``up.cut`` saying whether a cut came since the request was judged; the relay marks it
+    True once the answer streams. An exchange cut before its request left sends nothing; after,
+    a whole answer is let finish."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
+    if up.cut:  # cut before the request left (while its body arrived): not a byte goes upstream
+        raise CallerExpired(
+            "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App"
+            " ID, before the request was sent"
+        )
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)
         result.bytes_up += len(body)
-        await _relay_response(
-            up, down, plan, result, buffer_limit, head_timeout, stream_end, streams
-        )
+        await _relay_answer(up, down, plan, result, buffer_limit, head_timeout, stream_end, streams)
         result.upstream_reusable = up.reusable
         return
     await up.send(request)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_copy_request_body, down, up, result, stream_end)
-            await _relay_response(
+            await _relay_answer(
                 up, down, plan, result, buffer_limit, head_timeout, stream_end, streams
             )
             # The answer is complete. If the request body is still flowing, the server did not

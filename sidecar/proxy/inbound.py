@@ -89,8 +89,11 @@ class InboundProxy:
         self._nursery = nursery
         self._bearer_sources = None
         self._callee = str(config.me)  # for every record: made once
-        # The app connections with an answer under way: True once it streams (SSE).
+        # The app connections with an exchange under way: True once its answer streams (SSE).
         self._streams: dict[HttpConnection, bool] = {}
+        # Cuts so far (retire_streams, recheck_streams): an exchange not yet listed when one
+        # came (its body still arriving, say) is cut once listed (:meth:`_cut_since`).
+        self._cuts = (0, 0)
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -108,6 +111,7 @@ class InboundProxy:
     ) -> None:
         hop = self.audit.begin("inbound", request.headers, request.method)
         result = ExchangeResult()
+        cuts = self._cuts  # before the judge: a cut from now on applies to this exchange
         verdict = self.judge.head(
             request,
             info.peer_identity,
@@ -129,7 +133,7 @@ class InboundProxy:
             if isinstance(verdict, Answer):
                 await self._answer(conn, verdict, result)
             else:
-                await self._forward(conn, verdict, result, info.peer_svid)
+                await self._forward(conn, verdict, result, info.peer_svid, cuts)
         except SidecarError as exc:
             if result.head_sent:
                 result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
@@ -153,6 +157,7 @@ class InboundProxy:
         one, an upload: either may last hours) would otherwise keep its caller served until
         then. A whole answer is let finish. A caller that is still trusted reconnects, as for
         an idle connection."""
+        self._cuts = (self._cuts[0] + 1, self._cuts[1])
         for upstream, streaming in list(self._streams.items()):
             cut_exchange(upstream, streaming)
 
@@ -161,6 +166,7 @@ class InboundProxy:
         no longer maps to the App ID it was judged as: a binding applied while an SSE stream or
         an upload is open (the next request on that connection would be refused; the stream is
         one request that may last hours)."""
+        self._cuts = (self._cuts[0], self._cuts[1] + 1)
         for upstream, streaming in list(self._streams.items()):
             peer_svid, judged_as = upstream.stream_caller
             if _app_of(peer_svid) != judged_as:
@@ -186,8 +192,22 @@ class InboundProxy:
         )
         result.bytes_down += len(answer.body)
 
+    def _cut_since(self, cuts: tuple[int, int], peer_svid, judged_as) -> bool:
+        """Whether a cut made since ``cuts`` applies to an exchange that was not listed yet: a
+        dropped CA cuts every exchange, a binding one whose caller it no longer maps to."""
+        if cuts == self._cuts:
+            return False
+        return cuts[0] != self._cuts[0] or (
+            peer_svid is not None and _app_of(peer_svid) != judged_as
+        )
+
     async def _forward(
-        self, conn: HttpConnection, verdict: Forward, result: ExchangeResult, peer_svid=None
+        self,
+        conn: HttpConnection,
+        verdict: Forward,
+        result: ExchangeResult,
+        peer_svid=None,
+        cuts: tuple[int, int] = (0, 0),
     ):
         plan = verdict.plan
         head = plan.head
@@ -199,20 +219,27 @@ class InboundProxy:
                 # Who the answer streams to, should it stream: judged again when the map changes.
                 # (the caller the judge derived from it a moment ago, under the same map)
                 upstream.stream_caller = (peer_svid, verdict.facts.caller)
-            await relay_exchange(
-                result,
-                conn,
-                upstream,
-                head,
-                body=plan.body,
-                plan=plan.response_plan,
-                buffer_limit=self.config.max_inspected_response,
-                head_timeout=self.config.response_head_timeout,
-                stream_end=stream_end(
-                    peer_svid.not_after if peer_svid is not None else None, plan.token_expires
-                ),
-                streams=self._streams,
-            )
+            # Listed until the exchange ends, so a cut reaches it; one made while its body
+            # arrived (before it could be listed) applies too.
+            upstream.cut = self._cut_since(cuts, peer_svid, verdict.facts.caller)
+            self._streams[upstream] = False
+            try:
+                await relay_exchange(
+                    result,
+                    conn,
+                    upstream,
+                    head,
+                    body=plan.body,
+                    plan=plan.response_plan,
+                    buffer_limit=self.config.max_inspected_response,
+                    head_timeout=self.config.response_head_timeout,
+                    stream_end=stream_end(
+                        peer_svid.not_after if peer_svid is not None else None, plan.token_expires
+                    ),
+                    streams=self._streams,
+                )
+            finally:
+                del self._streams[upstream]
         if plan.after is not None:
             plan.after(result.status)
 

@@ -93,8 +93,11 @@ class OutboundProxy:
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
-        # The peer connections with an answer under way: True once it streams (SSE).
+        # The peer connections with an exchange under way: True once its answer streams (SSE).
         self._streams: dict[HttpConnection, bool] = {}
+        # Cuts so far (retire_streams, recheck_streams): an exchange not yet listed when one
+        # came (the app's body still arriving, say) is cut once listed.
+        self._cuts = (0, 0)
         self.pool = ConnectionPool(
             nursery,
             self._dial,
@@ -147,6 +150,7 @@ class OutboundProxy:
     ) -> None:
         hop = self.audit.begin("outbound", request.headers, request.method)
         result = ExchangeResult()
+        cuts = self._cuts  # a cut from now on applies to this exchange
         refusal = self.audit.refusal()  # fail closed while records cannot be kept
         verdict = self.judge.head(request)
         decision = refusal or verdict.decision
@@ -164,7 +168,7 @@ class OutboundProxy:
                 )
                 result.bytes_down += len(verdict.body)
             else:
-                await self._forward(conn, verdict.plan, result)
+                await self._forward(conn, verdict.plan, result, cuts)
         except SidecarError as exc:
             if result.head_sent:
                 result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
@@ -175,7 +179,9 @@ class OutboundProxy:
         finally:
             self._record(request, target, decision, result, hop)
 
-    async def _forward(self, conn: HttpConnection, plan, result: ExchangeResult) -> None:
+    async def _forward(
+        self, conn: HttpConnection, plan, result: ExchangeResult, cuts: tuple[int, int] = (0, 0)
+    ) -> None:
         key = plan.upstream
         expected = key[1]
         head = plan.head
@@ -186,6 +192,12 @@ class OutboundProxy:
         # error, a cancellation, a bug): never parked in an unknown state, never leaked.
         async with self.pool.connection(key) as upstream:
             peer: TrustedPeer | None = getattr(upstream, "peer", None)
+            # Listed until the exchange ends, so a cut reaches it (the app's body, read whole
+            # first, may take a while); one made since the request arrived applies too.
+            upstream.cut = cuts != self._cuts and (
+                cuts[0] != self._cuts[0] or not _peer_still_trusted(upstream, None)
+            )
+            self._streams[upstream] = False
             try:
                 await relay_exchange(
                     result,
@@ -203,17 +215,21 @@ class OutboundProxy:
                 raise PeerUnreachable(
                     f"connection to {expected.app_id} failed before it answered: {exc}"
                 ) from exc
+            finally:
+                del self._streams[upstream]
 
     def retire_streams(self) -> None:
         """Cut every answer streaming from a peer now, or about to: for a trust bundle that
         dropped a CA (pooled connections made under the old bundle are not reused; a stream is
         one exchange that may last hours). The app calls again, over a new, verified one."""
+        self._cuts = (self._cuts[0] + 1, self._cuts[1])
         for upstream, streaming in list(self._streams.items()):
             cut_exchange(upstream, streaming)
 
     def recheck_streams(self) -> None:
         """Cut every answer streaming (or about to) from a peer the identity map now in force
         no longer makes the App it was dialled as: a binding moved that App ID elsewhere."""
+        self._cuts = (self._cuts[0], self._cuts[1] + 1)
         for upstream, streaming in list(self._streams.items()):
             if not _peer_still_trusted(upstream, None):
                 cut_exchange(upstream, streaming)

@@ -39,6 +39,7 @@ def reason(check, *args) -> str | None:
         ({"exp": "9999999999"}, "claim_invalid"),
         ({"exp": False}, "claim_invalid"),
         ({"exp": float("inf")}, "claim_invalid"),
+        ({"exp": 10**400}, "claim_invalid"),  # JSON integers are unbounded; doubles are not
     ],
 )
 def test_check_expiry(claims, expected):
