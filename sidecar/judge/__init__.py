@@ -6,7 +6,7 @@ it: they feed the request head (and, when asked, the body) in and carry out the 
 
 from .inbound import InboundJudge, InboundSite
 from .outbound import OutboundJudge, OutboundSite
-from .verdict import Answer, Facts, Forward, ForwardPlan, ReadBody, Verdict
+from .verdict import Answer, Facts, Forward, ForwardPlan, ReadBody, Verdict, judge_failed
 
 __all__ = [
     "Answer",
@@ -19,4 +19,5 @@ __all__ = [
     "OutboundSite",
     "ReadBody",
     "Verdict",
+    "judge_failed",
 ]

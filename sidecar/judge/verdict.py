@@ -98,6 +98,20 @@ class Answer:
         )
 
 
+def judge_failed(exc: BaseException, facts: Facts) -> Answer:
+    """The answer to a request the judge raised on (a bug, by definition): refused, recorded as
+    a denial, and the connection closed, rather than dropped unanswered and unrecorded. The
+    message names the exception's type, not its text (which may echo the request)."""
+    decision = Decision.deny(
+        "internal",
+        "ERR_JUDGE_FAILED",
+        f"the sidecar could not judge this request ({type(exc).__name__}); it was not forwarded",
+        500,
+        headers=(("connection", "close"),),
+    )
+    return Answer.deny(decision, facts)
+
+
 @dataclass(frozen=True, slots=True)
 class ReadBody:
     """Read the whole request body, at most ``limit`` bytes, then call the judge again."""

@@ -25,7 +25,7 @@ from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
 from ..http.relay import ExchangeResult, cut_exchange, read_whole_body, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
-from ..judge import Answer, Forward, InboundJudge, InboundSite, ReadBody
+from ..judge import Answer, Facts, Forward, InboundJudge, InboundSite, ReadBody, judge_failed
 from ..judge.inbound import STANDARD_METHODS
 from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy
@@ -112,14 +112,18 @@ class InboundProxy:
         hop = self.audit.begin("inbound", request.headers, request.method)
         result = ExchangeResult()
         cuts = self._cuts  # before the judge: a cut from now on applies to this exchange
-        verdict = self.judge.head(
-            request,
-            info.peer_identity,
-            info.peer_identity_error,
-            info.peer_host,
-            time.time(),
-            info.peer_svid,
-        )
+        try:
+            verdict = self.judge.head(
+                request,
+                info.peer_identity,
+                info.peer_identity_error,
+                info.peer_host,
+                time.time(),
+                info.peer_svid,
+            )
+        except Exception as exc:  # a bug: refused, answered and recorded, never forwarded
+            log.exception("the judge failed on a request head; refused", verb=hop.verb)
+            verdict = judge_failed(exc, Facts(verb=hop.verb, caller=info.peer_identity))
         refusal = self.audit.refusal()  # fail closed while records cannot be kept
         if refusal is not None:
             verdict = Answer.deny(refusal, verdict.facts)
@@ -128,7 +132,11 @@ class InboundProxy:
             if isinstance(verdict, ReadBody):
                 body = await read_whole_body(conn, verdict.limit)
                 note_body(body)  # for the trace's span name; read only when tracing is on
-                verdict = self.judge.body(verdict, body, time.time())
+                try:
+                    verdict = self.judge.body(verdict, body, time.time())
+                except Exception as exc:  # a bug: refused, answered and recorded
+                    log.exception("the judge failed on a request body; refused")
+                    verdict = judge_failed(exc, verdict.facts)
             decision, facts = verdict.decision, verdict.facts
             if isinstance(verdict, Answer):
                 await self._answer(conn, verdict, result)

@@ -39,7 +39,7 @@ from ..http.relay import ExchangeResult, cut_exchange, relay_exchange, stream_en
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..http.socket_stream import tls_client_stream
 from ..identity_source import IdentityHolder
-from ..judge import Answer, OutboundJudge, OutboundSite
+from ..judge import Answer, Facts, OutboundJudge, OutboundSite, judge_failed
 from ..judge.outbound import AppNotFound, Resolver
 from ..metrics import SidecarMetrics
 from ..policy import Decision
@@ -152,7 +152,11 @@ class OutboundProxy:
         result = ExchangeResult()
         cuts = self._cuts  # a cut from now on applies to this exchange
         refusal = self.audit.refusal()  # fail closed while records cannot be kept
-        verdict = self.judge.head(request)
+        try:
+            verdict = self.judge.head(request)
+        except Exception as exc:  # a bug: refused, answered and recorded, never sent
+            log.exception("the judge failed on a request head; refused", verb=hop.verb)
+            verdict = judge_failed(exc, Facts(verb=hop.verb, caller=self.config.me))
         decision = refusal or verdict.decision
         target = "-"
         if verdict.facts.callee is not None:
