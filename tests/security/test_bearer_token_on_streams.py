@@ -43,7 +43,7 @@ from tests.integration.conftest import Mesh
 pytestmark = pytest.mark.e2e
 
 AUDIENCE = "mesh-api"
-SHORT = 3  # seconds a short-lived token is valid for (exp is whole seconds: 2 to 3 s)
+SHORT = 2  # seconds a short-lived token is valid for (exp is whole seconds: 1 to 2 s)
 
 
 @pytest.fixture

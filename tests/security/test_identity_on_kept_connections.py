@@ -339,7 +339,9 @@ def _upload_across_binding(world, binding: str, probe: tuple[str, ...]) -> tuple
         while _fresh_status(probe_dir, inbound) != 403:
             assert time.monotonic() < deadline, "the binding never took effect"
             time.sleep(0.2)
+        in_flight = caller.is_alive()  # cut or not, the binding came while the body flowed
         caller.join(30)
+        assert in_flight or outcome[0][0] != 200, "the upload ended before the binding applied"
     finally:
         kept.close()
     (status, sent), *_ = outcome

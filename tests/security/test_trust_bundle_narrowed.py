@@ -211,8 +211,10 @@ def uploading(mesh, tmp_path):
             assert time.monotonic() < deadline, "the upload never reached the app"
             time.sleep(0.05)
         reload(drop_second)
+        in_flight = caller.is_alive()  # cut or not, the new bundle came while the body flowed
         caller.join(30)
         (status, sent), *_ = outcome
+        assert in_flight or status != 200, "the upload ended before the new bundle applied"
         return status, sent, _sunk(app)
 
     try:
