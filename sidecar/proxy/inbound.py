@@ -23,7 +23,7 @@ from ..audit import AuditLog, note_body, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, cut_exchange, read_whole_body, relay_exchange, stream_end
+from ..http.relay import ExchangeResult, read_whole_body, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..judge import Answer, Facts, Forward, InboundJudge, InboundSite, ReadBody, judge_failed
 from ..judge.inbound import STANDARD_METHODS
@@ -31,6 +31,7 @@ from ..metrics import SidecarMetrics
 from ..pipeline import InboundPolicy
 from ..policy import Decision
 from . import mcp_route
+from .exchanges import LiveExchanges
 from .pool import ConnectionPool
 
 __all__ = ["STANDARD_METHODS", "AppUnavailable", "InboundConfig", "InboundProxy"]
@@ -89,11 +90,8 @@ class InboundProxy:
         self._nursery = nursery
         self._bearer_sources = None
         self._callee = str(config.me)  # for every record: made once
-        # The app connections with an exchange under way: True once its answer streams (SSE).
-        self._streams: dict[HttpConnection, bool] = {}
-        # Cuts so far (retire_streams, recheck_streams): an exchange not yet listed when one
-        # came (its body still arriving, say) is cut once listed (:meth:`_cut_since`).
-        self._cuts = (0, 0)
+        # The app connections with an exchange under way, for a trust change to cut.
+        self._exchanges = LiveExchanges(_caller_still_judged_as)
 
     async def _dial_app(self, _key) -> HttpConnection:
         host, port = self.config.app_host, self.config.app_port
@@ -111,7 +109,7 @@ class InboundProxy:
     ) -> None:
         hop = self.audit.begin("inbound", request.headers, request.method)
         result = ExchangeResult()
-        cuts = self._cuts  # before the judge: a cut from now on applies to this exchange
+        cuts = self._exchanges.mark()  # before the judge: a cut from now on applies to it
         try:
             verdict = self.judge.head(
                 request,
@@ -165,20 +163,14 @@ class InboundProxy:
         one, an upload: either may last hours) would otherwise keep its caller served until
         then. A whole answer is let finish. A caller that is still trusted reconnects, as for
         an idle connection."""
-        self._cuts = (self._cuts[0] + 1, self._cuts[1])
-        for upstream, streaming in list(self._streams.items()):
-            cut_exchange(upstream, streaming)
+        self._exchanges.retire_all()
 
     def recheck_streams(self) -> None:
         """Cut every exchange streaming (an answer, or a request body) with a caller whose SVID
         no longer maps to the App ID it was judged as: a binding applied while an SSE stream or
         an upload is open (the next request on that connection would be refused; the stream is
         one request that may last hours)."""
-        self._cuts = (self._cuts[0], self._cuts[1] + 1)
-        for upstream, streaming in list(self._streams.items()):
-            peer_svid, judged_as = upstream.stream_caller
-            if _app_of(peer_svid) != judged_as:
-                cut_exchange(upstream, streaming)
+        self._exchanges.recheck()
 
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
@@ -200,15 +192,6 @@ class InboundProxy:
         )
         result.bytes_down += len(answer.body)
 
-    def _cut_since(self, cuts: tuple[int, int], peer_svid, judged_as) -> bool:
-        """Whether a cut made since ``cuts`` applies to an exchange that was not listed yet: a
-        dropped CA cuts every exchange, a binding one whose caller it no longer maps to."""
-        if cuts == self._cuts:
-            return False
-        return cuts[0] != self._cuts[0] or (
-            peer_svid is not None and _app_of(peer_svid) != judged_as
-        )
-
     async def _forward(
         self,
         conn: HttpConnection,
@@ -223,14 +206,12 @@ class InboundProxy:
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
         async with self.app_pool.connection("app") as upstream:  # discarded on any exception
-            if peer_svid is not None:
-                # Who the answer streams to, should it stream: judged again when the map changes.
-                # (the caller the judge derived from it a moment ago, under the same map)
-                upstream.stream_caller = (peer_svid, verdict.facts.caller)
+            # Who the exchange serves: judged again when the map changes (the caller the judge
+            # derived from the SVID a moment ago, under the same map).
+            upstream.stream_caller = (peer_svid, verdict.facts.caller) if peer_svid else None
             # Listed until the exchange ends, so a cut reaches it; one made while its body
             # arrived (before it could be listed) applies too.
-            upstream.cut = self._cut_since(cuts, peer_svid, verdict.facts.caller)
-            self._streams[upstream] = False
+            self._exchanges.enter(upstream, cuts)
             try:
                 await relay_exchange(
                     result,
@@ -244,10 +225,10 @@ class InboundProxy:
                     stream_end=stream_end(
                         peer_svid.not_after if peer_svid is not None else None, plan.token_expires
                     ),
-                    streams=self._streams,
+                    streams=self._exchanges.streams,
                 )
             finally:
-                del self._streams[upstream]
+                self._exchanges.leave(upstream)
         if plan.after is not None:
             plan.after(result.status)
 
@@ -293,6 +274,12 @@ class InboundProxy:
             status=result.status,
             seconds=elapsed,
         )
+
+
+def _caller_still_judged_as(upstream: HttpConnection) -> bool:
+    """Whether the caller of the exchange on ``upstream`` is still the App it was judged as."""
+    caller = upstream.stream_caller
+    return caller is None or _app_of(caller[0]) == caller[1]
 
 
 def _app_of(peer_svid: PeerSvid) -> AppIdentity | None:

@@ -35,7 +35,7 @@ from ..audit import AuditLog, outbound_fields, propagate
 from ..errors import SidecarError
 from ..http.connection import ConnectionLost, HttpConnection
 from ..http.message import request_head
-from ..http.relay import ExchangeResult, cut_exchange, relay_exchange, stream_end
+from ..http.relay import ExchangeResult, relay_exchange, stream_end
 from ..http.server import ConnectionInfo, send_error, send_simple_response
 from ..http.socket_stream import tls_client_stream
 from ..identity_source import IdentityHolder
@@ -43,6 +43,7 @@ from ..judge import Answer, Facts, OutboundJudge, OutboundSite, judge_failed
 from ..judge.outbound import AppNotFound, Resolver
 from ..metrics import SidecarMetrics
 from ..policy import Decision
+from .exchanges import LiveExchanges
 from .pool import ConnectionPool
 
 __all__ = ["AppNotFound", "OutboundConfig", "OutboundProxy", "PeerTimeout", "PeerUnreachable"]
@@ -93,11 +94,8 @@ class OutboundProxy:
         self.metrics = metrics
         self.audit = audit or AuditLog(None)
         self.judge = OutboundJudge(OutboundSite(config.me, config.api_token), resolve)
-        # The peer connections with an exchange under way: True once its answer streams (SSE).
-        self._streams: dict[HttpConnection, bool] = {}
-        # Cuts so far (retire_streams, recheck_streams): an exchange not yet listed when one
-        # came (the app's body still arriving, say) is cut once listed.
-        self._cuts = (0, 0)
+        # The peer connections with an exchange under way, for a trust change to cut.
+        self._exchanges = LiveExchanges(lambda upstream: _peer_still_trusted(upstream, None))
         self.pool = ConnectionPool(
             nursery,
             self._dial,
@@ -150,7 +148,7 @@ class OutboundProxy:
     ) -> None:
         hop = self.audit.begin("outbound", request.headers, request.method)
         result = ExchangeResult()
-        cuts = self._cuts  # a cut from now on applies to this exchange
+        cuts = self._exchanges.mark()  # a cut from now on applies to this exchange
         refusal = self.audit.refusal()  # fail closed while records cannot be kept
         try:
             verdict = self.judge.head(request)
@@ -198,10 +196,7 @@ class OutboundProxy:
             peer: TrustedPeer | None = getattr(upstream, "peer", None)
             # Listed until the exchange ends, so a cut reaches it (the app's body, read whole
             # first, may take a while); one made since the request arrived applies too.
-            upstream.cut = cuts != self._cuts and (
-                cuts[0] != self._cuts[0] or not _peer_still_trusted(upstream, None)
-            )
-            self._streams[upstream] = False
+            self._exchanges.enter(upstream, cuts)
             try:
                 await relay_exchange(
                     result,
@@ -211,7 +206,7 @@ class OutboundProxy:
                     head_timeout=self.config.response_head_timeout,
                     # A streamed answer ends with the peer's leaf, or when the bundle drops its CA.
                     stream_end=stream_end(peer.svid.not_after if peer is not None else None),
-                    streams=self._streams,
+                    streams=self._exchanges.streams,
                 )
             except ConnectionLost as exc:
                 if result.head_sent:
@@ -220,23 +215,18 @@ class OutboundProxy:
                     f"connection to {expected.app_id} failed before it answered: {exc}"
                 ) from exc
             finally:
-                del self._streams[upstream]
+                self._exchanges.leave(upstream)
 
     def retire_streams(self) -> None:
         """Cut every answer streaming from a peer now, or about to: for a trust bundle that
         dropped a CA (pooled connections made under the old bundle are not reused; a stream is
         one exchange that may last hours). The app calls again, over a new, verified one."""
-        self._cuts = (self._cuts[0] + 1, self._cuts[1])
-        for upstream, streaming in list(self._streams.items()):
-            cut_exchange(upstream, streaming)
+        self._exchanges.retire_all()
 
     def recheck_streams(self) -> None:
         """Cut every answer streaming (or about to) from a peer the identity map now in force
         no longer makes the App it was dialled as: a binding moved that App ID elsewhere."""
-        self._cuts = (self._cuts[0], self._cuts[1] + 1)
-        for upstream, streaming in list(self._streams.items()):
-            if not _peer_still_trusted(upstream, None):
-                cut_exchange(upstream, streaming)
+        self._exchanges.recheck()
 
     def _record(self, request, target: str, decision: Decision, result, hop) -> None:
         """One audit record and one count per request sent or refused."""
