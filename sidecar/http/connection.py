@@ -226,8 +226,14 @@ class HttpConnection:
     def expire(self) -> None:
         """Wake the direct read waiting under a deadline (called by the sweeper when the deadline
         passed, or by :meth:`interrupt`): its socket wait raises ``ClosedResourceError``, which
-        :meth:`_receive` turns into the timeout. The socket is not read again."""
+        :meth:`_receive` turns into the timeout. The socket is not read again.
+
+        ``notify_closing`` reaches only a task that is waiting. One that a byte has just woken
+        (a TLS record trickled byte by byte: each byte wakes the read, which finds the record
+        still incomplete and waits again) would miss it and wait on past the deadline, so the
+        stream is told too, and stops before it waits again."""
         self._expired = True
+        self.stream.read_expired = True
         trio.lowlevel.notify_closing(self.stream.socket)
 
     def _phase_over(self) -> bool:
@@ -282,6 +288,7 @@ class HttpConnection:
                     raise  # closed under us for another reason
             finally:
                 self.wait_deadline = math.inf
+                self.stream.read_expired = False  # for this wait only
                 swept.unwatch(self)
         else:
             scope = trio.CancelScope(deadline=deadline)

@@ -47,6 +47,10 @@ class DirectStream(trio.abc.Stream):
         # connection from its per-read timeout.
         self.send_timeout: float | None = None
         self.stalled: str | None = None  # why a write gave up (a read woken by it says so)
+        # Set by the connection when the deadline of the read under way passed: a read woken
+        # by bytes that leave TLS still short of a record must not wait again (the sweeper's
+        # wake-up reached it only if it was waiting at that moment).
+        self.read_expired = False
         # The calls that move bytes. For TLS, the SSL object's own read/write: ``SSLSocket``'s
         # Python wrappers add two frames per call and nothing this stream needs (it checks for
         # closing itself, and maps a ragged EOF to b"" as ``suppress_ragged_eofs`` would).
@@ -87,6 +91,8 @@ class DirectStream(trio.abc.Stream):
             try:
                 return self._recv(size)
             except (ssl.SSLWantReadError, *_WOULD_BLOCK):
+                if self.read_expired:
+                    raise trio.ClosedResourceError("the read's deadline passed") from None
                 await self._wait_readable()
             except ssl.SSLWantWriteError:
                 await self._wait_writable()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 
 import h11
+import pytest
 import trio
 import trio.testing
 
 from identity import AppIdentity, client_context, server_context
-from sidecar.http.connection import YIELD_EVERY, HttpConnection
+from sidecar.http.connection import YIELD_EVERY, HttpConnection, ReadTimeout
 from sidecar.http.socket_stream import DirectStream
 from sidecar.http.wire import ResponseHead
 from tests._support.pki import utcnow
@@ -176,5 +178,81 @@ async def test_requests_pipelined_over_tls_are_all_served_in_order(mesh_ca):
             answers += await client.receive_some(65536)
     assert served == [b"/a", b"/b", b"/c", b"/d"]
     assert re.findall(rb"HTTP/1.1 200 [^\r]*\r\n[^\r]*\r\n\r\n(/.)", answers) == served
+    await client.aclose()
+    await server.aclose()
+
+
+async def _relay(src: socket.socket, dst: socket.socket, one_byte_at_a_time: list[bool]) -> None:
+    """Copy ``src`` to ``dst``; a byte at a time (10 ms apart) while the flag is set."""
+    while True:
+        await trio.lowlevel.wait_readable(src)
+        data = src.recv(65536)
+        if not data:
+            return
+        step = 1 if one_byte_at_a_time[0] else len(data)
+        for at in range(0, len(data), step):
+            await trio.lowlevel.wait_writable(dst)
+            dst.sendall(data[at : at + step])
+            if one_byte_at_a_time[0]:
+                await trio.sleep(0.01)
+
+
+async def test_a_deadline_passing_while_a_trickled_tls_record_wakes_the_read_still_ends_it(
+    mesh_ca,
+):
+    """The sweeper ends a read at its deadline with ``notify_closing``, which reaches only a
+    task that is waiting. A peer trickling one TLS record keeps waking the read (each byte
+    leaves the record incomplete, and the read waits again), so the sweeper can run while the
+    read is awake; here it does, at a want-read after a byte arrived. The read must still end
+    with its phase's error, not wait on for the rest of the record (a head trickled byte by
+    byte outlived its 1 s deadline this way, now and then, under load)."""
+    server_raw, server_peer = socket.socketpair()
+    client_raw, client_peer = socket.socketpair()
+    for sock in (server_peer, client_peer):
+        sock.setblocking(False)
+    identity = {name: AppIdentity("public", "default", name) for name in ("srv", "cli")}
+    server_svid = mesh_ca.issue(identity["srv"], now=utcnow())
+    client_svid = mesh_ca.issue(identity["cli"], now=utcnow())
+    server = DirectStream(
+        server_context(server_svid, mesh_ca.bundle).wrap_socket(
+            server_raw, server_side=True, do_handshake_on_connect=False
+        )
+    )
+    client = DirectStream(
+        client_context(client_svid, mesh_ca.bundle).wrap_socket(
+            client_raw, server_side=False, server_hostname=None, do_handshake_on_connect=False
+        )
+    )
+    trickle = [False]
+    conn = HttpConnection(server, h11.SERVER, read_timeout=30)
+    real_recv, woken = server._recv, []
+
+    def recv(size):
+        try:
+            return real_recv(size)
+        except ssl.SSLWantReadError:
+            if woken:  # awake after a byte: the sweeper runs now, while this task is not waiting
+                conn.expire()
+            woken.append(True)
+            raise
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_relay, client_peer, server_peer, trickle)
+            nursery.start_soon(_relay, server_peer, client_peer, [False])
+            nursery.start_soon(server.do_handshake)
+            await client.do_handshake()
+            await trio.testing.wait_all_tasks_blocked()
+            trickle[0] = True
+            server._recv = recv
+            await client.send_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")  # one record
+            saved = conn.begin_phase(trio.current_time() + 30, lambda: ReadTimeout("head"))
+            with pytest.raises(ReadTimeout):
+                await conn.next_event()
+            conn.end_phase(saved)
+            nursery.cancel_scope.cancel()
+    assert len(woken) >= 2  # it was woken by a byte, and ended there
+    for sock in (server_peer, client_peer):
+        sock.close()
     await client.aclose()
     await server.aclose()
