@@ -216,6 +216,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     me,
                     parse_config_option(opts.config, store),
                     on_policy=lambda new: _on_policy(new, inbound, metrics),
+                    on_applied=lambda _new: inbound.policy_applied(),
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)

@@ -132,9 +132,10 @@ class HttpConnection:
         self._phase_deadline = math.inf
         self._phase_error: Callable[[], SidecarError] | None = None
         self._interrupted = False  # the phase was ended from outside (a listener draining)
-        # Upstream side: the exchange under way must not reach its caller any more (a trust
-        # change marks it through relay.cut_exchange; see sidecar.proxy.exchanges).
-        self.cut = False
+        # Upstream side: None, or the exchange under way must not reach its caller any more
+        # and this makes the error it ends with (a change of trust or of policy marks it
+        # through relay.cut_exchange; see sidecar.proxy.exchanges).
+        self.cut: Callable[[], SidecarError] | None = None
         # Upstream side, while a caller's body streams through it: that caller's connection, so
         # that cutting the exchange (relay.cut_exchange) also stops the upload.
         self.upload_from: HttpConnection | None = None

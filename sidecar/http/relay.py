@@ -83,7 +83,7 @@ def stream_end(svid_not_after: float | None, token_expires: float | None = None)
     if token_expires is not None and (svid_not_after is None or token_expires < svid_not_after):
         return tuple.__new__(StreamEnd, (token_expires, _token_expired))
     if svid_not_after is not None:
-        return tuple.__new__(StreamEnd, (svid_not_after, _caller_expired))
+        return tuple.__new__(StreamEnd, (svid_not_after, caller_expired))
     return None
 
 
@@ -189,12 +189,15 @@ async def _copy_request_body(
             down.end_phase(saved)
 
 
-def cut_exchange(up: HttpConnection, streaming: bool) -> None:
-    """End the exchange under way on the upstream connection ``up`` for the identity layer (a
-    CA dropped from the bundle, a binding that moved an App ID): a streamed answer stops now,
-    one whose head is still awaited never starts, and a request body still streaming stops
-    too. A whole answer is let finish. ``streaming``: what ``streams`` says of ``up``."""
-    up.cut = True
+def cut_exchange(
+    up: HttpConnection, streaming: bool, error: Callable[[], SidecarError] | None = None
+) -> None:
+    """End the exchange under way on the upstream connection ``up``: a streamed answer stops
+    now, one whose head is still awaited never starts, and a request body still streaming stops
+    too. A whole answer is let finish. ``streaming``: what ``streams`` says of ``up``;
+    ``error`` makes the error it ends with (default: the identity layer's, for a CA dropped
+    from the bundle or a binding that moved an App ID)."""
+    up.cut = error if error is not None else caller_expired
     if streaming:
         up.interrupt()
     if up.upload_from is not None:
@@ -252,7 +255,7 @@ async def _relay_answer(
         await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
         return
     if up.cut:
-        raise _caller_expired()  # marked while its head was awaited: the stream never starts
+        raise up.cut()  # marked while its head was awaited: the stream never starts
     if stream_end is not None and time.time() >= stream_end.at:
         # The caller's SVID or token expired while the head was awaited: the stream never
         # starts (its first reads need not wait, so its phase alone would not stop it).
@@ -274,10 +277,10 @@ async def _relay_answer(
             up.end_phase(saved)
 
 
-def _caller_expired() -> CallerExpired:
+def caller_expired() -> CallerExpired:
     return CallerExpired(
         "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App ID,"
-        " while the exchange was streaming"
+        " while the exchange was under way"
     )
 
 
@@ -288,12 +291,12 @@ def _token_expired() -> CallerTokenExpired:
 
 
 def _ended_by(stream_end: StreamEnd, up: HttpConnection) -> Callable[[], SidecarError]:
-    """The error of a phase bounded by ``stream_end``: its own at the expiry, CallerExpired
-    when a proxy cut the exchange sooner (:func:`cut_exchange` marks ``up``)."""
+    """The error of a phase bounded by ``stream_end``: its own at the expiry, the cut's when
+    a proxy cut the exchange sooner (:func:`cut_exchange` marks ``up``)."""
     error = stream_end.error
 
     def ended() -> SidecarError:
-        return _caller_expired() if up.cut else error()
+        return up.cut() if up.cut else error()
 
     return ended
 
@@ -403,10 +406,7 @@ async def relay_exchange(
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if up.cut:  # cut before the request left (while its body arrived): not a byte goes upstream
-        raise CallerExpired(
-            "the peer's SVID expired, its CA left the trust bundle, or a binding moved its App"
-            " ID, before the request was sent"
-        )
+        raise up.cut()
     if body is not None:
         # Whole request in hand: head, body and end in one write, and no second task.
         await up.send_message(request, body)

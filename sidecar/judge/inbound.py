@@ -223,6 +223,41 @@ class InboundJudge:
             judged = again
         return self._decide(judged, body)
 
+    def rejudge(
+        self,
+        request,
+        peer_identity,
+        peer_identity_error,
+        peer_host: str,
+        peer_svid: PeerSvid | None,
+        body: bytes | None,
+        now: float,
+    ) -> Decision | None:
+        """None if the policy in force now would forward this request again; else the refusal.
+
+        For an exchange still under way when a new policy is applied: an SSE stream or an upload
+        may last hours, and a grant revoked meanwhile must end it, as it refuses the same
+        request arriving now. The request goes through :meth:`head` and :meth:`body` again, so
+        the answer is exactly the one a new request would get: the ACL, the bearer layer and,
+        on the MCP endpoint, the tool grants (``body``: the body that was judged, or None when
+        it streamed through unread). A body the new policy would want to inspect but that was
+        never read is refused, since it cannot be judged. Only lookups reach the MCP sessions;
+        nothing is registered."""
+        verdict = self.head(request, peer_identity, peer_identity_error, peer_host, now, peer_svid)
+        if isinstance(verdict, ReadBody):
+            if body is None:
+                if verdict.state.route is None:
+                    return None  # asked for only to move a small body whole, not to judge it
+                message = "the policy in force now inspects this request's body, which was not read"
+                return Decision.deny("request", "ERR_BODY_NOT_JUDGED", message, 403)
+            verdict = self.body(verdict, body, now)
+        if isinstance(verdict, Forward):
+            return None
+        if not verdict.decision.allowed:
+            return verdict.decision
+        message = "the policy in force now answers this request itself"
+        return Decision.deny(verdict.decision.layer, "ERR_NOT_FORWARDED", message, 403)
+
     def _caller_now(self, peer_svid: PeerSvid, now: float):
         """(caller, None) or (None, refusal): a kept-alive connection is judged as its leaf
         stands now — not expired, and mapped by the identity map in force (a binding applied

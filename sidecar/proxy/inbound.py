@@ -139,7 +139,7 @@ class InboundProxy:
             if isinstance(verdict, Answer):
                 await self._answer(conn, verdict, result)
             else:
-                await self._forward(conn, verdict, result, info.peer_svid, cuts)
+                await self._forward(conn, verdict, result, request, info, cuts)
         except SidecarError as exc:
             if result.head_sent:
                 result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
@@ -172,6 +172,13 @@ class InboundProxy:
         one request that may last hours)."""
         self._exchanges.recheck()
 
+    def policy_applied(self) -> None:
+        """Cut every exchange under way (a streamed answer, or a request body still streaming)
+        that the policy now in force refuses: an ACL or tool grant revoked, a bearer layer
+        added, while an SSE stream or an upload is open. Each is judged again as its request
+        would be if it arrived now; a whole answer is let finish."""
+        self._exchanges.policy_applied()
+
     def bearer_sources(self):
         """The JWKS sources, created the first time a policy attaches a bearer component."""
         if self._bearer_sources is None:
@@ -197,11 +204,25 @@ class InboundProxy:
         conn: HttpConnection,
         verdict: Forward,
         result: ExchangeResult,
-        peer_svid=None,
-        cuts: tuple[int, int] = (0, 0),
+        request,
+        info: ConnectionInfo,
+        cuts: tuple[int, int, int],
     ):
         plan = verdict.plan
         head = plan.head
+        peer_svid, judge = info.peer_svid, self.judge
+
+        def rejudge():  # the request as it would be judged if it arrived now (policy changes)
+            return judge.rejudge(
+                request,
+                info.peer_identity,
+                info.peer_identity_error,
+                info.peer_host,
+                peer_svid,
+                plan.body,
+                time.time(),
+            )
+
         headers = propagate(head.headers)  # this hop's span as traceparent, when tracing is on
         if headers is not head.headers:
             head = request_head(head.method, head.target, headers)
@@ -211,7 +232,7 @@ class InboundProxy:
             upstream.stream_caller = (peer_svid, verdict.facts.caller) if peer_svid else None
             # Listed until the exchange ends, so a cut reaches it; one made while its body
             # arrived (before it could be listed) applies too.
-            self._exchanges.enter(upstream, cuts)
+            self._exchanges.enter(upstream, cuts, rejudge)
             try:
                 await relay_exchange(
                     result,

@@ -182,7 +182,11 @@ class OutboundProxy:
             self._record(request, target, decision, result, hop)
 
     async def _forward(
-        self, conn: HttpConnection, plan, result: ExchangeResult, cuts: tuple[int, int] = (0, 0)
+        self,
+        conn: HttpConnection,
+        plan,
+        result: ExchangeResult,
+        cuts: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         key = plan.upstream
         expected = key[1]

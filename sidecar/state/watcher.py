@@ -149,6 +149,7 @@ async def watch_policy(
     *,
     poll_interval: float = 0.25,
     on_policy=None,
+    on_applied=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     # One load at a time per sidecar; a cancelled sidecar does not wait for a load to finish
@@ -180,6 +181,8 @@ async def watch_policy(
                 on_policy(policy)  # e.g. warm the bearer keys before the first request
             holder.applied(policy, generation)
             log.info("policy applied", version=policy.version, sources=dict(policy.sources))
+            if on_applied is not None:
+                on_applied(policy)  # e.g. cut the exchanges under way that it refuses
         if not started:
             started = True
             task_status.started()

@@ -21,6 +21,9 @@ as one JSON line before it is answered, as ``mcp_logging_server`` does.
 Sessions: ``initialize`` without an ``Mcp-Session-Id`` is answered with a fresh one (the sidecar
 only forwards a session id to the caller whose request it was issued to).
 
+A held stream: ``scenario=gated`` answers any request on an SSE stream (chunked) with one
+progress notification at once and its result only after ``GET /release`` (or 30 s).
+
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
 
@@ -101,6 +104,14 @@ def list_response(request_id, **extra) -> dict:
 def event(data: bytes, event_id: str | None = None) -> bytes:
     head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
     return head + b"event: message\ndata: " + data + b"\n\n"
+
+
+GATE = threading.Event()  # set by GET /release: the gated stream sends its result
+
+
+def gated_result(request_id) -> dict:
+    content = [{"type": "text", "text": "the gated result"}]
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"content": content}}
 
 
 def js_number(value):
@@ -188,10 +199,31 @@ class Handler(BaseHTTPRequestHandler):
             answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": tasks})
             self._send(200, "application/json", answer, session)
             return
+        if scenario == "gated":
+            self._gated(message["id"])
+            return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)
 
+    def _gated(self, request_id) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for data, wait in ((dumps(NOTIFICATION), False), (dumps(gated_result(request_id)), True)):
+            if wait:
+                GATE.wait(30)
+                GATE.clear()
+            chunk = event(data)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
     def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/release":
+            GATE.set()
+            self._send(200, "application/json", b"{}")
+            return
         log_request("GET", self.headers, b"")
         session = self.headers.get("mcp-session-id") or ""
         last = self.headers.get("last-event-id")

@@ -324,6 +324,77 @@ def test_delete_of_a_session_ends_its_filter_state_only_on_success():
     assert judge.sessions.get(CALLER, "s-1") is not pending
 
 
+# --- an exchange under way, judged again under a new policy --------------------------------
+
+
+def rejudge(judge, request, body=None, caller=CALLER, now=NOW):
+    return judge.rejudge(request, caller, None, "10.0.0.9", None, body, now)
+
+
+def test_an_exchange_the_new_policy_still_allows_is_left_alone():
+    policies = Policies(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    judge, _ = judge_for(policies)
+    request = head(b"GET", b"/events")
+    assert isinstance(judge_head(judge, request), Forward)
+    policies.now = InboundPolicy(version="2", head_checks=(ALLOW_CALLER,))
+    assert rejudge(judge, request) is None
+
+
+def test_an_exchange_whose_acl_grant_was_revoked_is_refused_with_the_acls_reason():
+    policies = Policies(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    judge, _ = judge_for(policies)
+    request = head(b"GET", b"/events")
+    assert isinstance(judge_head(judge, request), Forward)
+    policies.now = InboundPolicy(version="2", head_checks=(acl_check([], default="deny"),))
+    refusal = rejudge(judge, request)
+    assert refusal is not None and not refusal.allowed and refusal.layer == "acl"
+
+
+def test_a_tool_call_whose_grant_was_revoked_is_refused_by_the_mcp_layer():
+    policies = Policies(InboundPolicy(version="1", mcp=ROUTE))
+    judge, _ = judge_for(policies)
+    body = mcp_call("add")
+    request = head(b"POST", b"/mcp", MCP_HEADERS, body)
+    assert isinstance(judge.body(judge_head(judge, request), body, NOW), Forward)
+    assert rejudge(judge, request, body) is None  # twin: the same policy still allows it
+    revoked = McpRoute("mcp", TOOLS.deny_all("mcp-server"), "mcp-server")
+    policies.now = InboundPolicy(version="2", mcp=revoked)
+    refusal = rejudge(judge, request, body)
+    assert refusal is not None and refusal.layer == "mcp"
+
+
+def test_a_body_the_new_policy_would_inspect_but_that_streamed_unread_is_refused():
+    # A POST to /mcp streamed through before the app became an MCP server: its body was never
+    # read, so the tool policy now in force cannot judge it.
+    policies = Policies(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    judge, _ = judge_for(policies)
+    request = head(b"POST", b"/mcp", [*MCP_HEADERS, (b"transfer-encoding", b"chunked")])
+    assert isinstance(judge_head(judge, request), Forward)
+    policies.now = InboundPolicy(version="2", mcp=ROUTE)
+    refusal = rejudge(judge, request, None)
+    assert refusal is not None and refusal.reason == "ERR_BODY_NOT_JUDGED"
+
+
+def test_a_small_body_read_only_to_move_it_whole_needs_no_second_read():
+    policies = Policies(InboundPolicy(version="1", head_checks=(ALLOW_CALLER,)))
+    judge, _ = judge_for(policies)
+    request = head(b"POST", b"/echo", body=b"x")
+    assert isinstance(judge_head(judge, request), ReadBody)
+    assert rejudge(judge, request, None) is None
+
+
+def test_judging_an_exchange_again_registers_nothing_in_the_mcp_sessions():
+    policies = Policies(InboundPolicy(version="1", mcp=ROUTE))
+    judge, _ = judge_for(policies)
+    body = mcp_call("add")
+    request = head(b"POST", b"/mcp", [*MCP_HEADERS, (b"mcp-session-id", b"s-1")], body)
+    judge.sessions.claim(CALLER, "s-1")
+    pending = judge.sessions.get(CALLER, "s-1")
+    before = list(pending)
+    assert rejudge(judge, request, body) is None
+    assert judge.sessions.get(CALLER, "s-1") is pending and list(pending) == before
+
+
 # --- bearer: the token is checked again when the body completes ---------------------------
 
 
