@@ -154,6 +154,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
     ready = False
     opened: list[trio.SocketListener] = []
     try:
+        _check_config_file(opts.config)
         # The ports first: a port in use fails the start before an SVID is fetched (a join
         # token is good once, and would be spent on a sidecar that cannot serve) and before
         # anything is logged (the error is the one line a failed start prints).
@@ -321,6 +322,23 @@ async def _drain_on_signal(running: RunningSidecar) -> None:
             log.info("draining", signal=signal.Signals(signum).name)
             running.drain()
             return
+
+
+def _check_config_file(value: str | None) -> None:
+    """``--config FILE`` must name a file that exists when the sidecar starts: a mistyped path
+    would otherwise start a sidecar that refuses every request (no valid policy yet) and looks
+    healthy. A file that exists but is broken, or is broken later, is refused at load and
+    reported on /v1/status, and the last good policy (or deny-all) stays in force."""
+    if value is None:
+        return
+    override = parse_config_option(value, None)
+    path = Path(value)
+    if override is not None and override.source is not None and not path.is_file():
+        problem = "not a file" if path.exists() else "no such file"
+        raise SidecarConfigError(
+            f"--config {value}: {problem} (a name without .yaml/.yml is a Configuration in "
+            "the mesh store)"
+        )
 
 
 async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery) -> None:

@@ -96,3 +96,31 @@ def test_a_peers_file_that_is_not_yaml_fails_with_one_line(tmp_path):
     assert failed.stderr == (
         f"trustmesh: cannot read peers file {peers}:2: did not find expected ',' or '}}'\n"
     )
+
+
+@pytest.mark.parametrize("spelling", ["missing.yaml", "conf/missing.yml", "."])
+def test_a_config_file_that_is_not_there_fails_the_start_with_one_line(tmp_path, spelling):
+    # A mistyped --config path used to start a sidecar that answered 503 to every request (no
+    # valid policy yet) while looking healthy. The join token is not spent either.
+    home = tmp_path / "mesh"
+    assert _cli(home, "ca", "init").returncode == 0
+    token = _cli(home, "ca", "token", "--app-id", "web").stdout.strip()
+    config = str(tmp_path / spelling)
+    with running_ca(home, tmp_path / "ca.log") as ca:
+        argv = _sidecar(home, ca.url, token, "--http-port", "0", "--app-port", "9")
+        failed = subprocess.run(
+            [*argv, "--config", config], capture_output=True, text=True, timeout=60
+        )
+        assert failed.returncode == 1
+        problem = "not a file" if spelling == "." else "no such file"
+        assert failed.stderr == (
+            f"trustmesh: --config {config}: {problem} (a name without .yaml/.yml is a "
+            "Configuration in the mesh store)\n"
+        )
+        # Twin: the file there, the same token: the sidecar starts.
+        good = tmp_path / "good.yaml"
+        good.write_text(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\n"
+            "spec: {accessControl: {defaultAction: deny, trustDomain: public}}\n"
+        )
+        _starts_with([*argv, "--config", str(good)])
