@@ -110,6 +110,26 @@ class ExchangeResult:
     bytes_down: int = 0
     cut: str | None = None  # why the answer stopped after its head left ("code: message")
 
+    def cut_by(self, exc: BaseException) -> None:
+        """Record why an answer whose head already left stopped, if nothing said so yet: our
+        own errors by their code; a cancellation (the sidecar draining past its grace period,
+        or stopping) and anything else (a bug) by what they are, so that the audit record of a
+        truncated answer never reads as a complete one."""
+        if not self.head_sent or self.cut is not None:
+            return
+        if isinstance(exc, SidecarError):
+            self.cut = f"{exc.code}: {exc}"
+        elif _is_cancellation(exc):
+            self.cut = "ERR_CANCELLED: the sidecar stopped the exchange (draining or stopping)"
+        else:
+            self.cut = f"ERR_INTERNAL: {type(exc).__name__} (a bug: see the sidecar's log)"
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[0] is not None
+    return isinstance(exc, trio.Cancelled)
+
 
 async def read_whole_body(conn: HttpConnection, limit: int) -> bytes:
     """Read a message body up to ``limit`` bytes; more raises :class:`BodyTooLarge`.

@@ -142,7 +142,7 @@ class InboundProxy:
                 await self._forward(conn, verdict, result, request, info, cuts)
         except SidecarError as exc:
             if result.head_sent:
-                result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
+                result.cut_by(exc)  # the record says the answer was cut, and why
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
             if decision is None or decision.allowed:
                 layer = "app" if isinstance(verdict, Forward) else "request"
@@ -153,6 +153,9 @@ class InboundProxy:
                 await send_simple_response(conn, exc.http_status, body)
             else:
                 await send_error(conn, exc.http_status, exc.code, str(exc))
+        except BaseException as exc:  # a cancellation, or a bug: the record says so
+            result.cut_by(exc)
+            raise
         finally:
             self._record(facts, decision, result, hop)
 

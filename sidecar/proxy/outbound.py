@@ -173,11 +173,14 @@ class OutboundProxy:
                 await self._forward(conn, verdict.plan, result, cuts)
         except SidecarError as exc:
             if result.head_sent:
-                result.cut = f"{exc.code}: {exc}"  # the record says the answer was cut, and why
+                result.cut_by(exc)  # the record says the answer was cut, and why
                 raise ConnectionLost(f"upstream failed mid-response: {exc}") from exc
             decision = Decision.deny("peer", exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
             await send_error(conn, exc.http_status, exc.code, str(exc))
+        except BaseException as exc:  # a cancellation, or a bug: the record says so
+            result.cut_by(exc)
+            raise
         finally:
             self._record(request, target, decision, result, hop)
 
