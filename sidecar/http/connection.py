@@ -257,10 +257,12 @@ class HttpConnection:
                     # every other connection waiting: let the scheduler run now and then.
                     self._unyielded = 0
                     await trio.lowlevel.checkpoint()
-                    # Where a cancel scope would have ended the phase: its deadline passed, or
-                    # it was interrupted while this task let the others run.
-                    if self._phase_over():
-                        raise self._phase_error()  # type: ignore[misc]
+                # Where a cancel scope would have ended the phase: its deadline passed, or it
+                # was interrupted (a cut). Checked on every read, not only on those that wait:
+                # a peer that keeps data waiting (an upload sent flat out) must not get reads
+                # past the phase's end.
+                if self._phase_error is not None and self._phase_over():
+                    raise self._phase_error()
                 return data
         self._unyielded = 0
         phase_error = self._phase_error

@@ -140,6 +140,32 @@ async def test_a_peer_that_always_has_more_bytes_does_not_starve_other_tasks():
     b.close()
 
 
+class _Cut(Exception):
+    pass
+
+
+@pytest.mark.parametrize("how", ["interrupted", "deadline passed"])
+async def test_a_read_that_finds_bytes_waiting_still_ends_with_its_phase(how):
+    """A peer that keeps bytes waiting (an upload sent flat out) gets no read past its phase's
+    end: not one more, rather than up to YIELD_EVERY - 1 more until a read had to yield."""
+    a, b = _pair()
+    conn = HttpConnection(DirectStream(a), h11.SERVER)
+    conn._receive_nowait = lambda size: b"x"  # a peer whose bytes never run out
+    deadline = trio.current_time() + 3600
+    saved = conn.begin_phase(deadline, lambda: _Cut(how))
+    assert await conn._receive() == b"x"  # twin: within the phase, the bytes are read
+    if how == "interrupted":
+        conn.interrupt()  # a cut (a CA dropped, a grant revoked)
+    else:
+        conn._phase_deadline = trio.current_time()  # the caller's SVID just expired
+    with pytest.raises(_Cut):
+        await conn._receive()
+    conn.end_phase(saved)
+    assert await conn._receive() == b"x"  # the phase over: reads go on as before
+    a.close()
+    b.close()
+
+
 async def _serve_in_order(conn: HttpConnection, count: int) -> list[bytes]:
     """Answer ``count`` requests one after another on ``conn``, as the server loop does."""
     served = []
