@@ -172,7 +172,7 @@ def _upload_across(world, config: str) -> tuple[int, int, int]:
     )
     outcome: list[tuple[int, int]] = []
     caller = threading.Thread(
-        target=lambda: outcome.append(trickle_upload(kept.sock, seconds=5)), daemon=True
+        target=lambda: outcome.append(trickle_upload(kept.sock, seconds=3)), daemon=True
     )
     try:
         caller.start()
