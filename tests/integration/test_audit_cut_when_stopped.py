@@ -10,47 +10,24 @@ one with a short grace period. Twin: a stream that ended before the drain record
 
 from __future__ import annotations
 
-import json
 import socket
-import time
 
 import httpx
 import trio
 
-from sidecar.audit import AuditSettings
 from sidecar.http.server import ServerLimits
 from sidecar.runtime import SidecarOptions, run_sidecar
 from tests._support.gated_stream import INVOKE_GATED, open_gated_stream, rest_of_gated_stream
+from tests._support.in_process import audit_path, last_record, sidecar_options
 
 GRACE = 0.3  # the server sidecar's drain grace period, seconds
-
-
-def _stream_record(mesh) -> dict:
-    path = mesh.home / "audit" / "default.server.jsonl"
-    deadline = time.monotonic() + 10
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        found = [r for r in map(json.loads, lines) if r.get("path") == "sse-gated"]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, lines
-        time.sleep(0.05)
 
 
 async def _stream_then_drain(mesh, finish_first: bool) -> tuple[bytes, bool, dict]:
     app = mesh.procs.app("stream-app")
 
     def options(app_id: str, app_port: int | None) -> SidecarOptions:
-        return SidecarOptions(
-            app_id=app_id,
-            home=mesh.home,
-            app_port=app_port,
-            http_port=0,
-            svid_dir=mesh.svid_dir(app_id),
-            handle_signals=False,
-            audit=AuditSettings(mesh.home / "audit" / f"default.{app_id}.jsonl"),
-            limits=ServerLimits(drain_timeout=GRACE),
-        )
+        return sidecar_options(mesh, app_id, app_port, limits=ServerLimits(drain_timeout=GRACE))
 
     def release() -> None:
         httpx.get(f"http://127.0.0.1:{app.ready['port']}/release", timeout=5)
@@ -67,7 +44,9 @@ async def _stream_then_drain(mesh, finish_first: bool) -> tuple[bytes, bool, dic
             server.drain()  # the stream is still open unless it finished first
             if not finish_first:
                 data, closed = await trio.to_thread.run_sync(rest_of_gated_stream, sock, 10)
-            record = await trio.to_thread.run_sync(_stream_record, mesh)
+            record = await trio.to_thread.run_sync(
+                last_record, audit_path(mesh.home, "server"), "sse-gated"
+            )
         finally:
             sock.close()
             await trio.to_thread.run_sync(release)

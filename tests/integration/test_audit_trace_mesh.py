@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from sidecar.audit import AuditSettings
 from sidecar.runtime import SidecarOptions, run_sidecar
 from sidecar.tracing import Tracing
+from tests._support.in_process import sidecar_options
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
@@ -32,16 +32,7 @@ async def test_one_trace_one_span_per_hop_across_two_sidecars(mesh):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
 
     def options(app_id: str, app_port: int | None) -> SidecarOptions:
-        return SidecarOptions(
-            app_id=app_id,
-            home=mesh.home,
-            app_port=app_port,
-            http_port=0,
-            svid_dir=mesh.svid_dir(app_id),
-            handle_signals=False,
-            tracing=Tracing(provider),
-            audit=AuditSettings(mesh.home / "audit" / f"default.{app_id}.jsonl"),
-        )
+        return sidecar_options(mesh, app_id, app_port, tracing=Tracing(provider))
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(run_sidecar, options("server", app.ready["port"]))

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
-from sidecar.audit import AuditSettings
 from sidecar.runtime import SidecarOptions, run_sidecar
+from tests._support.in_process import sidecar_options
 
 
 def _proxy_of(sidecar, listener: str):
@@ -52,15 +52,7 @@ async def test_a_judge_that_raises_refuses_answers_and_records_the_request(
     app = mesh.procs.app("judged-app")
 
     def options(app_id: str, app_port: int | None) -> SidecarOptions:
-        return SidecarOptions(
-            app_id=app_id,
-            home=mesh.home,
-            app_port=app_port,
-            http_port=0,
-            svid_dir=mesh.svid_dir(app_id),
-            handle_signals=False,
-            audit=AuditSettings(mesh.home / "audit" / f"default.{app_id}.jsonl"),
-        )
+        return sidecar_options(mesh, app_id, app_port)
 
     async with trio.open_nursery() as nursery:
         sidecars = {

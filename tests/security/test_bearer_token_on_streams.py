@@ -15,7 +15,6 @@ test app's ``/sse-gated`` sends one event at once and the next only after ``/rel
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from contextlib import ExitStack
@@ -35,6 +34,7 @@ from tests._support.gated_stream import (
     rest_of_gated_stream,
     trickle_upload,
 )
+from tests._support.in_process import audit_path, last_record
 from tests._support.jose_mint import claims, rsa_key, sign
 from tests._support.mcp_mesh import McpMesh
 from tests._support.switchable_issuer import IssuerSite, serve_issuer
@@ -86,19 +86,6 @@ def _wait_for_keys(world) -> None:
     assert reply.status_code == 200, reply.text
 
 
-def _stream_record(world) -> dict:
-    """The server sidecar's audit record of the stream (written within ~100 ms of its end)."""
-    log = world["home"] / "audit" / "default.server.jsonl"
-    deadline = time.monotonic() + 10
-    while True:
-        lines = log.read_text().splitlines() if log.exists() else []
-        found = [r for r in map(json.loads, lines) if r.get("path") == "sse-gated"]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, lines
-        time.sleep(0.05)
-
-
 def _release(world) -> None:
     httpx.get(f"http://127.0.0.1:{world['app'].ready['port']}/release", timeout=5)
 
@@ -118,7 +105,7 @@ def test_twin_a_stream_opened_with_a_long_lived_token_delivers_what_comes_later(
         _release(world)
         data, closed = rest_of_gated_stream(sock, timeout=10)
     assert b"data: second" in data and not closed, data
-    record = _stream_record(world)
+    record = last_record(audit_path(world["home"], "server"), "sse-gated")
     assert (record["decision"], record["status"], record["cut"]) == ("allow", 200, None), record
 
 
@@ -135,7 +122,7 @@ def test_a_stream_is_cut_when_the_token_it_was_opened_with_expires(world):
             _release(world)
     assert closed and b"data: second" not in data, data
     # The record says the stream was allowed, then cut, and why.
-    record = _stream_record(world)
+    record = last_record(audit_path(world["home"], "server"), "sse-gated")
     assert (record["decision"], record["status"]) == ("allow", 200), record
     assert record["cut"].startswith("token_expired: the bearer token"), record
 

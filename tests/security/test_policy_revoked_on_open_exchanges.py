@@ -23,7 +23,6 @@ what arrived.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -31,7 +30,8 @@ import time
 import httpx
 import pytest
 
-from tests._support.gated_stream import trickle_upload
+from tests._support.gated_stream import rest_of_gated_stream, trickle_upload
+from tests._support.in_process import audit_path, last_record
 from tests._support.mcp_mesh import CLIENT_ID
 from tests.security.test_identity_on_kept_connections import KeptConnection, _svid
 from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, World
@@ -81,19 +81,6 @@ def _apply_and_wait(world, server, config: str) -> None:
         time.sleep(0.05)
 
 
-def _stream_record(world) -> dict:
-    """The server sidecar's audit record of the stream (written within ~100 ms of its end)."""
-    log = world.home / "audit" / "default.server.jsonl"
-    deadline = time.monotonic() + 10
-    while True:
-        lines = log.read_text().splitlines() if log.exists() else []
-        found = [r for r in map(json.loads, lines) if r.get("path") == "sse-gated"]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, lines
-        time.sleep(0.05)
-
-
 def _stream_across(world, config: str) -> tuple[bytes, bool]:
     """Open the gated stream as mcp-client, apply ``config``, release the app: what else
     arrives, and whether the sidecar closed the stream."""
@@ -114,7 +101,7 @@ def _stream_across(world, config: str) -> tuple[bytes, bool]:
 def test_a_stream_is_cut_when_the_callers_acl_grant_is_revoked(world):
     data, closed = _stream_across(world, REVOKED)
     assert closed and b"data: second" not in data, data
-    record = _stream_record(world)
+    record = last_record(audit_path(world.home, "server"), "sse-gated")
     assert (record["decision"], record["status"]) == ("allow", 200), record
     assert record["cut"].startswith("ERR_POLICY_CHANGED: the policy applied"), record
 
@@ -122,7 +109,7 @@ def test_a_stream_is_cut_when_the_callers_acl_grant_is_revoked(world):
 def test_twin_a_stream_goes_on_when_the_new_policy_still_allows_its_caller(world):
     data, closed = _stream_across(world, WIDENED)
     assert b"data: second" in data and not closed, data
-    assert _stream_record(world)["cut"] is None
+    assert last_record(audit_path(world.home, "server"), "sse-gated")["cut"] is None
 
 
 def _held_answer_across(world, config: str) -> bytes:
@@ -241,31 +228,15 @@ def _tool_call_across(gated, revoke: str) -> tuple[bytes, bool]:
             mesh.revoke(GATED_SERVER, CLIENT_ID, revoke)
         finally:
             httpx.get(f"http://127.0.0.1:{fake.ready['port']}/release", timeout=5)
-        sock.settimeout(10)
-        rest = b""
-        try:
-            while b"the gated result" not in rest:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return rest, True
-                rest += chunk
-        except (ConnectionError, TimeoutError):
-            return rest, True
-        return rest, False
+        return rest_of_gated_stream(sock, 10, until=b"the gated result")
 
 
 def test_a_streamed_tool_call_is_cut_when_its_tool_grant_is_revoked(gated):
     rest, closed = _tool_call_across(gated, "add")
     assert closed and b"the gated result" not in rest, rest
-    mesh = gated[0]
-    log = mesh.home / "audit" / f"default.{GATED_SERVER}.jsonl"
-    deadline = time.monotonic() + 10
-    while not (records := [json.loads(line) for line in log.read_text().splitlines()]) or (
-        records[-1].get("tool") != "add" and records[-1].get("names") != ["add"]
-    ):
-        assert time.monotonic() < deadline, records
-        time.sleep(0.05)
-    assert records[-1]["cut"].startswith("ERR_POLICY_CHANGED: the policy applied"), records[-1]
+    record = last_record(audit_path(gated[0].home, GATED_SERVER), "mcp")
+    assert record["names"] == ["add"], record
+    assert record["cut"].startswith("ERR_POLICY_CHANGED: the policy applied"), record
 
 
 def test_twin_a_streamed_tool_call_goes_on_when_another_tools_grant_is_revoked(gated):
