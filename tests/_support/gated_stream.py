@@ -63,12 +63,15 @@ def open_gated_stream(
     return data
 
 
-def rest_of_gated_stream(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
-    """What else arrives on the stream: (bytes, True) once the sidecar closed it."""
+def rest_of_gated_stream(
+    sock: socket.socket, timeout: float, until: bytes = b"data: second"
+) -> tuple[bytes, bool]:
+    """What else arrives on the stream, up to ``until``: (bytes, True) once the sidecar
+    closed it."""
     sock.settimeout(timeout)
     data = b""
     try:
-        while b"data: second" not in data:
+        while until not in data:
             chunk = sock.recv(65536)
             if not chunk:
                 return data, True
