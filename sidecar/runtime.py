@@ -335,9 +335,11 @@ def _check_config_file(value: str | None) -> None:
     path = Path(value)
     if override is not None and override.source is not None and not path.is_file():
         problem = "not a file" if path.exists() else "no such file"
+        if path.is_symlink() and not path.exists():
+            problem = f"a symlink to {os.readlink(path)}, which does not exist"
         raise SidecarConfigError(
-            f"--config {value}: {problem} (a name without .yaml/.yml is a Configuration in "
-            "the mesh store)"
+            f"--config {value}: {problem} (a Configuration in the mesh store is named with "
+            "lower-case letters, digits and '-' only)"
         )
 
 
