@@ -13,8 +13,8 @@ change comes. Three changes must end what was judged before them:
 Each proxy lists an exchange here from the moment it holds the upstream connection until the
 exchange ends; a change made between the request's arrival and its listing (a body read whole
 takes a while) is applied when it is listed. The relay carries the cut out
-(:func:`sidecar.http.relay.cut_exchange`): a streamed answer or body stops, one not yet
-started never starts, a whole answer is let finish.
+(:func:`sidecar.http.relay.cut_exchange`): a streamed answer or body stops, an answer
+not yet started never starts (streamed or whole), a whole answer on its way is let finish.
 """
 
 from __future__ import annotations

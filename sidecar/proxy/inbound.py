@@ -164,8 +164,8 @@ class InboundProxy:
         body still streaming: for a trust bundle that dropped a CA. The listener retires the
         connections verified under the old bundle once their exchange ends; a stream (an SSE
         one, an upload: either may last hours) would otherwise keep its caller served until
-        then. A whole answer is let finish. A caller that is still trusted reconnects, as for
-        an idle connection."""
+        then. A whole answer on its way is let finish. A caller that is still trusted
+        reconnects, as for an idle connection."""
         self._exchanges.retire_all()
 
     def recheck_streams(self) -> None:
@@ -179,7 +179,8 @@ class InboundProxy:
         """Cut every exchange under way (a streamed answer, or a request body still streaming)
         that the policy now in force refuses: an ACL or tool grant revoked, a bearer layer
         added, while an SSE stream or an upload is open. Each is judged again as its request
-        would be if it arrived now; a whole answer is let finish."""
+        would be if it arrived now; an answer not yet started never starts, a whole answer on
+        its way is let finish."""
         self._exchanges.policy_applied()
 
     def bearer_sources(self):

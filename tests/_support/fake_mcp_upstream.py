@@ -26,6 +26,8 @@ progress notification at once and its result only after ``GET /release`` (or 30 
 resuming a session with ``scenario=gated`` replays what is stored, then holds the stream and
 sends one ``the gated result`` notification after ``GET /release``. ``scenario=resume-long``
 is ``resume`` with ``LONG_REPLAY`` notifications stored behind the id-only event.
+``scenario=gated-json`` answers with one JSON body (Content-Length) holding the result, only
+after ``GET /release``; ``GET /held`` returns once such a request is held (or after 10 s).
 
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
@@ -110,6 +112,7 @@ def event(data: bytes, event_id: str | None = None) -> bytes:
 
 
 GATE = threading.Event()  # set by GET /release: the gated stream sends its result
+HELD = threading.Event()  # set while a gated-json request waits for GATE (GET /held)
 
 
 LONG_REPLAY = 1100  # more event ids than a sidecar keeps per caller (MAX_EVENT_IDS_PER_CALLER)
@@ -219,6 +222,12 @@ class Handler(BaseHTTPRequestHandler):
         if scenario == "gated":
             self._gated(message["id"])
             return
+        if scenario == "gated-json":
+            HELD.set()
+            GATE.wait(30)
+            GATE.clear()
+            self._send(200, "application/json", dumps(gated_result(message["id"])), session)
+            return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)
 
@@ -240,6 +249,11 @@ class Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == "/release":
             GATE.set()
             self._send(200, "application/json", b"{}")
+            return
+        if urlsplit(self.path).path == "/held":
+            held = HELD.wait(10)
+            HELD.clear()
+            self._send(200, "application/json", dumps({"held": held}))
             return
         log_request("GET", self.headers, b"")
         session = self.headers.get("mcp-session-id") or ""
