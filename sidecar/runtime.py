@@ -218,6 +218,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     parse_config_option(opts.config, store),
                     on_policy=lambda new: _on_policy(new, inbound, metrics),
                     on_applied=lambda _new: inbound.policy_applied(),
+                    prepare=inbound.warm_keys,
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)

@@ -196,6 +196,13 @@ class InboundProxy:
         if policy.bearer is not None:
             self.bearer_sources().on_policy(policy)  # ensure the source; warn if no RFC 9728
 
+    async def warm_keys(self, policy: InboundPolicy) -> None:
+        """Before a new policy takes effect: wait (bounded) for the first fetch of the keys of
+        a bearer component it brings, so that neither new requests nor the exchanges under way
+        (judged again once it is in force) are judged against no keys."""
+        if policy.bearer is not None:
+            await self.bearer_sources().warm(policy.bearer)
+
     async def _answer(self, conn: HttpConnection, answer: Answer, result: ExchangeResult) -> None:
         result.status = answer.status
         await send_simple_response(

@@ -166,6 +166,7 @@ async def watch_policy(
     poll_interval: float = 0.25,
     on_policy=None,
     on_applied=None,
+    prepare=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     # One load at a time per sidecar; a cancelled sidecar does not wait for a load to finish
@@ -193,6 +194,11 @@ async def watch_policy(
         elif outcome is not None:
             signature = current
             policy, generation = outcome
+            if prepare is not None and started:
+                # e.g. fetch a new bearer component's keys first (bounded), so the exchanges
+                # under way are not judged again against none. Not before the first policy:
+                # nothing is under way yet, and the start must not wait on an issuer.
+                await prepare(policy)
             if on_policy is not None:
                 on_policy(policy)  # e.g. warm the bearer keys before the first request
             holder.applied(policy, generation)
