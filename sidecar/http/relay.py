@@ -57,6 +57,7 @@ class CallerExpired(SidecarError):
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
+    layer = "identity"
 
 
 class CallerTokenExpired(SidecarError):
@@ -65,6 +66,7 @@ class CallerTokenExpired(SidecarError):
 
     code = "token_expired"  # the bearer layer's own name for it
     http_status = 403
+    layer = "bearer"
 
 
 class StreamEnd(NamedTuple):

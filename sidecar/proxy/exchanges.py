@@ -40,6 +40,10 @@ class PolicyRevoked(SidecarError):
     code = "ERR_POLICY_CHANGED"
     http_status = 403
 
+    def __init__(self, message: str, layer: str = "internal") -> None:
+        super().__init__(message)
+        self.layer = layer  # the layer of the new policy that refuses it, for the record
+
 
 class LiveExchanges:
     """One proxy's exchanges under way, by upstream connection (the relay marks an entry True
@@ -123,4 +127,4 @@ def _revoked(rejudge: Rejudge) -> Callable[[], SidecarError] | None:
         f"the policy applied while the exchange was under way refuses it: "
         f"{refusal.reason}: {refusal.message}"
     )
-    return lambda: PolicyRevoked(message)
+    return lambda: PolicyRevoked(message, refusal.layer)

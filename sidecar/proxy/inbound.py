@@ -145,7 +145,9 @@ class InboundProxy:
                 result.cut_by(exc)  # the record says the answer was cut, and why
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
             if decision is None or decision.allowed:
-                layer = "app" if isinstance(verdict, Forward) else "request"
+                # A cut names its layer (the policy's or the identity's); else the app failed
+                layer = getattr(exc, "layer", None)
+                layer = layer or ("app" if isinstance(verdict, Forward) else "request")
                 decision = Decision.deny(layer, exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
             body = getattr(exc, "response_body", None)

@@ -84,6 +84,7 @@ def test_a_json_tool_result_whose_grant_was_revoked_while_it_ran_never_arrives(s
     assert b"the gated result" not in data and b"ERR_POLICY_CHANGED" in data, data
     record = _call_record(slow[0])
     assert (record["decision"], record["reason"]) == ("deny", "ERR_POLICY_CHANGED"), record
+    assert record["layer"] == "mcp", record  # the layer that refuses it now, not "app"
 
 
 def test_twin_a_json_tool_result_arrives_when_another_tools_grant_is_revoked(slow):
