@@ -268,19 +268,24 @@ async def _relay_answer(
     if up.cut:
         # Marked while its head was awaited: the answer never starts, whether it would stream
         # or come whole (a tool result sent once a slow tool is done is as much the caller's
-        # as an SSE one). Only an answer already on its way is let finish.
+        # as an SSE one). Only an answer already on its way to the caller is let finish.
         raise up.cut()
     transform = plan(event) if plan is not None else None
     headers = response_headers(event, transform)
     if transform is not None and transform.buffered:
         raw = await read_whole_body(up, buffer_limit)
         body = transform.feed(raw) + transform.finish()
+        if up.cut:
+            raise up.cut()  # marked while the body was read: not a byte of it has left yet
         headers.append((b"content-length", str(len(body)).encode()))
         await _send_whole(down, event, headers, body, result)
         return
     if transform is None and _small(event.headers):
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
-        await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
+        body = await read_whole_body(up, SMALL_BODY)
+        if up.cut:
+            raise up.cut()  # marked while the body was read: not a byte of it has left yet
+        await _send_whole(down, event, headers, body, result)
         return
     if stream_end is not None and time.time() >= stream_end.at:
         # The caller's SVID or token expired while the head was awaited: the stream never

@@ -28,6 +28,7 @@ sends one ``the gated result`` notification after ``GET /release``. ``scenario=r
 is ``resume`` with ``LONG_REPLAY`` notifications stored behind the id-only event.
 ``scenario=gated-json`` answers with one JSON body (Content-Length) holding the result, only
 after ``GET /release``; ``GET /held`` returns once such a request is held (or after 10 s).
+``scenario=gated-json-body`` sends that answer's head at once and its body after the release.
 
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
@@ -227,6 +228,18 @@ class Handler(BaseHTTPRequestHandler):
             GATE.wait(30)
             GATE.clear()
             self._send(200, "application/json", dumps(gated_result(message["id"])), session)
+            return
+        if scenario == "gated-json-body":  # the head at once, the body after /release
+            answer = dumps(gated_result(message["id"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.flush()
+            HELD.set()
+            GATE.wait(30)
+            GATE.clear()
+            self.wfile.write(answer)
             return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)

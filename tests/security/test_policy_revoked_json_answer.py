@@ -5,8 +5,9 @@ the change never starts. An MCP server may answer a tools/call with one JSON bod
 SDK's JSON response mode), sent only once the tool is done, minutes later for a slow tool. The
 sidecar let such a "whole answer" through even when its head arrived after the grant was
 revoked, so whether a revoked caller got its result depended on the server's response mode.
-An answer whose head arrives after the cut is now refused like a stream that never started
-(403 ``ERR_POLICY_CHANGED``); an answer already being relayed is still let finish.
+An answer whose head arrives after the cut, or whose body the sidecar is still reading when
+the cut comes, is now refused like a stream that never started (403 ``ERR_POLICY_CHANGED``);
+an answer already on its way to the caller is still let finish.
 
 Twin: revoking another tool leaves the call's JSON result flowing to the caller.
 """
@@ -37,7 +38,7 @@ def slow(mcp_mesh):
     return mcp_mesh, client, fake
 
 
-def _json_call_across(slow, revoke: str) -> bytes:
+def _json_call_across(slow, revoke: str, scenario: bytes = b"gated-json") -> bytes:
     """As the caller, call ``add``; once the server holds the call, revoke the caller's grant
     of ``revoke`` (waiting until the sidecars apply it) and let the server answer: what the
     caller gets."""
@@ -47,10 +48,10 @@ def _json_call_across(slow, revoke: str) -> bytes:
     host, port = client.url().removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=15) as sock:
         sock.sendall(
-            b"POST /v1.0/invoke/%s/method/mcp?scenario=gated-json HTTP/1.1\r\nhost: 127.0.0.1"
+            b"POST /v1.0/invoke/%s/method/mcp?scenario=%s HTTP/1.1\r\nhost: 127.0.0.1"
             b"\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream"
             b"\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: %d\r\n\r\n%s"
-            % (SERVER.encode(), len(CALL_ADD), CALL_ADD)
+            % (SERVER.encode(), scenario, len(CALL_ADD), CALL_ADD)
         )
         try:
             assert httpx.get(f"{upstream}/held", timeout=15).json() == {"held": True}
@@ -89,4 +90,19 @@ def test_a_json_tool_result_whose_grant_was_revoked_while_it_ran_never_arrives(s
 
 def test_twin_a_json_tool_result_arrives_when_another_tools_grant_is_revoked(slow):
     data = _json_call_across(slow, "echo")
+    assert data.startswith(b"HTTP/1.1 200 ") and b"the gated result" in data, data
+
+
+# The head sent at once, the body only when the tool is done: the cut comes while the sidecar
+# reads the body, before a byte of the answer has left for the caller.
+
+
+def test_a_json_tool_result_whose_body_comes_after_the_revocation_never_arrives(slow):
+    data = _json_call_across(slow, "add", b"gated-json-body")
+    assert data.startswith(b"HTTP/1.1 403 "), data
+    assert b"the gated result" not in data and b"ERR_POLICY_CHANGED" in data, data
+
+
+def test_twin_a_json_tool_result_whose_body_comes_later_arrives_when_another_is_revoked(slow):
+    data = _json_call_across(slow, "echo", b"gated-json-body")
     assert data.startswith(b"HTTP/1.1 200 ") and b"the gated result" in data, data
