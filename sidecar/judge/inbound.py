@@ -249,11 +249,12 @@ class InboundJudge:
         the answer is exactly the one a new request would get: the ACL, the bearer layer and,
         on the MCP endpoint, the tool grants (``body``: the body that was judged, or None when
         it streamed through unread). A body the new policy would want to inspect but that was
-        never read is refused, since it cannot be judged. The MCP sessions are not consulted at
-        all: the session, task and ``Last-Event-ID`` the request named were the caller's when it
-        arrived, which no policy changes, and those tables forget old entries (a resumed stream
-        relays new event ids that push out the one it resumed from), so looking again would cut
-        a stream the policy still allows."""
+        never read is refused, since it cannot be judged. Whose the session, task and
+        ``Last-Event-ID`` the request named are is not looked up again: they were the caller's
+        when it arrived, which no policy changes, and those tables forget old entries (a resumed
+        stream relays new event ids that push out the one it resumed from), so looking again
+        would cut a stream the policy still allows. The tool a named task runs is judged again
+        (a ``tasks/result`` of a tool whose grant was revoked is cut)."""
         verdict = self.head(
             request, peer_identity, peer_identity_error, peer_host, now, peer_svid, under_way=True
         )
@@ -335,8 +336,9 @@ class InboundJudge:
         if body is None:
             return ReadBody(self.site.max_inspected_body, judged.facts, judged)
         limit = self.site.max_inspected_body
-        sessions = None if under_way else self.sessions
-        verdict = mcp_route.judge_body(route, inbound, body, limit, sessions)
+        verdict = mcp_route.judge_body(
+            route, inbound, body, limit, self.sessions, check_owner=not under_way
+        )
         facts = judged.facts.with_mcp(verdict.mcp_methods, verdict.names, verdict.arg_keys)
         if not verdict.allowed:
             return Answer.deny(verdict.decision, facts)
@@ -350,11 +352,16 @@ class InboundJudge:
                 return Answer.deny(refused, facts)
         planner = None
         if not under_way:
-            planner = self._planner(inbound, verdict.request_ids, verdict.pending)
+            # A task this call creates stays bound to its tool (tasks/* are judged by it).
+            call = verdict.mcp_methods == ("tools/call",) and verdict.names
+            tool = verdict.names[0] if call else None
+            planner = self._planner(inbound, verdict.request_ids, verdict.pending, tool)
         return self._forward(judged, decision, body, planner, facts)
 
-    def _planner(self, inbound: InboundRequest, own_ids: tuple, new=()):
-        return mcp_route.response_planner(self.sessions, new, own_ids, self._current_tools, inbound)
+    def _planner(self, inbound: InboundRequest, own_ids: tuple, new=(), tool=None):
+        return mcp_route.response_planner(
+            self.sessions, new, own_ids, self._current_tools, inbound, tool
+        )
 
     def _current_tools(self):
         """The tool policy in force now (deny-all if the app is no longer an MCP server)."""
