@@ -218,6 +218,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     parse_config_option(opts.config, store),
                     on_policy=lambda new: _on_policy(new, inbound, metrics),
                     on_applied=lambda _new: inbound.policy_applied(),
+                    prepare=inbound.warm_keys,
                 )
             )
             admin = AdminHandler(lambda: status(), metrics, opts.app_port)
@@ -335,9 +336,11 @@ def _check_config_file(value: str | None) -> None:
     path = Path(value)
     if override is not None and override.source is not None and not path.is_file():
         problem = "not a file" if path.exists() else "no such file"
+        if path.is_symlink() and not path.exists():
+            problem = f"a symlink to {os.readlink(path)}, which does not exist"
         raise SidecarConfigError(
-            f"--config {value}: {problem} (a name without .yaml/.yml is a Configuration in "
-            "the mesh store)"
+            f"--config {value}: {problem} (a Configuration in the mesh store is named with "
+            "lower-case letters, digits and '-' only)"
         )
 
 

@@ -57,6 +57,7 @@ class CallerExpired(SidecarError):
 
     code = "ERR_PEER_SVID_EXPIRED"
     http_status = 403
+    layer = "identity"
 
 
 class CallerTokenExpired(SidecarError):
@@ -65,6 +66,7 @@ class CallerTokenExpired(SidecarError):
 
     code = "token_expired"  # the bearer layer's own name for it
     http_status = 403
+    layer = "bearer"
 
 
 class StreamEnd(NamedTuple):
@@ -213,10 +215,11 @@ def cut_exchange(
     up: HttpConnection, streaming: bool, error: Callable[[], SidecarError] | None = None
 ) -> None:
     """End the exchange under way on the upstream connection ``up``: a streamed answer stops
-    now, one whose head is still awaited never starts, and a request body still streaming stops
-    too. A whole answer is let finish. ``streaming``: what ``streams`` says of ``up``;
-    ``error`` makes the error it ends with (default: the identity layer's, for a CA dropped
-    from the bundle or a binding that moved an App ID)."""
+    now, an answer whose head is still awaited never starts (streamed or whole), and a request
+    body still streaming stops too. A whole answer whose head already came is let finish.
+    ``streaming``: what ``streams`` says of ``up``; ``error`` makes the error it ends with
+    (default: the identity layer's, for a CA dropped from the bundle or a binding that moved
+    an App ID)."""
     up.cut = error if error is not None else caller_expired
     if streaming:
         up.interrupt()
@@ -262,20 +265,28 @@ async def _relay_answer(
         up.end_phase(saved)
     if kind is not ResponseHead and not isinstance(event, h11.Response):
         raise ConnectionLost("upstream closed the connection without answering")
+    if up.cut:
+        # Marked while its head was awaited: the answer never starts, whether it would stream
+        # or come whole (a tool result sent once a slow tool is done is as much the caller's
+        # as an SSE one). Only an answer already on its way to the caller is let finish.
+        raise up.cut()
     transform = plan(event) if plan is not None else None
     headers = response_headers(event, transform)
     if transform is not None and transform.buffered:
         raw = await read_whole_body(up, buffer_limit)
         body = transform.feed(raw) + transform.finish()
+        if up.cut:
+            raise up.cut()  # marked while the body was read: not a byte of it has left yet
         headers.append((b"content-length", str(len(body)).encode()))
         await _send_whole(down, event, headers, body, result)
         return
     if transform is None and _small(event.headers):
         # The common case (a JSON-RPC answer): one read, one write, no per-chunk round trips.
-        await _send_whole(down, event, headers, await read_whole_body(up, SMALL_BODY), result)
+        body = await read_whole_body(up, SMALL_BODY)
+        if up.cut:
+            raise up.cut()  # marked while the body was read: not a byte of it has left yet
+        await _send_whole(down, event, headers, body, result)
         return
-    if up.cut:
-        raise up.cut()  # marked while its head was awaited: the stream never starts
     if stream_end is not None and time.time() >= stream_end.at:
         # The caller's SVID or token expired while the head was awaited: the stream never
         # starts (its first reads need not wait, so its phase alone would not stop it).
@@ -422,7 +433,8 @@ async def relay_exchange(
     for the whole exchange, from before anything that may wait (a body read whole, a dial),
     with ``up.cut`` saying whether a cut came since the request was judged; the relay marks it
     True once the answer streams. An exchange cut before its request left sends nothing; after,
-    a whole answer is let finish."""
+    an answer whose head had not come yet never starts, and a whole one on its way is let
+    finish."""
     if body is None and _small(request.headers):
         body = await read_whole_body(down, SMALL_BODY)
     if up.cut:  # cut before the request left (while its body arrived): not a byte goes upstream

@@ -80,6 +80,9 @@ class _Judged:
     verified: Any  # sidecar.bearer.VerifiedToken | None
     facts: Facts
     peer_svid: PeerSvid | None = None  # the caller's leaf, judged again when the body is in
+    # Judged again while under way (InboundJudge.rejudge): the sessions, tasks and event ids it
+    # named were checked on arrival and are not policy, so they are not looked up again.
+    under_way: bool = False
 
 
 def _bearer_gate():
@@ -134,11 +137,14 @@ class InboundJudge:
         peer_host: str,
         now: float,
         peer_svid: PeerSvid | None = None,
+        *,
+        under_way: bool = False,
     ):
         """Judge a request head: :class:`Answer`, :class:`ReadBody` or :class:`Forward`.
 
         ``peer_svid`` (what the connection kept of the caller's leaf) makes the caller the one
-        the identity map in force *now* derives, and refuses once the leaf has expired."""
+        the identity map in force *now* derives, and refuses once the leaf has expired.
+        ``under_way``: the request is one already forwarded, judged again (:meth:`rejudge`)."""
         policy = self.policy()
         fields = FieldView(request.headers)  # the header list is walked once from here on
         verb = request.method.decode("ascii", "replace")
@@ -189,6 +195,8 @@ class InboundJudge:
         )
         if isinstance(judged, Answer):
             return judged
+        if under_way:
+            judged = replace(judged, under_way=True)
         return self._decide(judged, None)
 
     def body(self, step: ReadBody, body: bytes, now: float) -> Verdict:
@@ -220,7 +228,7 @@ class InboundJudge:
             )
             if isinstance(again, Answer):
                 return again
-            judged = again
+            judged = replace(again, under_way=judged.under_way)
         return self._decide(judged, body)
 
     def rejudge(
@@ -241,9 +249,15 @@ class InboundJudge:
         the answer is exactly the one a new request would get: the ACL, the bearer layer and,
         on the MCP endpoint, the tool grants (``body``: the body that was judged, or None when
         it streamed through unread). A body the new policy would want to inspect but that was
-        never read is refused, since it cannot be judged. Only lookups reach the MCP sessions;
-        nothing is registered."""
-        verdict = self.head(request, peer_identity, peer_identity_error, peer_host, now, peer_svid)
+        never read is refused, since it cannot be judged. Whose the session, task and
+        ``Last-Event-ID`` the request named are is not looked up again: they were the caller's
+        when it arrived, which no policy changes, and those tables forget old entries (a resumed
+        stream relays new event ids that push out the one it resumed from), so looking again
+        would cut a stream the policy still allows. The tool a named task runs is judged again
+        (a ``tasks/result`` of a tool whose grant was revoked is cut)."""
+        verdict = self.head(
+            request, peer_identity, peer_identity_error, peer_host, now, peer_svid, under_way=True
+        )
         if isinstance(verdict, ReadBody):
             if body is None:
                 if verdict.state.route is None:
@@ -301,27 +315,30 @@ class InboundJudge:
 
     def _decide(self, judged: _Judged, body: bytes | None) -> Verdict:
         """The MCP policy (when the request addresses the MCP endpoint), then the plan."""
-        route, inbound = judged.route, judged.inbound
+        route, inbound, under_way = judged.route, judged.inbound, judged.under_way
         if route is None:
             if body is None and _small_body(inbound.headers.pairs):
                 # The relay would buffer it anyway: read it here, so it is judged complete.
                 return ReadBody(SMALL_BODY, judged.facts, judged)
             return self._forward(judged, judged.decision, body, None)
-        not_yours = mcp_route.check_session_owner(self.sessions, inbound)
+        not_yours = None if under_way else mcp_route.check_session_owner(self.sessions, inbound)
         if not_yours is not None:  # another caller's session, or one never issued: 404
             return Answer.deny(not_yours, judged.facts)
         if inbound.verb != "POST":
             decision = mcp_route.check_without_body(route, inbound)
             if not decision.allowed:
                 return Answer.deny(decision, judged.facts)
-            return self._forward(judged, decision, body, self._planner(inbound, ()))
+            planner = None if under_way else self._planner(inbound, ())
+            return self._forward(judged, decision, body, planner)
         refusal = mcp_route.refuse_encoding(inbound)
         if refusal is not None:
             return Answer.deny(refusal, judged.facts)
         if body is None:
             return ReadBody(self.site.max_inspected_body, judged.facts, judged)
         limit = self.site.max_inspected_body
-        verdict = mcp_route.judge_body(route, inbound, body, limit, self.sessions)
+        verdict = mcp_route.judge_body(
+            route, inbound, body, limit, self.sessions, check_owner=not under_way
+        )
         facts = judged.facts.with_mcp(verdict.mcp_methods, verdict.names, verdict.arg_keys)
         if not verdict.allowed:
             return Answer.deny(verdict.decision, facts)
@@ -333,11 +350,18 @@ class InboundJudge:
             )
             if refused is not None:
                 return Answer.deny(refused, facts)
-        planner = self._planner(inbound, verdict.request_ids, verdict.pending)
+        planner = None
+        if not under_way:
+            # A task this call creates stays bound to its tool (tasks/* are judged by it).
+            call = verdict.mcp_methods == ("tools/call",) and verdict.names
+            tool = verdict.names[0] if call else None
+            planner = self._planner(inbound, verdict.request_ids, verdict.pending, tool)
         return self._forward(judged, decision, body, planner, facts)
 
-    def _planner(self, inbound: InboundRequest, own_ids: tuple, new=()):
-        return mcp_route.response_planner(self.sessions, new, own_ids, self._current_tools, inbound)
+    def _planner(self, inbound: InboundRequest, own_ids: tuple, new=(), tool=None):
+        return mcp_route.response_planner(
+            self.sessions, new, own_ids, self._current_tools, inbound, tool
+        )
 
     def _current_tools(self):
         """The tool policy in force now (deny-all if the app is no longer an MCP server)."""

@@ -18,10 +18,11 @@ filters the matching response. Everything is decided on the body; headers are on
 
 Where the spec is silent (documented decisions):
 
-* ``tasks/*`` carry only a task id, which we cannot tie to a tool without keeping state; only
-  ``tools/call`` can be task-augmented on a server (2025-11-25 ``tasks.requests.tools.call``), and
-  creating the task was gated by tool name. So ``tasks/*`` is allowed only to callers holding some
-  ``tools`` grant; binding a task to its creator is the server's job (the spec requires it).
+* ``tasks/*`` carry only a task id; only ``tools/call`` can be task-augmented on a server
+  (2025-11-25 ``tasks.requests.tools.call``), and creating the task was gated by tool name. So
+  ``tasks/*`` is allowed here only to callers holding some ``tools`` grant; the proxy
+  (:func:`sidecar.proxy.mcp_route.judge_body`) then refuses a task that is not the caller's, or
+  whose creating tool the caller is no longer granted (the sessions remember both).
 * ``subscriptions/listen`` (2026-07-28) is allowed to any caller with a grant, but every URI in
   ``params.notifications.resourceSubscriptions`` must be granted like ``resources/read``.
 * A method the spec defines but not in the negotiated version (``ping`` under 2026-07-28) is

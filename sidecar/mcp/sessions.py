@@ -111,6 +111,8 @@ class McpSessions:
         # session id → its task and event keys, forgotten with the session
         self._session_tasks: dict[Hashable, set[tuple]] = {}
         self._session_events: dict[Hashable, set[tuple]] = {}
+        # (session id, task id) → the tool whose call created it, while the task is known
+        self._task_tools: dict[tuple, str] = {}
 
     # -- sessions ------------------------------------------------------------------------------
     def owner(self, session_id: str) -> Hashable | None:
@@ -148,16 +150,30 @@ class McpSessions:
         self._pending.pop(session_id, None)
         for task in self._session_tasks.pop(session_id, ()):
             self._tasks.release(task)
+            self._task_tools.pop(task, None)
         for event in self._session_events.pop(session_id, ()):
             self._events.release(event)
 
     # -- tasks ---------------------------------------------------------------------------------
-    def claim_task(self, caller: Hashable, session_id: str | None, task_id: str) -> bool:
-        """A response created ``task_id`` for ``caller`` (False: another caller holds it)."""
-        return _claim_in_session(self._tasks, self._session_tasks, caller, (session_id, task_id))
+    def claim_task(
+        self, caller: Hashable, session_id: str | None, task_id: str, tool: str | None = None
+    ) -> bool:
+        """A response created ``task_id`` for ``caller`` (False: another caller holds it), in
+        answer to a call of ``tool`` (when known), so its result stays behind that grant."""
+        key = (session_id, task_id)
+        claimed = _claim_in_session(
+            self._tasks, self._session_tasks, caller, key, forget=self._task_tools
+        )
+        if claimed and tool is not None and self._tasks.owner(key) is not None:
+            self._task_tools[key] = tool
+        return claimed
 
     def task_owner(self, session_id: str | None, task_id: str) -> Hashable | None:
         return self._tasks.owner((session_id, task_id))
+
+    def task_tool(self, session_id: str | None, task_id: str) -> str | None:
+        """The tool whose call created the task (None: not known, or the task forgotten)."""
+        return self._task_tools.get((session_id, task_id))
 
     # -- SSE event ids ---------------------------------------------------------------------------
     def saw_event(self, caller: Hashable, session_id: str | None, event_id: str) -> bool:
@@ -190,12 +206,19 @@ class McpSessions:
 
 
 def _claim_in_session(
-    table: _OwnedLru, by_session: dict[Hashable, set[tuple]], caller: Hashable, key: tuple
+    table: _OwnedLru,
+    by_session: dict[Hashable, set[tuple]],
+    caller: Hashable,
+    key: tuple,
+    forget: dict[tuple, object] | None = None,
 ) -> bool:
     """Claim ``key`` = (session id, id) in ``table`` and index it under its session, so ending
-    or evicting the session forgets it; keys the table evicted leave the index too."""
+    or evicting the session forgets it; keys the table evicted leave the index (and
+    ``forget``) too."""
     claimed = table.claim(key, caller)
     for dropped in table.evicted:
+        if forget is not None:
+            forget.pop(dropped, None)
         keys = by_session.get(dropped[0])
         if keys is not None:
             keys.discard(dropped)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from functools import partial
 
 import structlog
 import trio
@@ -47,20 +48,46 @@ log = structlog.get_logger("trustmesh.bearer")
 WELL_KNOWN = ".well-known/oauth-protected-resource"
 
 
+# How long a new policy waits, at most, for the first attempt to fetch the keys of a bearer
+# component it brings (the fetch itself is bounded by the source's own, longer, timeout).
+WARM_TIMEOUT = 5.0
+
+
+class _FirstAttempt:
+    """The ``task_status`` a source's ``run`` reports its first fetch attempt to."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+
+    def started(self, _value=None) -> None:
+        self.done.set()
+
+
 class BearerKeySources:
     """One JWKS source per bearer configuration, started on first use, kept for the process."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._sources: dict[BearerConfig, JwksSource] = {}
+        self._first: dict[BearerConfig, trio.Event] = {}
 
     def ensure(self, config: BearerConfig) -> JwksSource:
         source = self._sources.get(config)
         if source is None:
             source = self._sources[config] = JwksSource(config)
-            self._nursery.start_soon(source.run)
+            first = _FirstAttempt()
+            self._first[config] = first.done
+            self._nursery.start_soon(partial(source.run, task_status=first))
             log.info("jwks source started", component=config.name, issuer=config.issuer)
         return source
+
+    async def warm(self, config: BearerConfig, timeout: float = WARM_TIMEOUT) -> None:
+        """Start the source of ``config`` if new, and wait (at most ``timeout``) for its first
+        fetch attempt: a policy put in force before would judge every token, and every
+        exchange under way that it judges again, against no keys at all."""
+        self.ensure(config)
+        with trio.move_on_after(timeout):
+            await self._first[config].wait()
 
     def on_policy(self, policy: InboundPolicy) -> None:
         if policy.bearer is not None:

@@ -13,8 +13,8 @@ change comes. Three changes must end what was judged before them:
 Each proxy lists an exchange here from the moment it holds the upstream connection until the
 exchange ends; a change made between the request's arrival and its listing (a body read whole
 takes a while) is applied when it is listed. The relay carries the cut out
-(:func:`sidecar.http.relay.cut_exchange`): a streamed answer or body stops, one not yet
-started never starts, a whole answer is let finish.
+(:func:`sidecar.http.relay.cut_exchange`): a streamed answer or body stops, an answer
+not yet started never starts (streamed or whole), a whole answer on its way is let finish.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class PolicyRevoked(SidecarError):
 
     code = "ERR_POLICY_CHANGED"
     http_status = 403
+
+    def __init__(self, message: str, layer: str = "internal") -> None:
+        super().__init__(message)
+        self.layer = layer  # the layer of the new policy that refuses it, for the record
 
 
 class LiveExchanges:
@@ -123,4 +127,4 @@ def _revoked(rejudge: Rejudge) -> Callable[[], SidecarError] | None:
         f"the policy applied while the exchange was under way refuses it: "
         f"{refusal.reason}: {refusal.message}"
     )
-    return lambda: PolicyRevoked(message)
+    return lambda: PolicyRevoked(message, refusal.layer)

@@ -145,7 +145,9 @@ class InboundProxy:
                 result.cut_by(exc)  # the record says the answer was cut, and why
                 raise ConnectionLost(f"app failed mid-response: {exc}") from exc
             if decision is None or decision.allowed:
-                layer = "app" if isinstance(verdict, Forward) else "request"
+                # A cut names its layer (the policy's or the identity's); else the app failed
+                layer = getattr(exc, "layer", None)
+                layer = layer or ("app" if isinstance(verdict, Forward) else "request")
                 decision = Decision.deny(layer, exc.code, str(exc), exc.http_status)
             result.status = exc.http_status
             body = getattr(exc, "response_body", None)
@@ -164,8 +166,8 @@ class InboundProxy:
         body still streaming: for a trust bundle that dropped a CA. The listener retires the
         connections verified under the old bundle once their exchange ends; a stream (an SSE
         one, an upload: either may last hours) would otherwise keep its caller served until
-        then. A whole answer is let finish. A caller that is still trusted reconnects, as for
-        an idle connection."""
+        then. A whole answer on its way is let finish. A caller that is still trusted
+        reconnects, as for an idle connection."""
         self._exchanges.retire_all()
 
     def recheck_streams(self) -> None:
@@ -179,7 +181,8 @@ class InboundProxy:
         """Cut every exchange under way (a streamed answer, or a request body still streaming)
         that the policy now in force refuses: an ACL or tool grant revoked, a bearer layer
         added, while an SSE stream or an upload is open. Each is judged again as its request
-        would be if it arrived now; a whole answer is let finish."""
+        would be if it arrived now; an answer not yet started never starts, a whole answer on
+        its way is let finish."""
         self._exchanges.policy_applied()
 
     def bearer_sources(self):
@@ -194,6 +197,13 @@ class InboundProxy:
         """Called with each new policy before it takes effect: warm the bearer keys."""
         if policy.bearer is not None:
             self.bearer_sources().on_policy(policy)  # ensure the source; warn if no RFC 9728
+
+    async def warm_keys(self, policy: InboundPolicy) -> None:
+        """Before a new policy takes effect: wait (bounded) for the first fetch of the keys of
+        a bearer component it brings, so that neither new requests nor the exchanges under way
+        (judged again once it is in force) are judged against no keys."""
+        if policy.bearer is not None:
+            await self.bearer_sources().warm(policy.bearer)
 
     async def _answer(self, conn: HttpConnection, answer: Answer, result: ExchangeResult) -> None:
         result.status = answer.status

@@ -51,7 +51,7 @@ from ..mcp import (
     list_backstop,
 )
 from ..mcp.filtering import may_hold_list
-from ..mcp.policy import caller_label
+from ..mcp.policy import caller_label, is_granted
 from ..mcp.sessions import MAX_SESSIONS, McpSessions
 from ..pipeline import InboundRequest, McpRoute
 from ..policy import Decision
@@ -273,12 +273,17 @@ def judge_body(
     body: bytes,
     limit: int,
     sessions: McpSessions | None = None,
+    *,
+    check_owner: bool = True,
 ) -> RequestVerdict:
     """The MCP policy over one POST body, for the caller's full identity (namespace + App ID).
 
     With ``sessions``, ``tasks/*`` naming a task are allowed only for the caller that created
     it (in this session); anyone else, or a task this sidecar never saw created, gets the
-    JSON-RPC error an unknown task gets, and the server never sees the request.
+    JSON-RPC error an unknown task gets, and the server never sees the request. A task created
+    by a call of a tool the caller is no longer granted is refused too: its result is that
+    tool's. ``check_owner=False`` (a request judged again while under way) skips the owner
+    lookup, settled on arrival, and keeps the grant check.
     """
     fields = mcp_fields(request)
     verdict = inspect_request(
@@ -293,22 +298,39 @@ def judge_body(
         return verdict
     sid = session_id(request)
     for task_id in verdict.task_ids:
-        if sessions.task_owner(sid, task_id) != request.caller:
+        who = caller_label(route.policy, request.caller)
+        if check_owner and sessions.task_owner(sid, task_id) != request.caller:
             message = f"task {task_id[:64]!r} not found"
-            decision = Decision.deny(
-                "mcp",
-                "task_not_found",
-                f"{message} for caller {caller_label(route.policy, request.caller)!r}",
-                404,
-                rule="tasks belong to the caller whose request created them",
-                body=jsonrpc.error_body(
-                    verdict.request_ids[0] if len(verdict.request_ids) == 1 else None,
-                    jsonrpc.INVALID_PARAMS,
-                    message,
-                ),
-            )
-            return replace(verdict, decision=decision)
+            return _task_refused(
+                verdict, "task_not_found", message, f"{message} for caller {who!r}", 404,
+                "tasks belong to the caller whose request created them", jsonrpc.INVALID_PARAMS,
+            )  # fmt: skip
+        tool = sessions.task_tool(sid, task_id)
+        if tool is not None and not is_granted(route.policy, request.caller, "tools", tool):
+            message = f"task {task_id[:64]!r} runs tool {tool!r}, which is no longer granted"
+            return _task_refused(
+                verdict, "task_tool_not_granted", message, f"{message} to caller {who!r}", 403,
+                "a task's result is behind the grant of the tool that created it",
+                jsonrpc.ACCESS_DENIED,
+            )  # fmt: skip
     return verdict
+
+
+def _task_refused(
+    verdict: RequestVerdict,
+    reason: str,
+    message: str,
+    detail: str,
+    status: int,
+    rule: str,
+    code: int,
+) -> RequestVerdict:
+    """``verdict`` refused for a task it names: ``message`` to the client, ``detail`` to the
+    audit record."""
+    request_id = verdict.request_ids[0] if len(verdict.request_ids) == 1 else None
+    body = jsonrpc.error_body(request_id, code, message)
+    decision = Decision.deny("mcp", reason, detail, status, rule=rule, body=body)
+    return replace(verdict, decision=decision)
 
 
 _UNSET: Any = object()
@@ -319,12 +341,14 @@ def content_filter(
     request: InboundRequest,
     current_policy: Callable[[], Any],
     sid: str | None = _UNSET,
+    tool: str | None = None,
 ) -> Callable[[Any], Any | None]:
     """The per-message content check every response message passes (JSON body, batch element,
     SSE event): lists cut to the caller's grants under the policy in force *now*; task ids
     created for this caller recorded; ``tasks/list`` cut to the caller's own tasks. Returns the
     rewritten message, or None when it is fine as it is; raises ``ResponseFilterFailed`` for a
-    task id the server hands this caller that another caller holds."""
+    task id the server hands this caller that another caller holds. ``tool``: the tool this
+    request called, which a task it creates stays bound to."""
     caller = request.caller
     version = mcp_fields(request).get("mcp-protocol-version")
     if sid is _UNSET:
@@ -340,7 +364,7 @@ def content_filter(
             return filtered
         task = result.get("task")
         created = task.get("taskId") if isinstance(task, dict) else None
-        if isinstance(created, str) and not sessions.claim_task(caller, sid, created):
+        if isinstance(created, str) and not sessions.claim_task(caller, sid, created, tool):
             raise ResponseFilterFailed("the server issued a task id another caller holds")
         tasks = result.get("tasks")
         if isinstance(tasks, list):
@@ -463,6 +487,7 @@ def response_planner(
     own_ids: tuple,
     current_policy,
     request: InboundRequest,
+    tool: str | None = None,
 ):
     """What to do with the app's answer, decided from its status and headers.
 
@@ -480,7 +505,7 @@ def response_planner(
     request_session = session_id(request)
     pending = sessions.get(caller, request_session)
     list_ids = tuple(p.request_id for p in new) if new else ()
-    backstop = content_filter(sessions, request, current_policy, request_session)
+    backstop = content_filter(sessions, request, current_policy, request_session, tool)
     observe = partial(_note_tools, sessions)
 
     def plan(response: h11.Response):

@@ -13,6 +13,7 @@ sidecar that has never had a valid policy denies everything (503) and says why.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from identity import AppIdentity
 
 from ..errors import SidecarError
 from ..pipeline import InboundPolicy
+from ..policy.configuration import validate_configuration_name
 from .documents import DocumentError, load_documents, read_file
 from .policy_builder import ConfigOverride, build_inbound_policy, deny_all_policy
 from .store import MeshStore, StoreBusy
@@ -71,13 +73,27 @@ class PolicyHolder:
 
 
 def parse_config_option(value: str | None, store: MeshStore) -> ConfigOverride | None:
-    """``--config NAME|FILE``: a path that exists is a file, anything else a store name."""
+    """``--config NAME|FILE``: a store name is a Configuration name (a DNS label) naming no
+    file; anything else is a file (a path, a name ending .yaml/.yml, a symlink even dangling),
+    so that a missing one fails the start rather than being looked up in the store forever."""
     if value is None:
         return None
     path = Path(value)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if (
+        path.suffix in (".yaml", ".yml")
+        or os.path.lexists(path)
+        or not _is_configuration_name(value)
+    ):
         return ConfigOverride(source=str(path))
     return ConfigOverride(name=value)
+
+
+def _is_configuration_name(value: str) -> bool:
+    try:
+        validate_configuration_name(value)
+    except SidecarError:
+        return False
+    return True
 
 
 def _with_file(override: ConfigOverride | None) -> ConfigOverride | None:
@@ -150,6 +166,7 @@ async def watch_policy(
     poll_interval: float = 0.25,
     on_policy=None,
     on_applied=None,
+    prepare=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     # One load at a time per sidecar; a cancelled sidecar does not wait for a load to finish
@@ -177,6 +194,11 @@ async def watch_policy(
         elif outcome is not None:
             signature = current
             policy, generation = outcome
+            if prepare is not None and started:
+                # e.g. fetch a new bearer component's keys first (bounded), so the exchanges
+                # under way are not judged again against none. Not before the first policy:
+                # nothing is under way yet, and the start must not wait on an issuer.
+                await prepare(policy)
             if on_policy is not None:
                 on_policy(policy)  # e.g. warm the bearer keys before the first request
             holder.applied(policy, generation)

@@ -22,7 +22,13 @@ Sessions: ``initialize`` without an ``Mcp-Session-Id`` is answered with a fresh 
 only forwards a session id to the caller whose request it was issued to).
 
 A held stream: ``scenario=gated`` answers any request on an SSE stream (chunked) with one
-progress notification at once and its result only after ``GET /release`` (or 30 s).
+progress notification at once and its result only after ``GET /release`` (or 30 s). A GET
+resuming a session with ``scenario=gated`` replays what is stored, then holds the stream and
+sends one ``the gated result`` notification after ``GET /release``. ``scenario=resume-long``
+is ``resume`` with ``LONG_REPLAY`` notifications stored behind the id-only event.
+``scenario=gated-json`` answers with one JSON body (Content-Length) holding the result, only
+after ``GET /release``; ``GET /held`` returns once such a request is held (or after 10 s).
+``scenario=gated-json-body`` sends that answer's head at once and its body after the release.
 
 Prints ``{"event": "ready", "port": N}`` once listening on 127.0.0.1 (port from the OS).
 """
@@ -107,6 +113,15 @@ def event(data: bytes, event_id: str | None = None) -> bytes:
 
 
 GATE = threading.Event()  # set by GET /release: the gated stream sends its result
+HELD = threading.Event()  # set while a gated-json request waits for GATE (GET /held)
+
+
+LONG_REPLAY = 1100  # more event ids than a sidecar keeps per caller (MAX_EVENT_IDS_PER_CALLER)
+GATED_NOTICE = {
+    "jsonrpc": "2.0",
+    "method": "notifications/message",
+    "params": {"data": "the gated result"},
+}
 
 
 def gated_result(request_id) -> dict:
@@ -152,6 +167,12 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
             pending = [(f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1"))]
             events += pending
             pending = []
+        elif scenario == "resume-long":  # the id-only event, then a long stored replay
+            events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
+            pending = [
+                (f"{session}-{i}", event(dumps(NOTIFICATION), f"{session}-{i}"))
+                for i in range(1, LONG_REPLAY + 1)
+            ]
         else:  # resume-delivered: the list is answered on the POST stream, and stored
             events = [
                 (f"{session}-0", event(dumps(NOTIFICATION), f"{session}-0")),
@@ -202,6 +223,24 @@ class Handler(BaseHTTPRequestHandler):
         if scenario == "gated":
             self._gated(message["id"])
             return
+        if scenario == "gated-json":
+            HELD.set()
+            GATE.wait(30)
+            GATE.clear()
+            self._send(200, "application/json", dumps(gated_result(message["id"])), session)
+            return
+        if scenario == "gated-json-body":  # the head at once, the body after /release
+            answer = dumps(gated_result(message["id"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.flush()
+            HELD.set()
+            GATE.wait(30)
+            GATE.clear()
+            self.wfile.write(answer)
+            return
         content_type, answer = post_answer(scenario, message["id"], session)
         self._send(200, content_type, answer, session)
 
@@ -224,6 +263,11 @@ class Handler(BaseHTTPRequestHandler):
             GATE.set()
             self._send(200, "application/json", b"{}")
             return
+        if urlsplit(self.path).path == "/held":
+            held = HELD.wait(10)
+            HELD.clear()
+            self._send(200, "application/json", dumps({"held": held}))
+            return
         log_request("GET", self.headers, b"")
         session = self.headers.get("mcp-session-id") or ""
         last = self.headers.get("last-event-id")
@@ -234,7 +278,24 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, "application/json", b'{"error":"unknown session or event"}')
             return
         replay = b"".join(raw for _, raw in events[ids.index(last) + 1 :])
+        if parse_qs(urlsplit(self.path).query).get("scenario") == ["gated"]:
+            self._held_replay(replay, session)
+            return
         self._send(200, "text/event-stream", replay, session)
+
+    def _held_replay(self, replay: bytes, session: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("mcp-session-id", session)
+        self.end_headers()
+        for chunk, wait in ((replay, False), (event(dumps(GATED_NOTICE)), True)):
+            if wait:
+                GATE.wait(30)
+                GATE.clear()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def do_DELETE(self) -> None:
         log_request("DELETE", self.headers, b"")

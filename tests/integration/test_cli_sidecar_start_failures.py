@@ -114,8 +114,8 @@ def test_a_config_file_that_is_not_there_fails_the_start_with_one_line(tmp_path,
         assert failed.returncode == 1
         problem = "not a file" if spelling == "." else "no such file"
         assert failed.stderr == (
-            f"trustmesh: --config {config}: {problem} (a name without .yaml/.yml is a "
-            "Configuration in the mesh store)\n"
+            f"trustmesh: --config {config}: {problem} (a Configuration in the mesh store is "
+            "named with lower-case letters, digits and '-' only)\n"
         )
         # Twin: the file there, the same token: the sidecar starts.
         good = tmp_path / "good.yaml"
@@ -124,3 +124,31 @@ def test_a_config_file_that_is_not_there_fails_the_start_with_one_line(tmp_path,
             "spec: {accessControl: {defaultAction: deny, trustDomain: public}}\n"
         )
         _starts_with([*argv, "--config", str(good)])
+
+
+@pytest.mark.parametrize("spelling", ["conf/missing", "./missing", "Missing", "dangling"])
+def test_a_config_path_without_a_yaml_suffix_that_is_not_there_fails_the_start(tmp_path, spelling):
+    # Neighbours of the missing .yaml: a path (it has a '/'), a name no Configuration can have
+    # (upper case), and a symlink whose target is gone (a ConfigMap mount mid-swap) were taken
+    # for names in the mesh store and started a sidecar that refused every request.
+    home = tmp_path / "mesh"
+    assert _cli(home, "ca", "init").returncode == 0
+    token = _cli(home, "ca", "token", "--app-id", "web").stdout.strip()
+    if spelling == "dangling":
+        (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with running_ca(home, tmp_path / "ca.log") as ca:
+        argv = _sidecar(home, ca.url, token, "--http-port", "0", "--app-port", "9")
+        failed = subprocess.run(
+            [*argv, "--config", spelling], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+        assert failed.returncode == 1
+        problem = f"a symlink to {tmp_path / 'gone'}, which does not exist"
+        if spelling != "dangling":
+            problem = "no such file"
+        assert failed.stderr == (
+            f"trustmesh: --config {spelling}: {problem} (a Configuration in the mesh store is "
+            "named with lower-case letters, digits and '-' only)\n"
+        )
+        # Twin: a Configuration name is still looked up in the store (the sidecar starts, with
+        # the same token).
+        _starts_with([*argv, "--config", "missing"])
