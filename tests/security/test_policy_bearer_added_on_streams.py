@@ -25,16 +25,12 @@ import yaml
 
 from tests._support.bearer_documents import bearer_component, bearer_configuration, publish_issuer
 from tests._support.gated_stream import INVOKE_GATED, open_gated_stream, rest_of_gated_stream
+from tests._support.in_process import audit_path, last_record
 from tests._support.jose_mint import claims, rsa_key, sign
 from tests._support.mcp_mesh import McpMesh
 from tests._support.switchable_issuer import IssuerSite, serve_issuer
 from tests.integration.conftest import Mesh
-from tests.security.test_bearer_token_on_streams import (
-    _bearer,
-    _connect,
-    _release,
-    _stream_record,
-)
+from tests.security.test_bearer_token_on_streams import _bearer, _connect, _release
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +93,7 @@ def _stream_across_bearer(world, headers: bytes) -> tuple[bytes, bool]:
 def test_a_stream_opened_without_a_token_is_cut_when_a_bearer_layer_is_added(world):
     data, closed = _stream_across_bearer(world, b"")
     assert closed and b"data: second" not in data, data
-    cut = _stream_record(world)["cut"]
+    cut = last_record(audit_path(world["home"], "server"), "sse-gated")["cut"]
     assert cut.startswith("ERR_POLICY_CHANGED: the policy applied"), cut
     assert "keys" not in cut.lower(), cut  # refused for the missing token, not for the keys
 
@@ -106,4 +102,4 @@ def test_twin_a_stream_opened_with_a_valid_token_goes_on_when_a_bearer_layer_is_
     token = sign(world["key"], claims(world["issuer"], AUDIENCE, "alice", exp_in=300))
     data, closed = _stream_across_bearer(world, _bearer(token))
     assert b"data: second" in data and not closed, data
-    assert _stream_record(world)["cut"] is None
+    assert last_record(audit_path(world["home"], "server"), "sse-gated")["cut"] is None
