@@ -19,9 +19,7 @@ peer sidecar) are bounded by the same timeout, and the caller gets a 5xx instead
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 
 import pytest
@@ -124,23 +122,24 @@ def relay_with_default_limits(tmp_path_factory, mesh_ca):
 
 
 def _post_big_body(relay, client, door: str, path: str) -> tuple[bytes, bool]:
-    """POST a large body to ``path`` and read what comes back: (the bytes, whether the wait
-    for them ran out). The body is sent from a thread: the sidecar stops taking it once its own
-    write to the app waits."""
+    """POST a large body to ``path`` and read what comes back: (the bytes, whether the caller
+    was held: its send, or its wait for the answer, ran out of time). The answer is read once
+    the body is sent, or once the sidecar stopped taking it (it answers and closes when its own
+    write to the app waits): one SSL object must not be written and read by two threads at
+    once (OpenSSL does not allow it, and a TLS 1.3 ticket read mid-write broke the twin)."""
     sock = _connect(relay, client, door)
     prefix = "" if door == "inbound" else "/v1.0/invoke/server/method"
     head = f"POST {prefix}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {BODY_SIZE}\r\n\r\n"
-
-    def send_body() -> None:
-        with contextlib.suppress(OSError):
+    data, timed_out = bytearray(), False
+    with sock:
+        try:
             sock.sendall(head.encode())
             for _ in range(BODY_SIZE >> 20):
                 sock.sendall(b"y" * (1 << 20))
-
-    sender = threading.Thread(target=send_body, daemon=True)
-    with sock:
-        sender.start()
-        data, timed_out = bytearray(), False
+        except TimeoutError:
+            return b"", True  # the sidecar took none of the body for 20 s: it held the caller
+        except OSError:
+            pass  # reset: the sidecar closed with the rest of our body unsent; its answer may be in
         try:
             while b"\r\n\r\n" not in data:
                 chunk = sock.recv(65536)
@@ -151,7 +150,6 @@ def _post_big_body(relay, client, door: str, path: str) -> tuple[bytes, bool]:
             timed_out = True
         except OSError:
             pass  # reset: the sidecar closed with the rest of our body unread
-    sender.join(5)
     return bytes(data), timed_out
 
 
