@@ -4,9 +4,15 @@ issuer that publishes OIDC discovery and its JWKS on its own origin."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from tests._support.jose_mint import jwks
+import yaml
+
+from tests._support.jose_mint import jwks, rsa_key
+from tests._support.mcp_mesh import McpMesh
+from tests._support.switchable_issuer import IssuerSite, serve_issuer
+from tests.integration.conftest import Mesh
 
 
 def bearer_component(name: str, issuer: str, audience: str, **extra: str) -> dict[str, Any]:
@@ -41,3 +47,27 @@ def publish_issuer(site, issuer: str, *keys, **jwks_page: Any) -> None:
         {"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"},
     )
     site.put("/jwks.json", jwks(*keys), **jwks_page)
+
+
+@contextmanager
+def bearer_mesh(tmp_path, mesh_ca, audience: str, documents, app_config: str):
+    """A mesh whose ``server`` (the echo app behind its sidecar) runs the Configuration
+    ``app_config``, with a ``client`` sidecar and an issuer serving one RSA key: yields the
+    world dict the bearer stream tests share (``key``, ``issuer``, ``app``, ``client``,
+    ``server``, ``mesh``, ``home``). ``documents(issuer)`` are the resources applied first."""
+    mcp = McpMesh(Mesh(tmp_path, mesh_ca))
+    key = rsa_key("k1")
+    site = IssuerSite()
+    with ExitStack() as stack:
+        issuer = stack.enter_context(serve_issuer(site))
+        stack.callback(lambda: mcp.procs.stop_all())
+        publish_issuer(site, issuer, key)
+        path = tmp_path / "documents.yaml"
+        path.write_text(yaml.safe_dump_all(documents(issuer), sort_keys=False))
+        mcp.tm("apply", "-f", str(path))
+        mcp.tm("appid", "update", "server", "--app-config", app_config)
+        app = mcp.procs.app("server-app")
+        server = mcp.sidecar("server", app_port=app.ready["port"])
+        client = mcp.sidecar("client")
+        yield {"key": key, "issuer": issuer, "app": app, "client": client, "server": server,
+               "mesh": mcp, "home": mcp.home}  # fmt: skip

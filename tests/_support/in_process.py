@@ -1,4 +1,5 @@
-"""Sidecars run inside the test's own trio run, and the audit records they write.
+"""Sidecars run inside the test's own trio run, the audit records they write, and waiting
+for a sidecar to put a new policy in force.
 
 In-process sidecars (``run_sidecar`` in the test's nursery) let a test reach a proxy's judge or
 its server to break or drain it; their records land in the mesh home's audit directory as a
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from sidecar.audit import AuditSettings
 from sidecar.runtime import SidecarOptions
@@ -44,4 +48,18 @@ def last_record(log: Path, path: str, timeout: float = 10.0) -> dict:
         if found:
             return found[-1]
         assert time.monotonic() < deadline, f"no record of {path!r} in {log}: {lines[-5:]}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def new_policy_in_force(sidecar, timeout: float = 20.0):
+    """Around a policy change: on leaving, wait until ``sidecar`` (a started sidecar process)
+    reports a policy version other than the one it had on entering. A sidecar cuts the
+    exchanges a new policy refuses in the same step that puts it in force."""
+    status = f"http://{sidecar.ready['admin']}/v1/status"
+    before = httpx.get(status).json()["policy"]["version"]
+    yield
+    deadline = time.monotonic() + timeout
+    while httpx.get(status).json()["policy"]["version"] == before:
+        assert time.monotonic() < deadline, "the new policy never took effect"
         time.sleep(0.05)

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import socket
 import time
-from contextlib import ExitStack
 
 import httpx
 import pytest
-import yaml
 
 from tests._support.bearer_documents import (
     bearer_component,
     bearer_configuration,
-    publish_issuer,
+    bearer_mesh,
 )
 from tests._support.gated_stream import (
     INVOKE_GATED,
@@ -35,10 +33,7 @@ from tests._support.gated_stream import (
     trickle_upload,
 )
 from tests._support.in_process import audit_path, last_record
-from tests._support.jose_mint import claims, rsa_key, sign
-from tests._support.mcp_mesh import McpMesh
-from tests._support.switchable_issuer import IssuerSite, serve_issuer
-from tests.integration.conftest import Mesh
+from tests._support.jose_mint import claims, sign
 
 pytestmark = pytest.mark.e2e
 
@@ -48,25 +43,11 @@ SHORT = 2  # seconds a short-lived token is valid for (exp is whole seconds: 1 t
 
 @pytest.fixture
 def world(tmp_path, mesh_ca):
-    mcp = McpMesh(Mesh(tmp_path, mesh_ca))
-    key = rsa_key("k1")
-    site = IssuerSite()
-    with ExitStack() as stack:
-        issuer = stack.enter_context(serve_issuer(site))
-        stack.callback(lambda: mcp.procs.stop_all())
-        publish_issuer(site, issuer, key)
-        documents = [
-            bearer_component("bearer-guard", issuer, AUDIENCE, leeway="0s"),
-            bearer_configuration("guard-config", "bearer-guard"),
-        ]
-        path = tmp_path / "documents.yaml"
-        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        mcp.tm("apply", "-f", str(path))
-        mcp.tm("appid", "update", "server", "--app-config", "guard-config")
-        app = mcp.procs.app("server-app")
-        mcp.sidecar("server", app_port=app.ready["port"])
-        client = mcp.sidecar("client")
-        world = {"key": key, "issuer": issuer, "app": app, "client": client, "home": mcp.home}
+    def documents(issuer):
+        component = bearer_component("bearer-guard", issuer, AUDIENCE, leeway="0s")
+        return [component, bearer_configuration("guard-config", "bearer-guard")]
+
+    with bearer_mesh(tmp_path, mesh_ca, AUDIENCE, documents, "guard-config") as world:
         _wait_for_keys(world)
         yield world
 

@@ -16,20 +16,12 @@ it, and an issuer this module serves on 127.0.0.1 (OIDC discovery, then its JWKS
 
 from __future__ import annotations
 
-import time
-from contextlib import ExitStack
-
-import httpx
 import pytest
-import yaml
 
-from tests._support.bearer_documents import bearer_component, bearer_configuration, publish_issuer
+from tests._support.bearer_documents import bearer_component, bearer_configuration, bearer_mesh
 from tests._support.gated_stream import INVOKE_GATED, open_gated_stream, rest_of_gated_stream
-from tests._support.in_process import audit_path, last_record
-from tests._support.jose_mint import claims, rsa_key, sign
-from tests._support.mcp_mesh import McpMesh
-from tests._support.switchable_issuer import IssuerSite, serve_issuer
-from tests.integration.conftest import Mesh
+from tests._support.in_process import audit_path, last_record, new_policy_in_force
+from tests._support.jose_mint import claims, sign
 from tests.security.test_bearer_token_on_streams import _bearer, _connect, _release
 
 pytestmark = pytest.mark.e2e
@@ -45,39 +37,19 @@ OPEN = {
 
 @pytest.fixture
 def world(tmp_path, mesh_ca):
-    mcp = McpMesh(Mesh(tmp_path, mesh_ca))
-    key = rsa_key("k1")
-    site = IssuerSite()
-    with ExitStack() as stack:
-        issuer = stack.enter_context(serve_issuer(site))
-        stack.callback(lambda: mcp.procs.stop_all())
-        publish_issuer(site, issuer, key)
-        documents = [
-            bearer_component("bearer-guard", issuer, AUDIENCE),
-            bearer_configuration("guard-config", "bearer-guard"),
-            OPEN,
-        ]
-        path = tmp_path / "documents.yaml"
-        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        mcp.tm("apply", "-f", str(path))
-        mcp.tm("appid", "update", "server", "--app-config", "open-config")
-        app = mcp.procs.app("server-app")
-        server = mcp.sidecar("server", app_port=app.ready["port"])
-        client = mcp.sidecar("client")
-        yield {"key": key, "issuer": issuer, "app": app, "client": client, "server": server,
-               "mesh": mcp, "home": mcp.home}  # fmt: skip
+    def documents(issuer):
+        component = bearer_component("bearer-guard", issuer, AUDIENCE)
+        return [component, bearer_configuration("guard-config", "bearer-guard"), OPEN]
+
+    with bearer_mesh(tmp_path, mesh_ca, AUDIENCE, documents, "open-config") as world:
+        yield world
 
 
 def _attach_bearer(world) -> None:
     """Move the server's App ID to the Configuration with the bearer layer and wait until its
     sidecar has it in force."""
-    status = f"http://{world['server'].ready['admin']}/v1/status"
-    before = httpx.get(status).json()["policy"]["version"]
-    world["mesh"].tm("appid", "update", "server", "--app-config", "guard-config")
-    deadline = time.monotonic() + 20
-    while httpx.get(status).json()["policy"]["version"] == before:
-        assert time.monotonic() < deadline, "the new policy never took effect"
-        time.sleep(0.05)
+    with new_policy_in_force(world["server"]):
+        world["mesh"].tm("appid", "update", "server", "--app-config", "guard-config")
 
 
 def _stream_across_bearer(world, headers: bytes) -> tuple[bytes, bool]:

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from tests._support.gated_stream import rest_of_gated_stream, trickle_upload
-from tests._support.in_process import audit_path, last_record
+from tests._support.in_process import audit_path, last_record, new_policy_in_force
 from tests._support.mcp_mesh import CLIENT_ID
 from tests.security.test_identity_on_kept_connections import KeptConnection, _svid
 from tests.security.test_k8s_identity_map_attacks import ALLOW_ONLY_CLIENT, World
@@ -72,13 +72,8 @@ def _app(app, route: str) -> dict:
 def _apply_and_wait(world, server, config: str) -> None:
     """Apply ``config`` and wait until the server sidecar reports the new policy in force
     (it cuts the exchanges the policy refuses in the same step that puts it in force)."""
-    status = f"http://{server.ready['admin']}/v1/status"
-    before = httpx.get(status).json()["policy"]["version"]
-    world.apply("config.yaml", config)
-    deadline = time.monotonic() + 20
-    while httpx.get(status).json()["policy"]["version"] == before:
-        assert time.monotonic() < deadline, "the new policy never took effect"
-        time.sleep(0.05)
+    with new_policy_in_force(server):
+        world.apply("config.yaml", config)
 
 
 def _stream_across(world, config: str) -> tuple[bytes, bool]:
