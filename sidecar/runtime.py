@@ -332,9 +332,8 @@ def _check_config_file(value: str | None) -> None:
     reported on /v1/status, and the last good policy (or deny-all) stays in force."""
     if value is None:
         return
-    override = parse_config_option(value, None)
     path = Path(value)
-    if override is not None and override.source is not None and not path.is_file():
+    if parse_config_option(value, None).source is not None and not path.is_file():
         problem = "not a file" if path.exists() else "no such file"
         if path.is_symlink() and not path.exists():
             problem = f"a symlink to {os.readlink(path)}, which does not exist"
