@@ -50,6 +50,7 @@ from identity import (
 )
 
 from .errors import ResourceInvalid, SidecarError
+from .ticks import sleep_to_next_tick
 
 log = structlog.get_logger("trustmesh.identity")
 
@@ -166,7 +167,7 @@ async def watch_svid_dir(
         raise IdentityUnavailable(f"cannot use SVID directory {directory}: {exc}") from exc
     task_status.started()
     while True:
-        await trio.sleep(poll_interval)
+        await sleep_to_next_tick(poll_interval)
         current = _files_signature(directory)
         if current == signature:
             continue
@@ -299,7 +300,7 @@ async def watch_identity_map(
             raise IdentityUnavailable(f"cannot load the identity map: {exc}") from exc
     task_status.started()
     while True:
-        await trio.sleep(poll_interval)
+        await sleep_to_next_tick(poll_interval)
         current = signature()
         if current == seen:
             continue

@@ -22,6 +22,8 @@ from typing import Protocol
 import structlog
 import trio
 
+from ..ticks import next_tick
+
 log = structlog.get_logger("trustmesh.http")
 
 MAX_SLEEP = 1.0  # the sweeper wakes at least this often while any read waits under a deadline
@@ -75,7 +77,8 @@ class Sweeper:
             if not self._waiting:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
-            self._wake_at = min(self._earliest, trio.current_time() + MAX_SLEEP)
+            # The cap falls on the grid the sidecar's pollers wake on (..ticks): one wake-up.
+            self._wake_at = min(self._earliest, next_tick(MAX_SLEEP, trio.current_time()))
             with trio.CancelScope(deadline=self._wake_at) as self._sleep:
                 await trio.sleep_forever()
             self._sleep = None

@@ -239,19 +239,18 @@ class MeshStore:
             return snap
 
     def signature(self) -> tuple:
-        """Cheap change detector: the generation file and every resource file's stat."""
-        entries = []
-        for directory in (*KIND_DIRS.values(), "appids"):
-            base = self.root / directory
-            if not base.is_dir():
-                continue
-            for path in sorted(base.rglob("*.yaml")):
-                with contextlib.suppress(FileNotFoundError):
-                    st = path.stat()
-                    entries.append((str(path), st.st_mtime_ns, st.st_size))
+        """Cheap change detector: the stat of the generation file and of every resource file a
+        snapshot reads (also a file edited by hand). Sidecars call it several times a second,
+        on their event loop, so it lists directories with ``os.scandir``: no ``Path`` objects."""
+        entries: list[tuple] = []
+        root = str(self.root)
+        for directory in KIND_DIRS.values():
+            _stat_yaml_files(os.path.join(root, directory), entries)
+        for namespace in _subdirectories(os.path.join(root, "appids")):
+            _stat_yaml_files(namespace, entries)
         with contextlib.suppress(FileNotFoundError):
-            st = (self.root / "generation").stat()
-            entries.append(("generation", st.st_mtime_ns, st.st_size))
+            st = os.stat(os.path.join(root, "generation"))
+            entries.append(("generation", st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(entries)
 
     # -- writing -----------------------------------------------------------------------------
@@ -301,3 +300,24 @@ class Change:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(path, _dump(binding.to_document()), mode=0o600)
         self.touched = True
+
+
+def _subdirectories(directory: str) -> list[str]:
+    try:
+        with os.scandir(directory) as listing:
+            return sorted(entry.path for entry in listing if entry.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _stat_yaml_files(directory: str, entries: list[tuple]) -> None:
+    """Append (path, mtime, size, inode) of each ``*.yaml`` in ``directory``, in name order."""
+    try:
+        with os.scandir(directory) as listing:
+            paths = sorted(entry.path for entry in listing if entry.name.endswith(".yaml"))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(path)
+            entries.append((path, st.st_mtime_ns, st.st_size, st.st_ino))

@@ -26,6 +26,7 @@ from identity import AppIdentity
 from ..errors import SidecarError
 from ..pipeline import InboundPolicy
 from ..policy.configuration import validate_configuration_name
+from ..ticks import sleep_to_next_tick
 from .documents import DocumentError, load_documents, read_file
 from .policy_builder import ConfigOverride, build_inbound_policy, deny_all_policy
 from .store import MeshStore, StoreBusy
@@ -134,10 +135,12 @@ BUSY = object()  # a writer is mid-change; read again once it is done
 def check_for_change(
     store: MeshStore, me: AppIdentity, override: ConfigOverride | None, last: tuple | None
 ) -> tuple[tuple, tuple[InboundPolicy, int] | Refused | object | None]:
-    """One poll, run in a worker thread: (signature, outcome), outcome None when unchanged.
+    """One load, run in a worker thread: (signature, outcome), outcome None when unchanged.
 
-    Everything that touches the disk or parses YAML happens here, so however slow a file is to
-    read, the event loop that serves requests and the admin port never waits for it.
+    Reading files and parsing YAML happen here, so however slow a file is to read, the event
+    loop that serves requests and the admin port never waits for it. (Only the signature, a
+    few ``stat`` calls, is also taken on the event loop, to skip this hand-off when nothing
+    changed.)
     """
     signature = current_signature(store, override)
     if signature == last:
@@ -175,6 +178,12 @@ async def watch_policy(
     signature = None
     started = False
     while True:
+        if started and current_signature(store, override) == signature:
+            # Nothing changed (the common case, four times a second): a few stat calls, made
+            # here (as the identity map's watcher does) rather than in a worker thread, whose
+            # hand-off costs more than they do. Loading a changed policy stays in the thread.
+            await sleep_to_next_tick(poll_interval)
+            continue
         current, outcome = await trio.to_thread.run_sync(
             check_for_change,
             store,
@@ -208,4 +217,4 @@ async def watch_policy(
         if not started:
             started = True
             task_status.started()
-        await trio.sleep(poll_interval)
+        await sleep_to_next_tick(poll_interval)

@@ -1,0 +1,70 @@
+"""The mesh store's change detector: every change a snapshot would read changes it, and
+nothing else does (sidecars poll it four times a second)."""
+
+from __future__ import annotations
+
+import os
+
+from sidecar.state.store import AppBinding, MeshStore
+
+CONFIG = {"kind": "Configuration", "metadata": {"name": "calm"}, "spec": {}}
+
+
+def _store(tmp_path) -> MeshStore:
+    store = MeshStore(tmp_path)
+    with store.change() as change:
+        change.put("Configuration", "calm", CONFIG)
+        change.put_binding(AppBinding(app_id="web", namespace="default", configuration="calm"))
+    return store
+
+
+def test_nothing_changed_gives_the_same_signature(tmp_path):
+    store = _store(tmp_path)
+    assert store.signature() == store.signature()
+
+
+def test_an_empty_home_has_a_signature(tmp_path):
+    assert MeshStore(tmp_path / "absent").signature() == ()
+
+
+def test_a_resource_written_through_the_store_changes_it(tmp_path):
+    store = _store(tmp_path)
+    before = store.signature()
+    with store.change() as change:
+        change.put("Configuration", "other", CONFIG)
+    assert store.signature() != before
+
+
+def test_a_resource_edited_by_hand_in_place_changes_it(tmp_path):
+    store = _store(tmp_path)
+    before = store.signature()
+    path = store.path("Configuration", "calm")
+    stat = path.stat()
+    with path.open("a") as edited:  # same inode, no rename: the directory does not change
+        edited.write("# edited\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert store.signature() != before
+
+
+def test_a_binding_in_a_new_namespace_changes_it(tmp_path):
+    store = _store(tmp_path)
+    before = store.signature()
+    with store.change() as change:
+        change.put_binding(AppBinding(app_id="api", namespace="payments", configuration="calm"))
+    assert store.signature() != before
+
+
+def test_a_resource_removed_changes_it(tmp_path):
+    store = _store(tmp_path)
+    before = store.signature()
+    with store.change() as change:
+        change.delete("Configuration", "calm")
+    assert store.signature() != before
+
+
+def test_files_a_snapshot_does_not_read_leave_it_alone(tmp_path):
+    store = _store(tmp_path)
+    before = store.signature()
+    (store.root / "configurations" / "notes.txt").write_text("not a resource")
+    (store.root / "configurations" / ".calm.yaml.swp").write_text("an editor's swap file")
+    assert store.signature() == before
