@@ -88,18 +88,24 @@ LIST_MEMBERS = (
 def list_backstop(
     caller: Any, policy: MCPServerAccessPolicy, protocol_version: str | None = None
 ) -> Callable[[Any], Any | None]:
-    """A filter for list results that answer no *known* request.
+    """A filter for list results that answer no *known* request, and for resource updates.
 
     Filtering by request id alone leaks whenever the id is forgotten or does not match: a
     response replayed on a resumed stream after it was filtered once, a pending entry evicted,
     an id a server rounds (2**53+1 → 2**53). The backstop looks at the content instead: any
     JSON-RPC result carrying a tools, prompts, resources or resource-template list is cut down
     to what ``caller`` is granted. It returns None for a message that holds no list.
+
+    A server→client ``notifications/resources/updated`` names a resource URI: it gets
+    :data:`DROP` unless the caller may read that URI now (a server may announce every update to
+    every stream, and a subscription outlives a revoked grant).
     """
 
     def backstop(message: Any) -> Any | None:
-        if not isinstance(message, Mapping) or "method" in message:
+        if not isinstance(message, Mapping):
             return None
+        if "method" in message:
+            return _resource_update_check(message, caller, policy)
         error = message.get("error")
         if isinstance(error, Mapping) and isinstance(error.get("data"), Mapping):
             # A list tucked into an error's data reaches the caller all the same.
@@ -119,6 +125,30 @@ def list_backstop(
         return filtered
 
     return backstop
+
+
+class _Drop:
+    """The backstop's answer for a message the caller must not get at all."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Any = _Drop()
+RESOURCE_UPDATED = "notifications/resources/updated"
+
+
+def _resource_update_check(message: Mapping[str, Any], caller: Any, policy) -> Any | None:
+    """DROP for a resource update whose URI the caller may not read (or that names none)."""
+    if message.get("method") != RESOURCE_UPDATED:
+        return None
+    params = message.get("params")
+    uri = params.get("uri") if isinstance(params, Mapping) else None
+    if isinstance(uri, str) and is_granted(policy, caller, "resources", uri):
+        return None
+    return DROP
 
 
 def filter_pending_message(message: Any, pending: PendingFilter) -> Any:
@@ -194,6 +224,8 @@ def filter_response_body(
     if isinstance(document, list):
         out = [_filter_element(m, table, backstop) for m in document]
         changed = any(a is not b for a, b in zip(out, document, strict=True))
+        if changed:
+            out = [m for m in out if m is not DROP]
         return jsonrpc.dumps(out) if changed else body
     if not isinstance(document, dict):
         raise ResponseFilterFailed("upstream response is not a JSON-RPC object")
@@ -204,6 +236,8 @@ def filter_response_body(
                 f"upstream response id {document.get('id')!r} answers no pending list request"
             )
         again = backstop(document)
+        if again is DROP:  # a body that is one notification the caller must not get
+            raise ResponseFilterFailed("upstream body is a resource update the caller may not see")
         return body if again is None else jsonrpc.dumps(again)
     return jsonrpc.dumps(_both(filter_pending_message(document, entry), backstop))
 

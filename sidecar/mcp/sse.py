@@ -16,6 +16,8 @@ is the same however the input is split.
 priming events (an id with empty data) — except JSON-RPC responses whose id is pending in the
 shared ``PendingLists``, and, with a ``backstop`` (the sidecar always gives one), any response
 carrying a tools/prompts/resources list whatever its id: those are filtered and re-serialised.
+An event the backstop answers with ``DROP`` (a resource update about a URI the caller may not
+read) is left out, and so is its id.
 Ids alone are not enough: a list replayed on a resumed stream, an evicted entry or a rounded id
 would otherwise pass unfiltered. While a list response is pending, an event whose data does not
 parse strictly, or a response that cannot be filtered, is never passed on: the filter emits a
@@ -36,7 +38,7 @@ from typing import Any, Literal
 
 from . import jsonrpc
 from .errors import JsonRejected, ResponseFilterFailed, SseStreamError
-from .filtering import filter_pending_message
+from .filtering import DROP, filter_pending_message
 from .jsonstrict import loads_strict
 from .pending import PendingLists
 
@@ -259,6 +261,8 @@ class SseFilter:
         if rewritten is None:
             return block.raw
         self._last_rewritten = True
+        if rewritten is DROP:  # e.g. an update about a resource the caller may not read
+            return b""
         event = block.event
         return serialize_event(
             SseEvent(jsonrpc.dumps(rewritten), event.event, event.id, event.retry)
@@ -274,10 +278,12 @@ class SseFilter:
             ]
             if not any(answered) and not any(b is not None for b in backstopped):
                 return None
-            return [
+            kept = [
                 self._apply(m, p) if p else (b if b is not None else m)
                 for m, p, b in zip(message, answered, backstopped, strict=True)
             ]
+            kept = [m for m in kept if m is not DROP]
+            return kept if kept else DROP
         entry = self._answered(message)
         if entry is not None and "error" in message:  # error responses pass (content-checked)
             self._pending.discard(entry.request_id)

@@ -50,7 +50,7 @@ from ..mcp import (
     jsonrpc,
     list_backstop,
 )
-from ..mcp.filtering import may_hold_list
+from ..mcp.filtering import DROP, may_hold_list
 from ..mcp.policy import caller_label, is_granted
 from ..mcp.sessions import MAX_SESSIONS, McpSessions
 from ..pipeline import InboundRequest, McpRoute
@@ -356,7 +356,7 @@ def content_filter(
 
     def check(message: Any) -> Any | None:
         filtered = list_backstop(caller, current_policy(), version)(message)
-        if sessions is None:
+        if sessions is None or filtered is DROP:
             return filtered
         current = filtered if filtered is not None else message
         result = current.get("result") if isinstance(current, dict) else None

@@ -129,6 +129,14 @@ def gated_result(request_id) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "result": {"content": content}}
 
 
+SECRET_URI = "file:///payroll.csv"
+GRANTED_URI = "file:///granted.txt"
+
+
+def resource_updated(uri: str) -> dict:
+    return {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}}
+
+
 def js_number(value):
     """What a JavaScript server echoes for a numeric id: the nearest double."""
     return int(float(value)) if isinstance(value, int) else value
@@ -144,6 +152,14 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
                 event(dumps(SERVER_REQUEST)),
                 event(dumps(list_response(request_id))),
                 event(MALFORMED),
+            ]
+        )
+    if scenario == "sse-resource-updates":  # a server announcing every update to every stream
+        return sse, b"".join(
+            [
+                event(dumps(resource_updated(SECRET_URI))),
+                event(dumps(resource_updated(GRANTED_URI))),
+                event(dumps(list_response(request_id))),
             ]
         )
     if scenario == "sse-malformed-first":

@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from sidecar.mcp import parse_stream
-from tests._support.fake_mcp_upstream import MALFORMED, NOTIFICATION, SERVER_REQUEST, TOOLS
+from tests._support.fake_mcp_upstream import (
+    GRANTED_URI,
+    MALFORMED,
+    NOTIFICATION,
+    SECRET_URI,
+    SERVER_REQUEST,
+    TOOLS,
+    resource_updated,
+)
 from tests._support.mcp_mesh import CLIENT_ID, invoke_url
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +111,16 @@ def test_sse_other_messages_pass_unchanged_and_the_list_is_filtered(upstream):
     assert got == [NOTIFICATION, SERVER_REQUEST, filtered_list(1)]
     # What follows the filtered list: see test_sse_malformed_event_after_the_list_never_passes.
     assert HIDDEN not in b"".join(e.data for e in events[:3])
+
+
+def test_sse_resource_update_about_an_ungranted_uri_never_reaches_the_caller(upstream, mcp_mesh):
+    mcp_mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", CLIENT_ID,
+                "--allow-resources", GRANTED_URI, "--wait")  # fmt: skip
+    response = upstream.list_tools("sse-resource-updates", request_id=9)
+    assert response.status_code == 200
+    # The server announced both updates; the caller may read only one of the two URIs.
+    assert SECRET_URI.encode() not in response.content, response.content
+    assert messages(response) == [resource_updated(GRANTED_URI), filtered_list(9)]
 
 
 def test_sse_malformed_event_before_the_list_withholds_the_rest(upstream):
