@@ -167,13 +167,15 @@ def _lookup(pending: PendingLists | Iterable[PendingFilter]) -> PendingLists:
 
 
 # A JSON object key is written either literally or with a backslash escape; every member a list
-# result or a task result could hang off starts with one of these literals. UTF-16/32 bodies (which
+# result or a task result could hang off starts with one of these literals, and a resource update
+# (which the backstop may drop) names its method literally too. UTF-16/32 bodies (which
 # a lenient client might still decode) hold NUL bytes; a byte-order mark is checked too.
 _LIST_KEY_MARKS = (
     b'"tools"',
     b'"prompts"',
     b'"resource',
     b'"task',
+    b"resources/updated",  # a resource update in a batch body (the method's value, not a key)
     b"\\",
     b"\x00",
     b"\xef\xbb\xbf",
@@ -189,6 +191,7 @@ def may_hold_list(body: bytes) -> bool:
         or b'"prompts"' in body
         or b'"resource' in body
         or b'"task' in body
+        or b"resources/updated" in body
         or b"\\" in body
         or b"\x00" in body
         or b"\xef\xbb\xbf" in body

@@ -162,6 +162,9 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
                 event(dumps(list_response(request_id))),
             ]
         )
+    if scenario == "json-batch-resource-update":  # a 2025-03-26 style batch body
+        answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+        return "application/json", dumps([answer, resource_updated(SECRET_URI)])
     if scenario == "sse-malformed-first":
         return sse, event(MALFORMED) + event(dumps(list_response(request_id)))
     if scenario == "sse-page":

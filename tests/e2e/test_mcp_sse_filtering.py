@@ -123,6 +123,19 @@ def test_sse_resource_update_about_an_ungranted_uri_never_reaches_the_caller(ups
     assert messages(response) == [resource_updated(GRANTED_URI), filtered_list(9)]
 
 
+def test_json_batch_body_loses_a_resource_update_the_caller_may_not_see(upstream):
+    headers = {**ACCEPT, "mcp-protocol-version": "2025-03-26"}
+    call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "add", "arguments": {}}}  # fmt: skip
+    response = upstream.http.post(
+        upstream.url, params={"scenario": "json-batch-resource-update"}, json=call, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert SECRET_URI.encode() not in response.content, response.content
+    # The twin: the answer itself, which holds no list, is passed on.
+    assert response.json() == [{"jsonrpc": "2.0", "id": 4, "result": {"content": []}}]
+
+
 def test_sse_malformed_event_before_the_list_withholds_the_rest(upstream):
     response = upstream.list_tools("sse-malformed-first", request_id=5)
     assert response.status_code == 200
