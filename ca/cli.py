@@ -1,4 +1,4 @@
-"""``trustmesh ca …``: init, issue, token, serve, bundle.
+"""``trustmesh ca …``: init, status, issue, token, serve, bundle.
 
 Commands are thin: resolve the state directory, call :mod:`ca.store` / :mod:`ca.tokens` /
 :mod:`ca.server`, print. Every failure a user can cause leaves here as a
@@ -26,6 +26,7 @@ from identity import (
 )
 
 from ._authority import (
+    DEFAULT_CA_TTL,
     DEFAULT_LEAF_TTL,
     CertificateAuthority,
     check_workload_identity,
@@ -36,6 +37,10 @@ from ._errors import CAError
 from .home import ca_layout
 from .store import load_bundle, load_ca, save_ca
 from .tokens import DEFAULT_TOKEN_TTL, TokenStore
+
+MIN_CA_TTL = dt.timedelta(days=1)  # a leaf lives 24 h by default; a shorter CA cuts every leaf
+MAX_CA_TTL = dt.timedelta(days=3650)
+CA_EXPIRY_WARNING = dt.timedelta(days=30)  # as the sidecars' warning (identity_source)
 
 
 def _utcnow() -> dt.datetime:
@@ -80,20 +85,69 @@ def _identity(trust_domain: str, namespace: str, app_id: str) -> AppIdentity:
 
 @click.group("ca")
 def ca_group() -> None:
-    """The bundled CA: init, issue, token, serve, bundle."""
+    """The bundled CA: init, status, issue, token, serve, bundle."""
 
 
 @ca_group.command("init")
 @click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
+@click.option(
+    "--ttl",
+    type=DURATION,
+    default=format_duration(DEFAULT_CA_TTL),
+    show_default=True,
+    help="How long the CA is valid. When it expires, no SVID it signed is trusted any more and "
+    "a new CA (and new join tokens) are needed: 'trustmesh ca status' shows the date.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing CA (and drop its tokens).")
 @home_option
-def init_command(trust_domain: str, force: bool, home: str | None) -> None:
+def init_command(trust_domain: str, ttl: dt.timedelta, force: bool, home: str | None) -> None:
     """Create the root and issuer CA in the state directory."""
+    if not MIN_CA_TTL <= ttl <= MAX_CA_TTL:
+        raise click.BadParameter(
+            f"a CA must be valid for {format_duration(MIN_CA_TTL)} to "
+            f"{format_duration(MAX_CA_TTL)}, not {format_duration(ttl)}",
+            param_hint="'--ttl'",
+        )
     with _cli_errors():
         layout = ca_layout(home, create=True)
-        authority = CertificateAuthority.create(trust_domain, now=_utcnow())
+        authority = CertificateAuthority.create(trust_domain, now=_utcnow(), ttl=ttl)
         save_ca(layout, authority, force=force)
-    click.echo(f"created CA for trust domain {trust_domain!r} in {layout.directory}")
+    click.echo(
+        f"created CA for trust domain {trust_domain!r} in {layout.directory}, "
+        f"valid until {authority.not_after.isoformat()}"
+    )
+
+
+@ca_group.command("status")
+@home_option
+def status_command(home: str | None) -> None:
+    """Show the CA's trust domain and when its certificates expire."""
+    with _cli_errors():
+        authority = load_ca(ca_layout(home))
+    now = _utcnow()
+    click.echo(f"trust domain  {authority.trust_domain}")
+    for role, cert in (("root CA", authority.root_cert), ("issuer CA", authority.issuer_cert)):
+        click.echo(f"{role:<13} valid until {cert.not_valid_after_utc.isoformat()}"
+                   f"  ({_time_left(cert.not_valid_after_utc - now)})")  # fmt: skip
+    left = authority.not_after - now
+    if left <= dt.timedelta(0):
+        click.echo(
+            "the CA has expired: it signs nothing, and no peer chained to it is trusted; "
+            "'trustmesh ca init --force' makes a new one (every sidecar then enrols again)"
+        )
+    elif left < CA_EXPIRY_WARNING:
+        click.echo(
+            "the CA expires soon: SVIDs it signs end then, and sidecars log a warning "
+            "at each renewal until it is replaced"
+        )
+
+
+def _time_left(left: dt.timedelta) -> str:
+    if left <= dt.timedelta(0):
+        return "expired"
+    if left >= dt.timedelta(days=2):
+        return f"{round(left.total_seconds() / 86400)} days left"
+    return f"{int(left.total_seconds() // 3600)} hours left"
 
 
 @ca_group.command("issue")

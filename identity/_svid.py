@@ -166,6 +166,15 @@ class TrustBundle:
             self._pem = certificates_to_pem(self._authorities or ())
         return self._pem
 
+    def expires_at(self) -> dt.datetime:
+        """When the first of its CAs expires (no X.509 library needed): from then on, peers
+        whose chains lead only to that CA are refused, and a CA past it signs nothing."""
+        try:
+            ends = [leaf_facts(der).not_after for der in self.authority_ders()]
+        except DerError as exc:
+            raise SvidError(f"trust bundle: a CA certificate does not parse ({exc})") from None
+        return dt.datetime.fromtimestamp(min(ends), dt.UTC)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TrustBundle) and self.to_pem() == other.to_pem()
 

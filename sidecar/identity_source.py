@@ -116,6 +116,7 @@ class IdentityHolder:
             not_after=svid.not_after.isoformat(),
             generation=generation,
         )
+        _warn_if_trust_ends_soon(bundle)  # at each renewal: twice a day by default
         if previous is not None and previous.bundle is not bundle:
             removed = previous.bundle.authority_ders() - bundle.authority_ders()
             if removed:
@@ -135,6 +136,34 @@ class IdentityHolder:
         if self.current is None:
             return None
         return (self.current.svid.not_after - _utcnow()).total_seconds()
+
+    def seconds_until_trust_ends(self) -> float | None:
+        """Until the first CA of the trust bundle expires (the mesh's own deadline)."""
+        if self.current is None:
+            return None
+        try:
+            return (self.current.bundle.expires_at() - _utcnow()).total_seconds()
+        except IdentityError:
+            return None
+
+
+TRUST_ENDS_WARNING = dt.timedelta(days=30)
+
+
+def _warn_if_trust_ends_soon(bundle: TrustBundle) -> None:
+    """A CA expires once a year by default (``trustmesh ca init --ttl``); say so from a month
+    ahead, with every SVID a sidecar installs, while there is time to act."""
+    try:
+        ends = bundle.expires_at()
+    except IdentityError:
+        return  # OpenSSL accepted the bundle; what this reader cannot parse it cannot judge
+    left = ends - _utcnow()
+    if left < TRUST_ENDS_WARNING:
+        log.warning(
+            "a CA of the trust bundle expires soon: then no peer chained to it is trusted",
+            not_after=ends.isoformat(),
+            days_left=max(0, left.days),
+        )
 
 
 def _utcnow() -> dt.datetime:

@@ -23,7 +23,7 @@ import h11
 import structlog
 import trio
 
-from identity import AppIdentity, TrustBundle
+from identity import AppIdentity, IdentityError, TrustBundle
 
 from .admin import AdminHandler
 from .audit import AuditLog, AuditSettings
@@ -144,6 +144,11 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         "Seconds until this sidecar's SVID expires.",
         holder.seconds_until_expiry,
     )
+    metrics.add_gauge(
+        "trustmesh_trust_bundle_expiry_seconds",
+        "Seconds until the first CA of this sidecar's trust bundle expires.",
+        holder.seconds_until_trust_ends,
+    )
     audit = AuditLog(
         opts.audit or AuditSettings(opts.home / "audit" / f"{opts.namespace}.{opts.app_id}.jsonl"),
         signer=lambda: holder.current.svid if holder.current is not None else None,
@@ -259,6 +264,9 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                         "renewals": holder.renewals,
                     },
                     "svid_error": holder.last_error,
+                    "trust_bundle": None
+                    if material is None
+                    else {"not_after": _trust_ends(material.bundle)},
                     "listeners": {
                         "http": _fmt(http_address),
                         "inbound": _fmt(inbound_address) if inbound_address else None,
@@ -398,3 +406,11 @@ def print_ready_line(running: RunningSidecar) -> None:
     }
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
+
+
+def _trust_ends(bundle) -> str | None:
+    """When the bundle's first CA expires, for /v1/status (None if a CA does not parse)."""
+    try:
+        return bundle.expires_at().isoformat()
+    except IdentityError:
+        return None

@@ -124,8 +124,38 @@ def test_bad_input_is_one_line_on_stderr(home, args, fragment) -> None:
     assert "Traceback" not in result.stderr and fragment in result.stderr
 
 
+def test_init_takes_the_ca_lifetime_and_status_shows_it(tmp_path) -> None:
+    result = run("ca", "init", "--home", str(tmp_path), "--ttl", "3d")
+    assert result.returncode == 0, result.stderr
+    root = x509.load_pem_x509_certificate(ca_layout(tmp_path).root_cert.read_bytes())
+    ends = root.not_valid_after_utc
+    assert ends - root.not_valid_before_utc == dt.timedelta(days=3, minutes=15)  # + clock skew
+    assert f"valid until {ends.isoformat()}" in result.stdout
+    status = run("ca", "status", "--home", str(tmp_path))
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == "trust domain  public"
+    assert lines[1] == f"root CA       valid until {ends.isoformat()}  (3 days left)"
+    assert lines[2].startswith("issuer CA     valid until ")
+    assert "expires soon" in lines[3]
+
+
+def test_status_of_a_ca_with_a_year_left_warns_of_nothing(home) -> None:
+    status = run("ca", "status", "--home", str(home))
+    assert status.returncode == 0, status.stderr
+    assert "days left" in status.stdout and "expire" not in status.stdout
+
+
+@pytest.mark.parametrize("ttl", ["12h", "3651d", "0d", "soon"])
+def test_a_ca_lifetime_out_of_range_is_one_line(tmp_path, ttl) -> None:
+    result = run("ca", "init", "--home", str(tmp_path), "--ttl", ttl)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "--ttl" in result.stderr, result.stderr
+    assert not ca_layout(tmp_path).root_cert.exists()
+
+
 def test_commands_without_a_ca_say_to_init(tmp_path) -> None:
-    for args in (["bundle"], ["token", "--app-id", "w"], ["serve"]):
+    for args in (["bundle"], ["status"], ["token", "--app-id", "w"], ["serve"]):
         result = run("ca", *args, "--home", str(tmp_path / "none"))
         assert result.returncode != 0
         assert result.stderr.strip().endswith("run 'trustmesh ca init'"), result.stderr

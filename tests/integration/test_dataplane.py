@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import threading
@@ -278,7 +279,7 @@ def test_concurrent_callers_are_served(pair):
 
 
 def test_admin_endpoints_report_health_readiness_metrics_and_status(pair):
-    _, _, server, client = pair
+    mesh, _, server, client = pair
     admin = f"http://{server.ready['admin']}"
     assert httpx.get(f"{admin}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{admin}/readyz")
@@ -287,6 +288,10 @@ def test_admin_endpoints_report_health_readiness_metrics_and_status(pair):
     status = httpx.get(f"{admin}/v1/status").json()
     assert status["spiffe_id"] == "spiffe://public/ns/default/server"
     assert status["svid"]["not_after"]
+    # The mesh's own deadline: when the bundle's first CA expires (the CA outlives every SVID).
+    trust_ends = dt.datetime.fromisoformat(status["trust_bundle"]["not_after"])
+    assert trust_ends == mesh.ca.not_after
+    assert trust_ends >= dt.datetime.fromisoformat(status["svid"]["not_after"])
     metrics = httpx.get(f"{admin}/metrics").text
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -301,6 +306,7 @@ def test_admin_endpoints_report_health_readiness_metrics_and_status(pair):
         for s in samples
     )
     assert "trustmesh_svid_expiry_seconds" in metrics
+    assert "trustmesh_trust_bundle_expiry_seconds" in metrics
     assert "trustmesh_request_duration_seconds_bucket" in metrics
     assert httpx.post(f"{admin}/healthz").status_code == 405
 
