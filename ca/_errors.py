@@ -27,6 +27,13 @@ class CAStorageError(CAError):
     code = "CA_STORAGE"
 
 
+class RotationRefused(CAError):
+    """A ``ca rotate`` step out of order, or before the previous one reached every sidecar."""
+
+    code = "ROTATION_REFUSED"
+    http_status = 409
+
+
 class InvalidDuration(CAError):
     code = "INVALID_DURATION"
     http_status = 400

@@ -1,4 +1,4 @@
-"""``trustmesh ca …``: init, status, issue, token, serve, bundle.
+"""``trustmesh ca …``: init, status, rotate, issue, token, serve, bundle.
 
 Commands are thin: resolve the state directory, call :mod:`ca.store` / :mod:`ca.tokens` /
 :mod:`ca.server`, print. Every failure a user can cause leaves here as a
@@ -25,6 +25,7 @@ from identity import (
     save_svid_dir,
 )
 
+from . import rotation
 from ._authority import (
     DEFAULT_CA_TTL,
     DEFAULT_LEAF_TTL,
@@ -85,7 +86,7 @@ def _identity(trust_domain: str, namespace: str, app_id: str) -> AppIdentity:
 
 @click.group("ca")
 def ca_group() -> None:
-    """The bundled CA: init, status, issue, token, serve, bundle."""
+    """The bundled CA: init, status, rotate, issue, token, serve, bundle."""
 
 
 @ca_group.command("init")
@@ -102,12 +103,7 @@ def ca_group() -> None:
 @home_option
 def init_command(trust_domain: str, ttl: dt.timedelta, force: bool, home: str | None) -> None:
     """Create the root and issuer CA in the state directory."""
-    if not MIN_CA_TTL <= ttl <= MAX_CA_TTL:
-        raise click.BadParameter(
-            f"a CA must be valid for {format_duration(MIN_CA_TTL)} to "
-            f"{format_duration(MAX_CA_TTL)}, not {format_duration(ttl)}",
-            param_hint="'--ttl'",
-        )
+    _check_ca_ttl(ttl)
     with _cli_errors():
         layout = ca_layout(home, create=True)
         authority = CertificateAuthority.create(trust_domain, now=_utcnow(), ttl=ttl)
@@ -118,17 +114,41 @@ def init_command(trust_domain: str, ttl: dt.timedelta, force: bool, home: str | 
     )
 
 
+def _check_ca_ttl(ttl: dt.timedelta) -> None:
+    if not MIN_CA_TTL <= ttl <= MAX_CA_TTL:
+        raise click.BadParameter(
+            f"a CA must be valid for {format_duration(MIN_CA_TTL)} to "
+            f"{format_duration(MAX_CA_TTL)}, not {format_duration(ttl)}",
+            param_hint="'--ttl'",
+        )
+
+
 @ca_group.command("status")
 @home_option
 def status_command(home: str | None) -> None:
     """Show the CA's trust domain and when its certificates expire."""
     with _cli_errors():
-        authority = load_ca(ca_layout(home))
+        layout = ca_layout(home)
+        authority, trusted = load_ca(layout), load_bundle(layout)
+        state = rotation.rotation_state(layout)
     now = _utcnow()
     click.echo(f"trust domain  {authority.trust_domain}")
     for role, cert in (("root CA", authority.root_cert), ("issuer CA", authority.issuer_cert)):
         click.echo(f"{role:<13} valid until {cert.not_valid_after_utc.isoformat()}"
                    f"  ({_time_left(cert.not_valid_after_utc - now)})")  # fmt: skip
+    others = [c for c in trusted.authorities if c != authority.root_cert]
+    for cert in others:
+        click.echo(f"{'also trusted':<13} root valid until {cert.not_valid_after_utc.isoformat()}"
+                   f"  ({_time_left(cert.not_valid_after_utc - now)})")  # fmt: skip
+    if state.phase != rotation.NONE:
+        step = "activate" if state.phase == rotation.PREPARED else "retire"
+        click.echo(
+            f"rotation      {state.phase} at {state.since.isoformat(timespec='seconds')}; next: "
+            f"'trustmesh ca rotate {step}' from "
+            f"{state.next_step_at(DEFAULT_LEAF_TTL).isoformat(timespec='seconds')} "
+            f"(one SVID lifetime: {format_duration(DEFAULT_LEAF_TTL)})"
+        )
+        return
     left = authority.not_after - now
     if left <= dt.timedelta(0):
         click.echo(
@@ -137,9 +157,77 @@ def status_command(home: str | None) -> None:
         )
     elif left < CA_EXPIRY_WARNING:
         click.echo(
-            "the CA expires soon: SVIDs it signs end then, and sidecars log a warning "
-            "at each renewal until it is replaced"
+            "the CA expires soon: replace it with 'trustmesh ca rotate prepare' "
+            "(then activate, then retire, a day apart)"
         )
+
+
+@ca_group.group("rotate")
+def rotate_group() -> None:
+    """Replace the CA without an outage: prepare, activate, retire (one SVID lifetime apart)."""
+
+
+_SVID_TTL = click.option(
+    "--svid-ttl",
+    type=DURATION,
+    default=format_duration(DEFAULT_LEAF_TTL),
+    show_default=True,
+    help="The SVID lifetime 'ca serve' issues: every sidecar renews within it.",
+)
+_NOW = click.option("--now", is_flag=True, help="Do not wait for the previous step to spread.")
+
+
+@rotate_group.command("prepare")
+@click.option(
+    "--ttl", type=DURATION, default=format_duration(DEFAULT_CA_TTL), show_default=True,
+    help="How long the new CA is valid.",
+)  # fmt: skip
+@home_option
+def rotate_prepare_command(ttl: dt.timedelta, home: str | None) -> None:
+    """Make the new CA and trust its root beside the current one (which still signs)."""
+    _check_ca_ttl(ttl)
+    with _cli_errors():
+        new = rotation.prepare(ca_layout(home), now=_utcnow(), ttl=ttl)
+    click.echo(
+        f"prepared a new CA valid until {new.not_after.isoformat()}; sidecars trust its root "
+        "as they renew: 'trustmesh ca rotate activate' once every sidecar has renewed "
+        "(one SVID lifetime)"
+    )
+
+
+@rotate_group.command("activate")
+@_SVID_TTL
+@_NOW
+@home_option
+def rotate_activate_command(svid_ttl: dt.timedelta, now: bool, home: str | None) -> None:
+    """Sign with the new CA; the old root stays trusted until 'retire'."""
+    with _cli_errors():
+        new = rotation.activate(ca_layout(home), now=_utcnow(), wait=svid_ttl, force=now)
+    click.echo(
+        f"the new CA signs now (valid until {new.not_after.isoformat()}); the old root stays "
+        "trusted: 'trustmesh ca rotate retire' once every SVID it signed has expired "
+        "(one SVID lifetime)"
+    )
+
+
+@rotate_group.command("retire")
+@_SVID_TTL
+@_NOW
+@home_option
+def rotate_retire_command(svid_ttl: dt.timedelta, now: bool, home: str | None) -> None:
+    """Stop trusting the old root; sidecars drop it as they renew."""
+    with _cli_errors():
+        rotation.retire(ca_layout(home), now=_utcnow(), wait=svid_ttl, force=now)
+    click.echo("the old root is no longer trusted; sidecars drop it as they renew")
+
+
+@rotate_group.command("abort")
+@home_option
+def rotate_abort_command(home: str | None) -> None:
+    """Undo 'prepare': the new CA is deleted and its root no longer trusted."""
+    with _cli_errors():
+        rotation.abort(ca_layout(home))
+    click.echo("rotation aborted: the current CA is the only one trusted")
 
 
 def _time_left(left: dt.timedelta) -> str:
@@ -161,11 +249,12 @@ def issue_command(
 ) -> None:
     """Issue an SVID directly to files: svid.pem, svid.key (0600), bundle.pem."""
     with _cli_errors():
-        authority = load_ca(ca_layout(home))
+        layout = ca_layout(home)
+        authority = load_ca(layout)
         identity = _identity(authority.trust_domain, namespace, app_id)
         svid = authority.issue(identity, now=_utcnow(), ttl=ttl)
         try:
-            save_svid_dir(out_dir, svid, authority.bundle)
+            save_svid_dir(out_dir, svid, load_bundle(layout))  # both roots during a rotation
         except OSError as exc:
             raise click.ClickException(f"cannot write {out_dir}: {exc.strerror}") from exc
     click.echo(f"issued {identity} until {svid.not_after.isoformat()} into {out_dir}")
@@ -258,8 +347,10 @@ def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: 
     host, port = _parse_listen(listen)
     with _cli_errors():
         layout = ca_layout(home)
-        service = SigningService(load_ca(layout), TokenStore(layout), svid_ttl=svid_ttl)
-        server = CAServer(service, io_timeout=io_timeout)
+        service = SigningService(
+            load_ca(layout), TokenStore(layout), svid_ttl=svid_ttl, trusted=load_bundle(layout)
+        )
+        server = CAServer(service, io_timeout=io_timeout, state=layout)
     _configure_logging()
 
     def ready(urls: list[str]) -> None:

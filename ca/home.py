@@ -81,10 +81,21 @@ class CALayout:
     """The CA's files under ``<home>/ca/``. Keys are 0600; everything else is public material."""
 
     home: Path
+    part: str = ""  # "next": the CA a rotation has prepared (``ca/next/``)
 
     @property
     def directory(self) -> Path:
-        return self.home / "ca"
+        return self.home / "ca" / self.part if self.part else self.home / "ca"
+
+    @property
+    def next(self) -> CALayout:
+        """Where ``trustmesh ca rotate prepare`` keeps the CA that will replace this one."""
+        return CALayout(self.home, "next")
+
+    @property
+    def rotation(self) -> Path:
+        """The phase of a CA rotation under way (absent when none is)."""
+        return self.directory / "rotation.json"
 
     @property
     def root_cert(self) -> Path:

@@ -42,10 +42,13 @@ from sidecar.http.admission import EstablishedAdmission, HandshakeAdmission, Slo
 
 from ._authority import ca_server_identity
 from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
+from .home import CALayout, locked
 from .service import ApiRequest, ApiResponse, SigningService, error_response, route
+from .store import load_bundle, load_ca
 
 log = structlog.get_logger("trustmesh.ca")
 
+STATE_POLL = 1.0  # seconds between looks at the CA's files (a rotation step, applied)
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_IO_TIMEOUT = 10.0
@@ -91,8 +94,12 @@ class CAServer:
         max_connections_per_identity: int = MAX_CONNECTIONS_PER_IDENTITY,
         handshakes: HandshakeAdmission | None = None,
         anonymous: HandshakeAdmission | None = None,
+        state: CALayout | None = None,
     ) -> None:
         self.service = service
+        # The CA's files, watched so that a rotation step (ca.rotation) takes effect in a
+        # running server: the CA that signs, and the bundle it hands out and trusts.
+        self.state = state
         # Deadlines bound how long each connection lasts; this bounds how many there are. Only
         # mTLS clients hold these slots, shared per identity; one still silent may be cut for a
         # newcomer. Unauthenticated peers (a handshake not finished, or finished without a
@@ -123,7 +130,7 @@ class CAServer:
             now=self.service.clock(),
             ttl=SERVER_CERT_TTL,
         )
-        context = server_context(self._server_svid, authority.bundle)
+        context = server_context(self._server_svid, self.service.trusted)
         context.verify_mode = ssl.CERT_OPTIONAL
         return context
 
@@ -135,6 +142,8 @@ class CAServer:
     async def serve_listeners(self, listeners, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._rotate_server_certificate)
+            if self.state is not None:
+                nursery.start_soon(self._follow_state, self.state)
             started = await nursery.start(trio.serve_listeners, self._handle, listeners)
             log.info("ca listening", addresses=[listener_url(ln) for ln in started])
             task_status.started(started)
@@ -146,6 +155,34 @@ class CAServer:
             await trio.sleep(max(delay, 1.0))
             self._context = self._new_context()
             log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))
+
+    async def _follow_state(self, layout: CALayout) -> None:
+        """Reload the CA and its bundle when their files change (a ``ca rotate`` step)."""
+        seen = _state_signature(layout)
+        while True:
+            await trio.sleep(STATE_POLL)
+            current = _state_signature(layout)
+            if current == seen:
+                continue
+            try:
+                with locked(layout.lock):  # never half of a rotation step
+                    authority, trusted = load_ca(layout), load_bundle(layout)
+                    current = _state_signature(layout)
+            except CAError as exc:
+                log.error("ca files changed but cannot be loaded; keeping the CA", error=str(exc))
+                seen = current
+                continue
+            seen = current
+            if authority.root_cert not in trusted.authorities:
+                log.error("ca bundle does not hold the CA's own root; keeping the CA")
+                continue
+            self.service.authority, self.service.trusted = authority, trusted
+            self._context = self._new_context()
+            log.info(
+                "ca reloaded",
+                roots=len(trusted.authorities),
+                not_after=authority.not_after.isoformat(),
+            )
 
     async def _handle(self, tcp: trio.abc.Stream) -> None:
         stream = trio.SSLStream(tcp, self._context, server_side=True)
@@ -368,6 +405,18 @@ async def _drain(conn: h11.Connection, stream) -> None:
                 data = await stream.receive_some(MAX_HEADER_BYTES)
                 conn.receive_data(data)
                 received += len(data)
+
+
+def _state_signature(layout: CALayout) -> tuple:
+    signature = []
+    for path in (layout.root_cert, layout.issuer_cert, layout.issuer_key, layout.bundle):
+        try:
+            st = path.stat()
+        except OSError:
+            signature.append(None)
+        else:
+            signature.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(signature)
 
 
 def listener_url(listener) -> str:

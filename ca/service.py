@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from identity import AppIdentity, IdentityError, certificates_to_pem
+from identity import AppIdentity, IdentityError, TrustBundle, certificates_to_pem
 
 from ._authority import DEFAULT_LEAF_TTL, CertificateAuthority, check_workload_identity
 from ._errors import CAError, MethodNotAllowed, NotFound, Unauthenticated
@@ -104,8 +104,12 @@ class SigningService:
         *,
         svid_ttl: dt.timedelta = DEFAULT_LEAF_TTL,
         clock: Callable[[], dt.datetime] = _utcnow,
+        trusted: TrustBundle | None = None,
     ) -> None:
         self.authority = authority
+        # What the CA hands out and accepts renewals under: its own root, and during a rotation
+        # the other one too (ca.rotation). Replaced with ``authority`` when the files change.
+        self.trusted = trusted if trusted is not None else authority.bundle
         self.tokens = tokens
         self.svid_ttl = svid_ttl
         self.clock = clock
@@ -131,7 +135,7 @@ class SigningService:
         return json_response(
             200,
             {
-                "bundle": self.authority.bundle.to_pem().decode("ascii"),
+                "bundle": self.trusted.to_pem().decode("ascii"),
                 "trust_domain": self.authority.trust_domain,
             },
         )
@@ -167,7 +171,7 @@ class SigningService:
             200,
             {
                 "svid": certificates_to_pem(chain).decode("ascii"),
-                "bundle": self.authority.bundle.to_pem().decode("ascii"),
+                "bundle": self.trusted.to_pem().decode("ascii"),
                 "spiffe_id": str(identity),
                 "serial": f"{leaf.serial_number:x}",
                 "expires_at": leaf.not_valid_after_utc.isoformat(),

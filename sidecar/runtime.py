@@ -266,7 +266,10 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     "svid_error": holder.last_error,
                     "trust_bundle": None
                     if material is None
-                    else {"not_after": _trust_ends(material.bundle)},
+                    else {
+                        "authorities": len(material.bundle.authority_ders()),
+                        "not_after": _trust_ends(material.bundle),
+                    },
                     "listeners": {
                         "http": _fmt(http_address),
                         "inbound": _fmt(inbound_address) if inbound_address else None,
