@@ -25,7 +25,7 @@ from typing import Any
 
 from . import jsonrpc, methods
 from .errors import JsonRejected, ResponseFilterFailed
-from .jsonstrict import loads_strict
+from .jsonstrict import fold_key, loads_strict
 from .pending import PendingFilter, PendingLists
 from .policy import MCPServerAccessPolicy, is_granted
 
@@ -62,6 +62,8 @@ def filter_list_result(
         and isinstance(item.get(key), str)
         and is_granted(policy, caller, spec.capability, item[key])
     ]
+    for item in kept:  # {"name": "add", "Name": "hidden"}: a case-insensitive client reads both
+        refuse_look_alikes(item, {key.lower(): key}, f"{spec.list_member}[].")
     new_result = dict(result)
     new_result[spec.list_member] = kept
     if (
@@ -104,6 +106,8 @@ def list_backstop(
     def backstop(message: Any) -> Any | None:
         if not isinstance(message, Mapping):
             return None
+        if not message.keys() <= _ENVELOPE.keys():  # the usual message spells only these
+            refuse_look_alikes(message, _ENVELOPE, "")
         if "method" in message:
             return _resource_update_check(message, caller, policy)
         error = message.get("error")
@@ -116,6 +120,7 @@ def list_backstop(
         result = message.get("result")
         if not isinstance(result, Mapping):
             return None
+        refuse_look_alikes(result, _LIST_MEMBER_NAMES, "result.")
         filtered = None
         for member, method in LIST_MEMBERS:
             if isinstance(result.get(member), list):
@@ -125,6 +130,27 @@ def list_backstop(
         return filtered
 
     return backstop
+
+
+# Server messages are read without the case-folding rule of request bodies (tool results may
+# hold "id" and "ID"), but a member that folds to one the sidecar judges is another matter: a
+# case-insensitive decoder (Go's encoding/json: notes §5.1, GHSA-wvj2-96wp-fq3f) reads "Method",
+# "Result", "Tools" or "URI" as the member itself, last one winning, so the caller would act on
+# what the sidecar never looked at. Folded form → the one spelling allowed.
+_ENVELOPE = {k: k for k in ("jsonrpc", "id", "method", "params", "result", "error")}
+_LIST_MEMBER_NAMES = {member.lower(): member for member, _ in LIST_MEMBERS}
+
+
+def refuse_look_alikes(obj: Mapping[str, Any], members: Mapping[str, str], where: str) -> None:
+    """Raise ``ResponseFilterFailed`` if a key of ``obj`` folds to one of ``members`` (folded form
+    → spelling) without being that spelling."""
+    for key in obj:
+        folded = key.lower() if key.isascii() and key.isprintable() else fold_key(key)
+        real = members.get(folded)
+        if real is not None and real != key:
+            raise ResponseFilterFailed(
+                f"server message member {where}{key!r} imitates {where}{real!r}"
+            )
 
 
 class _Drop:
@@ -145,6 +171,8 @@ def _resource_update_check(message: Mapping[str, Any], caller: Any, policy) -> A
     if message.get("method") != RESOURCE_UPDATED:
         return None
     params = message.get("params")
+    if isinstance(params, Mapping):
+        refuse_look_alikes(params, {"uri": "uri"}, "params.")
     uri = params.get("uri") if isinstance(params, Mapping) else None
     if isinstance(uri, str) and is_granted(policy, caller, "resources", uri):
         return None

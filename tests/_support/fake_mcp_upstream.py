@@ -162,6 +162,22 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
                 event(dumps(list_response(request_id))),
             ]
         )
+    if scenario == "sse-case-twins":  # members a case-insensitive (Go) client reads as real ones
+        answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+        updated = "notifications/resources/updated"
+        twin_uri = {"uri": GRANTED_URI, "URI": SECRET_URI}
+        return sse, b"".join(
+            [
+                event(dumps({"jsonrpc": "2.0", "Method": updated, "params": {"uri": SECRET_URI}})),
+                event(dumps({"jsonrpc": "2.0", "method": updated, "params": twin_uri})),
+                event(dumps(resource_updated(GRANTED_URI))),
+                event(dumps(answer)),
+            ]
+        )
+    if scenario == "json-list-case-twin":  # a second, unfiltered list under "Tools"
+        return "application/json", dumps(
+            {"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS[:1], "Tools": TOOLS}}
+        )
     if scenario == "json-batch-resource-update":  # a 2025-03-26 style batch body
         answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
         return "application/json", dumps([answer, resource_updated(SECRET_URI)])

@@ -23,6 +23,7 @@ from tests._support.fake_mcp_upstream import (
     SECRET_URI,
     SERVER_REQUEST,
     TOOLS,
+    post_answer,
     resource_updated,
 )
 from tests._support.mcp_mesh import CLIENT_ID, invoke_url
@@ -134,6 +135,38 @@ def test_json_batch_body_loses_a_resource_update_the_caller_may_not_see(upstream
     assert SECRET_URI.encode() not in response.content, response.content
     # The twin: the answer itself, which holds no list, is passed on.
     assert response.json() == [{"jsonrpc": "2.0", "id": 4, "result": {"content": []}}]
+
+
+def test_sse_members_a_case_insensitive_client_would_read_never_pass(upstream, mcp_mesh):
+    # Go's encoding/json reads "Method" as method and the last of "uri"/"URI" as the uri.
+    mcp_mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", CLIENT_ID,
+                "--allow-resources", GRANTED_URI, "--wait")  # fmt: skip
+    _, sent = post_answer("sse-case-twins", 6, None)
+    assert sent.count(SECRET_URI.encode()) == 2  # what the server sends: two spellings of it
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+            "params": {"name": "add", "arguments": {}}}  # fmt: skip
+    headers = {**ACCEPT, "mcp-protocol-version": "2025-06-18"}
+    response = upstream.http.post(
+        upstream.url, params={"scenario": "sse-case-twins"}, json=call, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert SECRET_URI.encode() not in response.content, response.content
+    # The twin: the same update spelled plainly, and the answer, pass.
+    answer = {"jsonrpc": "2.0", "id": 6, "result": {"content": []}}
+    assert messages(response) == [resource_updated(GRANTED_URI), answer]
+
+
+def test_json_list_with_a_case_twin_list_member_is_withheld(upstream):
+    _, sent = post_answer("json-list-case-twin", 8, None)
+    assert HIDDEN in sent  # the server sends the whole list under "Tools"
+    response = upstream.list_tools("json-list-case-twin", request_id=8)
+    assert response.status_code == 502, response.text
+    assert HIDDEN not in response.content
+    assert "'Tools' imitates" in response.json()["error"]["message"]
+    # The twin: the same list without the twin member is filtered and passed.
+    assert upstream.list_tools("json-page", request_id=2).json() == filtered_list(
+        2, nextCursor="page-2"
+    )
 
 
 def test_sse_malformed_event_before_the_list_withholds_the_rest(upstream):
