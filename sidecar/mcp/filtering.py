@@ -257,6 +257,10 @@ def filter_response_body(
         changed = any(a is not b for a, b in zip(out, document, strict=True))
         if changed:
             out = [m for m in out if m is not DROP]
+            if not out:  # JSON-RPC: never an empty array (and nothing in it was the caller's)
+                raise ResponseFilterFailed(
+                    "upstream batch holds only updates the caller may not see"
+                )
         return jsonrpc.dumps(out) if changed else body
     if not isinstance(document, dict):
         raise ResponseFilterFailed("upstream response is not a JSON-RPC object")
