@@ -3,9 +3,12 @@ nothing else does (sidecars poll it four times a second)."""
 
 from __future__ import annotations
 
+import errno
 import os
 
-from sidecar.state.store import AppBinding, MeshStore
+import pytest
+
+from sidecar.state.store import AppBinding, MeshStore, StoreError
 
 CONFIG = {"kind": "Configuration", "metadata": {"name": "calm"}, "spec": {}}
 
@@ -68,3 +71,22 @@ def test_files_a_snapshot_does_not_read_leave_it_alone(tmp_path):
     (store.root / "configurations" / "notes.txt").write_text("not a resource")
     (store.root / "configurations" / ".calm.yaml.swp").write_text("an editor's swap file")
     assert store.signature() == before
+
+
+def test_a_directory_it_cannot_list_is_an_entry_not_an_error(tmp_path):
+    # A symlink loop stands in for another user's 0700 directory (root reads those).
+    store = _store(tmp_path)
+    before = store.signature()
+    os.symlink("components", store.root / "components")
+    after = store.signature()  # does not raise: the poll runs on the sidecar's event loop
+    assert after != before
+    assert (str(store.root / "components"), "unreadable", errno.ELOOP) in after
+
+
+def test_a_snapshot_refuses_a_directory_it_cannot_list(tmp_path):
+    store = _store(tmp_path)
+    os.symlink("components", store.root / "components")
+    with pytest.raises(StoreError, match="components: cannot be listed"):
+        store.snapshot("web", "default")
+    (store.root / "components").unlink()  # the twin: an absent directory holds no resources
+    assert store.snapshot("web", "default").binding.configuration == "calm"
