@@ -202,6 +202,13 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
             pending = [(f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1"))]
             events += pending
             pending = []
+        elif scenario == "resume-updates":  # the id-only event; the replay holds two updates
+            events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
+            pending = [
+                (f"{session}-1", event(dumps(resource_updated(SECRET_URI)), f"{session}-1")),
+                (f"{session}-2", event(dumps(resource_updated(GRANTED_URI)), f"{session}-2")),
+                (f"{session}-3", event(dumps(list_response(request_id)), f"{session}-3")),
+            ]
         elif scenario == "resume-long":  # the id-only event, then a long stored replay
             events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
             pending = [

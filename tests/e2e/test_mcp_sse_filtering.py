@@ -240,6 +240,24 @@ def test_list_response_resumed_on_a_get_stream_is_filtered(upstream):
     assert events[0].id == f"{session}-1"  # the event id survives, so the client can resume
 
 
+def test_resumed_stream_loses_a_hidden_update_and_its_id_resumes_nothing(upstream, mcp_mesh):
+    mcp_mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", CLIENT_ID,
+                "--allow-resources", GRANTED_URI, "--wait")  # fmt: skip
+    session = upstream.open_session()
+    cut = upstream.list_tools("resume-updates", request_id=5, version="2025-11-25", session=session)
+    assert cut.status_code == 200 and messages(cut) == []
+    resumed = upstream.resume(session, f"{session}-0")
+    assert resumed.status_code == 200
+    assert SECRET_URI.encode() not in resumed.content, resumed.content
+    assert messages(resumed) == [resource_updated(GRANTED_URI), filtered_list(5)]
+    assert [e.id for e in parse_stream(resumed.content)] == [f"{session}-2", f"{session}-3"]
+    # The left-out event's id was never the caller's: resuming from it is refused, so the
+    # server's store cannot be asked what follows it; the twin, an id it was given, resumes.
+    assert upstream.resume(session, f"{session}-1").status_code == 404
+    again = upstream.resume(session, f"{session}-2")
+    assert again.status_code == 200 and messages(again) == [filtered_list(5)]
+
+
 def test_priming_event_does_not_break_the_list(upstream):
     session = upstream.open_session()
     response = upstream.list_tools(
