@@ -20,6 +20,7 @@ Error responses pass unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -120,7 +121,7 @@ def list_backstop(
         result = message.get("result")
         if not isinstance(result, Mapping):
             return None
-        refuse_look_alikes(result, _LIST_MEMBER_NAMES, "result.")
+        refuse_look_alikes(result, _RESULT_MEMBERS, "result.")
         filtered = None
         for member, method in LIST_MEMBERS:
             if isinstance(result.get(member), list):
@@ -138,7 +139,8 @@ def list_backstop(
 # "Result", "Tools" or "URI" as the member itself, last one winning, so the caller would act on
 # what the sidecar never looked at. Folded form → the one spelling allowed.
 _ENVELOPE = {k: k for k in ("jsonrpc", "id", "method", "params", "result", "error")}
-_LIST_MEMBER_NAMES = {member.lower(): member for member, _ in LIST_MEMBERS}
+# The result members the content check judges: the lists, and the task ids (mcp_route).
+_RESULT_MEMBERS = {m.lower(): m for m in (*(member for member, _ in LIST_MEMBERS), "tasks", "task")}
 
 
 def refuse_look_alikes(obj: Mapping[str, Any], members: Mapping[str, str], where: str) -> None:
@@ -195,34 +197,35 @@ def _lookup(pending: PendingLists | Iterable[PendingFilter]) -> PendingLists:
 
 
 # A JSON object key is written either literally or with a backslash escape; every member a list
-# result or a task result could hang off starts with one of these literals, and a resource update
-# (which the backstop may drop) names its method literally too. UTF-16/32 bodies (which
-# a lenient client might still decode) hold NUL bytes; a byte-order mark is checked too.
-_LIST_KEY_MARKS = (
-    b'"tools"',
-    b'"prompts"',
-    b'"resource',
-    b'"task',
+# result or a task result could hang off starts with one of the key marks, in any letter case
+# (a case-insensitive client reads "Tasks" as tasks; Go also folds "ſ" to s and the Kelvin sign
+# to k, hence their UTF-8 among the byte marks), and a resource update (which the backstop may
+# drop) names its method literally. UTF-16/32 bodies (which a lenient client might still decode)
+# hold NUL bytes; a byte-order mark is checked too.
+_KEY_MARKS = (b'"tools"', b'"prompts"', b'"resource', b'"task')
+_KEY_MARK = re.compile(b"|".join(map(re.escape, _KEY_MARKS)), re.IGNORECASE)
+_BYTE_MARKS = (
     b"resources/updated",  # a resource update in a batch body (the method's value, not a key)
     b"\\",
     b"\x00",
     b"\xef\xbb\xbf",
+    "\u017f".encode(),  # ſ
+    "\u212a".encode(),  # K (Kelvin)
 )
 
 
 def may_hold_list(body: bytes) -> bool:
     """False only when ``body`` cannot contain a list-shaped (or task) result: the cheap test
     that spares parsing most tool results. Conservative: any escape or odd encoding says yes.
-    (``_LIST_KEY_MARKS`` one by one, written out: a generator costs more than the scans.)"""
+    (``_BYTE_MARKS`` one by one, written out: a generator costs more than the scans.)"""
     return (
-        b'"tools"' in body
-        or b'"prompts"' in body
-        or b'"resource' in body
-        or b'"task' in body
+        _KEY_MARK.search(body) is not None
         or b"resources/updated" in body
         or b"\\" in body
         or b"\x00" in body
         or b"\xef\xbb\xbf" in body
+        or b"\xc5\xbf" in body
+        or b"\xe2\x84\xaa" in body
     )
 
 

@@ -258,6 +258,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", answer, uuid.uuid4().hex)
             return
         tasks = task_answer(message)
+        if tasks is not None and scenario == "tasks-case-twin" and "tasks" in tasks:
+            # Every task, every key capitalised: a case-insensitive (Go) client reads it as tasks.
+            tasks = {"Tasks": [{"TaskId": t["taskId"]} for t in tasks["tasks"]]}
         if tasks is not None:
             answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": tasks})
             self._send(200, "application/json", answer, session)

@@ -227,6 +227,23 @@ def test_tasks_list_shows_each_caller_only_its_own_tasks(world):
     assert not seen["dev"] & {mine["taskId"], theirs["taskId"]}
 
 
+def test_tasks_list_spelled_in_capitals_never_shows_another_callers_task(world):
+    # The server lists every task under "Tasks"/"TaskId": no lower-case key for the byte scan
+    # to see, and no "tasks" member for the cut; a case-insensitive client reads both.
+    _, _, callers, log = world
+    theirs = callers["intruder"].post(task_call("caps-i"), version=V3).json()["result"]["task"]
+    victim = callers["victim"]
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": V3}
+    attack = victim.http.post(victim.url, params={"scenario": "tasks-case-twin"},
+                              json=request("caps", "tasks/list"), headers=headers)  # fmt: skip
+    assert [m for m in map(json.loads, log.bodies()) if m.get("id") == "caps"]  # it got there
+    assert attack.status_code == 502, attack.text  # the server answered; the answer is withheld
+    assert theirs["taskId"].encode() not in attack.content
+    assert "'Tasks' imitates" in attack.json()["error"]["message"]
+    twin = victim.post(request("plain", "tasks/list"), version=V3).json()["result"]["tasks"]
+    assert theirs["taskId"] not in {t["taskId"] for t in twin}
+
+
 def test_a_task_id_this_sidecar_never_saw_created_is_refused(world):
     _, _, callers, log = world
     forged = "0123456789abcdef"

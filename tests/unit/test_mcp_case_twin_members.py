@@ -49,6 +49,11 @@ ATTACKS = {
         "id": 1,
         "result": {"resourceTemplates": [], "RESOURCETEMPLATES": [{"uriTemplate": SECRET}]},
     },
+    "Tasks beside tasks": {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"tasks": [], "Tasks": [{"taskId": "another-callers-task"}]},
+    },
     "Name inside a granted tool": {
         "jsonrpc": "2.0",
         "id": 1,
