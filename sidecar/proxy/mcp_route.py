@@ -50,7 +50,7 @@ from ..mcp import (
     jsonrpc,
     list_backstop,
 )
-from ..mcp.filtering import DROP, may_hold_list
+from ..mcp.filtering import DROP, may_hold_list, refuse_look_alikes
 from ..mcp.policy import caller_label, is_granted
 from ..mcp.sessions import MAX_SESSIONS, McpSessions
 from ..pipeline import InboundRequest, McpRoute
@@ -363,6 +363,8 @@ def content_filter(
         if not isinstance(result, dict) or "method" in current:
             return filtered
         task = result.get("task")
+        if isinstance(task, dict):  # "TaskId" beside "taskId": what a case-insensitive client reads
+            refuse_look_alikes(task, _TASK_ID, "result.task.")
         created = task.get("taskId") if isinstance(task, dict) else None
         if isinstance(created, str) and not sessions.claim_task(caller, sid, created, tool):
             raise ResponseFilterFailed("the server issued a task id another caller holds")
@@ -375,11 +377,16 @@ def content_filter(
                 and isinstance(t.get("taskId"), str)
                 and sessions.task_owner(sid, t["taskId"]) == caller
             ]
+            for t in kept:
+                refuse_look_alikes(t, _TASK_ID, "result.tasks[].")
             if len(kept) != len(tasks):
                 filtered = {**current, "result": {**result, "tasks": kept}}
         return filtered
 
     return check
+
+
+_TASK_ID = {"taskid": "taskId"}
 
 
 def _note_tools(sessions: McpSessions, message: Any) -> None:  # observe hook of the filters

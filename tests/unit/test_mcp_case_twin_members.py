@@ -12,9 +12,13 @@ import json
 
 import pytest
 
+from identity import AppIdentity
 from sidecar.mcp import PendingLists, SseFilter, filter_response_body
 from sidecar.mcp.errors import ResponseFilterFailed
 from sidecar.mcp.filtering import list_backstop
+from sidecar.mcp.sessions import McpSessions
+from sidecar.pipeline import InboundRequest
+from sidecar.proxy.mcp_route import content_filter
 from tests._support.mcp_policies import CALLER, POLICY
 
 UPDATED = "notifications/resources/updated"
@@ -99,3 +103,33 @@ def test_the_plain_spelling_passes(message):
     sse = SseFilter(PendingLists(), backstop=list_backstop(CALLER, POLICY))
     out = sse.feed(b"data: " + json.dumps(message).encode() + b"\n\n")
     assert [json.loads(line[6:]) for line in out.splitlines() if line] == [message]
+
+
+def _task_check():
+    """The content check a sidecar puts on a caller's MCP answers (tasks claimed for it)."""
+    request = InboundRequest(
+        caller=AppIdentity("public", "default", CALLER),
+        callee=AppIdentity("public", "default", "mcp-server"),
+        verb="POST",
+        method="mcp",
+        headers={"mcp-protocol-version": "2025-11-25"},
+    )
+    return content_filter(McpSessions(), request, lambda: POLICY, sid=None)
+
+
+def test_a_created_task_with_a_task_id_twin_is_refused():
+    check = _task_check()
+    twin = {"jsonrpc": "2.0", "id": 1, "result": {"task": {"taskId": "mine", "TaskId": "x"}}}
+    with pytest.raises(ResponseFilterFailed, match="'TaskId' imitates"):
+        check(twin)
+    assert check({"jsonrpc": "2.0", "id": 2, "result": {"task": {"taskId": "mine"}}}) is None
+
+
+def test_a_listed_task_of_the_callers_with_a_task_id_twin_is_refused():
+    check = _task_check()
+    check({"jsonrpc": "2.0", "id": 1, "result": {"task": {"taskId": "mine"}}})  # claimed
+    listed = {"jsonrpc": "2.0", "id": 3, "result": {"tasks": [{"taskId": "mine"}]}}
+    assert check(listed) is None  # the twin: its own task passes
+    listed["result"]["tasks"][0]["TASKID"] = "another-callers-task"
+    with pytest.raises(ResponseFilterFailed, match="'TASKID' imitates"):
+        check(listed)
