@@ -174,6 +174,16 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
                 event(dumps(answer)),
             ]
         )
+    if scenario == "sse-task-status":  # every task's status, to whoever asks (2025-11-25)
+        with STORE_LOCK:
+            known = list(TASKS)
+        status = [
+            {"jsonrpc": "2.0", "method": "notifications/tasks/status",
+             "params": {"taskId": task_id, "status": "working"}}
+            for task_id in known
+        ]  # fmt: skip
+        answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+        return sse, b"".join(event(dumps(m)) for m in (*status, answer))
     if scenario == "json-list-case-twin":  # a second, unfiltered list under "Tools"
         return "application/json", dumps(
             {"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS[:1], "Tools": TOOLS}}

@@ -244,6 +244,25 @@ def test_tasks_list_spelled_in_capitals_never_shows_another_callers_task(world):
     assert theirs["taskId"] not in {t["taskId"] for t in twin}
 
 
+def test_task_status_of_another_callers_task_never_reaches_a_caller(world):
+    # A server that announces every task's status on every stream, as it lists every task.
+    _, _, callers, _log = world
+    theirs = callers["intruder"].post(task_call("st-i"), version=V3).json()["result"]["task"]
+    mine = callers["victim"].post(task_call("st-v"), version=V3).json()["result"]["task"]
+    victim = callers["victim"]
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": V3}
+    sent = victim.http.post(victim.url, params={"scenario": "sse-task-status"},
+                            json=call("st", "add", {"a": 1, "b": 2}), headers=headers)  # fmt: skip
+    assert sent.status_code == 200, sent.text
+    assert theirs["taskId"].encode() not in sent.content, sent.content
+    got = [json.loads(e.data) for e in parse_stream(sent.content)]
+    statuses = [
+        m["params"]["taskId"] for m in got if m.get("method") == "notifications/tasks/status"
+    ]
+    assert mine["taskId"] in statuses  # the twin: its own task's status passes
+    assert got[-1] == {"jsonrpc": "2.0", "id": "st", "result": {"content": []}}
+
+
 def test_a_task_id_this_sidecar_never_saw_created_is_refused(world):
     _, _, callers, log = world
     forged = "0123456789abcdef"
