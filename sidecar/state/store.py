@@ -317,7 +317,7 @@ def _subdirectories(directory: str, entries: list[tuple]) -> list[str]:
 
 
 def _stat_yaml_files(directory: str, entries: list[tuple]) -> None:
-    """Append (path, mtime, size, inode) of each ``*.yaml`` in ``directory``, in name order."""
+    """Append (path, mtime, size, inode, ctime) of each ``*.yaml`` in ``directory``, by name."""
     try:
         with os.scandir(directory) as listing:
             paths = sorted(entry.path for entry in listing if entry.name.endswith(".yaml"))
@@ -338,7 +338,8 @@ def _stat(path: str, entries: list[tuple]) -> None:
     except OSError as exc:
         entries.append((path, "unreadable", exc.errno))
         return
-    entries.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
+    # ctime too: a write that puts the old mtime back (`cp -p`, `rsync -t`) still moves it.
+    entries.append((path, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
 
 
 def _yaml_paths(directory: Path) -> list[Path]:

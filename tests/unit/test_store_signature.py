@@ -8,7 +8,9 @@ import os
 
 import pytest
 
+from sidecar.state.policy_builder import ConfigOverride
 from sidecar.state.store import AppBinding, MeshStore, StoreError
+from sidecar.state.watcher import current_signature
 
 CONFIG = {"kind": "Configuration", "metadata": {"name": "calm"}, "spec": {}}
 
@@ -90,3 +92,31 @@ def test_a_snapshot_refuses_a_directory_it_cannot_list(tmp_path):
         store.snapshot("web", "default")
     (store.root / "components").unlink()  # the twin: an absent directory holds no resources
     assert store.snapshot("web", "default").binding.configuration == "calm"
+
+
+def test_a_same_size_edit_in_place_with_its_mtime_put_back_changes_it(tmp_path):
+    # `cp -p` (or `rsync --inplace -t`) of a template the same size: same inode, same size,
+    # the source's mtime, which may well equal the old one (files checked out together).
+    store = _store(tmp_path)
+    path = store.path("Configuration", "calm")
+    stat = path.stat()
+    before = store.signature()
+    path.write_text(path.read_text().replace("calm", "clam"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_ino == stat.st_ino
+    assert store.signature() != before
+
+
+def test_a_config_file_replaced_by_one_with_the_same_size_and_mtime_changes_it(tmp_path):
+    # `rsync -a` of another variant: written beside it and renamed over it, its mtime kept.
+    store = _store(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("allow: app-a\n")
+    override = ConfigOverride(source=str(config))
+    stat = config.stat()
+    before = current_signature(store, override)
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("allow: app-b\n")
+    os.utime(variant, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(variant, config)
+    assert current_signature(store, override) != before
