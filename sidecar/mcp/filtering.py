@@ -112,6 +112,10 @@ def list_backstop(
         if "method" in message:
             return _resource_update_check(message, caller, policy)
         error = message.get("error")
+        if error is not None and "result" in message:  # which one a client reads is its guess
+            raise ResponseFilterFailed("a server message holds both result and error")
+        if isinstance(error, Mapping) and not error.keys() <= _ERROR_MEMBERS:  # e.g. "Data"
+            refuse_look_alikes(error, _ERROR_DATA, "error.")
         if isinstance(error, Mapping) and isinstance(error.get("data"), Mapping):
             # A list tucked into an error's data reaches the caller all the same.
             data = backstop({"result": error["data"]})
@@ -139,6 +143,8 @@ def list_backstop(
 # "Result", "Tools" or "URI" as the member itself, last one winning, so the caller would act on
 # what the sidecar never looked at. Folded form → the one spelling allowed.
 _ENVELOPE = {k: k for k in ("jsonrpc", "id", "method", "params", "result", "error")}
+_ERROR_DATA = {"data": "data"}
+_ERROR_MEMBERS = frozenset({"code", "message", "data"})
 # The result members the content check judges: the lists, and the task ids (mcp_route).
 _RESULT_MEMBERS = {m.lower(): m for m in (*(member for member, _ in LIST_MEMBERS), "tasks", "task")}
 

@@ -63,6 +63,16 @@ ATTACKS = {
         "id": 1,
         "result": {"tools": [{"name": "add", "Name": SECRET}]},
     },
+    "Data beside data": {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": 1, "message": "x", "data": {}, "Data": {"tools": [{"name": SECRET}]}},
+    },
+    "Data alone": {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": 1, "message": "x", "Data": {"tools": [{"name": SECRET}]}},
+    },
     "in an error's data": {
         "jsonrpc": "2.0",
         "id": 1,
@@ -81,6 +91,16 @@ TWINS = {
         "result": {"content": [], "structuredContent": {"id": 1, "ID": 2, "Tools": []}},
     },
 }
+
+
+def test_a_message_with_both_result_and_error_is_refused():
+    # A client that reads the result first would get the list the error branch never cut.
+    both = {"jsonrpc": "2.0", "id": 7, "error": {"code": 1, "message": "m", "data": {}},
+            "result": {"tools": [{"name": "add"}, {"name": SECRET}]}}  # fmt: skip
+    with pytest.raises(ResponseFilterFailed, match="both result and error"):
+        filter_response_body(json.dumps(both).encode(), [], backstop=list_backstop(CALLER, POLICY))
+    error = {"jsonrpc": "2.0", "id": 7, "error": {"code": 1, "message": "m", "data": {}}}
+    assert list_backstop(CALLER, POLICY)(error) is None  # the twin: an error alone passes
 
 
 @pytest.mark.parametrize("message", ATTACKS.values(), ids=ATTACKS.keys())
