@@ -110,6 +110,8 @@ def list_backstop(
         if not message.keys() <= _ENVELOPE.keys():  # the usual message spells only these
             refuse_look_alikes(message, _ENVELOPE, "")
         if "method" in message:
+            if "result" in message or "error" in message:  # a request and an answer at once
+                raise ResponseFilterFailed("a server message holds a method and an answer")
             return _resource_update_check(message, caller, policy)
         error = message.get("error")
         if error is not None and "result" in message:  # which one a client reads is its guess

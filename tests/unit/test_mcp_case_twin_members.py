@@ -103,6 +103,14 @@ def test_a_message_with_both_result_and_error_is_refused():
     assert list_backstop(CALLER, POLICY)(error) is None  # the twin: an error alone passes
 
 
+def test_a_message_with_a_method_and_a_result_is_refused():
+    # Read as a notification (or a server request) by SDKs; a lenient client takes the result.
+    both = {"jsonrpc": "2.0", "id": 7, "method": "ping",
+            "result": {"tools": [{"name": "add"}, {"name": SECRET}]}}  # fmt: skip
+    with pytest.raises(ResponseFilterFailed, match="a method and an answer"):
+        filter_response_body(json.dumps(both).encode(), [], backstop=list_backstop(CALLER, POLICY))
+
+
 @pytest.mark.parametrize("message", ATTACKS.values(), ids=ATTACKS.keys())
 def test_a_member_imitating_a_judged_one_is_refused_in_a_json_body(message):
     with pytest.raises(ResponseFilterFailed, match="imitates"):
