@@ -20,12 +20,13 @@ Error responses pass unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import jsonrpc, methods
 from .errors import JsonRejected, ResponseFilterFailed
-from .jsonstrict import loads_strict
+from .jsonstrict import fold_key, loads_strict
 from .pending import PendingFilter, PendingLists
 from .policy import MCPServerAccessPolicy, is_granted
 
@@ -62,6 +63,8 @@ def filter_list_result(
         and isinstance(item.get(key), str)
         and is_granted(policy, caller, spec.capability, item[key])
     ]
+    for item in kept:  # {"name": "add", "Name": "hidden"}: a case-insensitive client reads both
+        refuse_look_alikes(item, {key.lower(): key}, f"{spec.list_member}[].")
     new_result = dict(result)
     new_result[spec.list_member] = kept
     if (
@@ -104,9 +107,17 @@ def list_backstop(
     def backstop(message: Any) -> Any | None:
         if not isinstance(message, Mapping):
             return None
+        if not message.keys() <= _ENVELOPE.keys():  # the usual message spells only these
+            refuse_look_alikes(message, _ENVELOPE, "")
         if "method" in message:
+            if "result" in message or "error" in message:  # a request and an answer at once
+                raise ResponseFilterFailed("a server message holds a method and an answer")
             return _resource_update_check(message, caller, policy)
         error = message.get("error")
+        if error is not None and "result" in message:  # which one a client reads is its guess
+            raise ResponseFilterFailed("a server message holds both result and error")
+        if isinstance(error, Mapping) and not error.keys() <= _ERROR_MEMBERS:  # e.g. "Data"
+            refuse_look_alikes(error, _ERROR_DATA, "error.")
         if isinstance(error, Mapping) and isinstance(error.get("data"), Mapping):
             # A list tucked into an error's data reaches the caller all the same.
             data = backstop({"result": error["data"]})
@@ -116,6 +127,7 @@ def list_backstop(
         result = message.get("result")
         if not isinstance(result, Mapping):
             return None
+        refuse_look_alikes(result, _RESULT_MEMBERS, "result.")
         filtered = None
         for member, method in LIST_MEMBERS:
             if isinstance(result.get(member), list):
@@ -125,6 +137,30 @@ def list_backstop(
         return filtered
 
     return backstop
+
+
+# Server messages are read without the case-folding rule of request bodies (tool results may
+# hold "id" and "ID"), but a member that folds to one the sidecar judges is another matter: a
+# case-insensitive decoder (Go's encoding/json: notes §5.1, GHSA-wvj2-96wp-fq3f) reads "Method",
+# "Result", "Tools" or "URI" as the member itself, last one winning, so the caller would act on
+# what the sidecar never looked at. Folded form → the one spelling allowed.
+_ENVELOPE = {k: k for k in ("jsonrpc", "id", "method", "params", "result", "error")}
+_ERROR_DATA = {"data": "data"}
+_ERROR_MEMBERS = frozenset({"code", "message", "data"})
+# The result members the content check judges: the lists, and the task ids (mcp_route).
+_RESULT_MEMBERS = {m.lower(): m for m in (*(member for member, _ in LIST_MEMBERS), "tasks", "task")}
+
+
+def refuse_look_alikes(obj: Mapping[str, Any], members: Mapping[str, str], where: str) -> None:
+    """Raise ``ResponseFilterFailed`` if a key of ``obj`` folds to one of ``members`` (folded form
+    → spelling) without being that spelling."""
+    for key in obj:
+        folded = key.lower() if key.isascii() and key.isprintable() else fold_key(key)
+        real = members.get(folded)
+        if real is not None and real != key:
+            raise ResponseFilterFailed(
+                f"server message member {where}{key!r} imitates {where}{real!r}"
+            )
 
 
 class _Drop:
@@ -145,6 +181,8 @@ def _resource_update_check(message: Mapping[str, Any], caller: Any, policy) -> A
     if message.get("method") != RESOURCE_UPDATED:
         return None
     params = message.get("params")
+    if isinstance(params, Mapping):
+        refuse_look_alikes(params, {"uri": "uri"}, "params.")
     uri = params.get("uri") if isinstance(params, Mapping) else None
     if isinstance(uri, str) and is_granted(policy, caller, "resources", uri):
         return None
@@ -167,34 +205,35 @@ def _lookup(pending: PendingLists | Iterable[PendingFilter]) -> PendingLists:
 
 
 # A JSON object key is written either literally or with a backslash escape; every member a list
-# result or a task result could hang off starts with one of these literals, and a resource update
-# (which the backstop may drop) names its method literally too. UTF-16/32 bodies (which
-# a lenient client might still decode) hold NUL bytes; a byte-order mark is checked too.
-_LIST_KEY_MARKS = (
-    b'"tools"',
-    b'"prompts"',
-    b'"resource',
-    b'"task',
+# result or a task result could hang off starts with one of the key marks, in any letter case
+# (a case-insensitive client reads "Tasks" as tasks; Go also folds "ſ" to s and the Kelvin sign
+# to k, hence their UTF-8 among the byte marks), and a resource update (which the backstop may
+# drop) names its method literally. UTF-16/32 bodies (which a lenient client might still decode)
+# hold NUL bytes; a byte-order mark is checked too.
+_KEY_MARKS = (b'"tools"', b'"prompts"', b'"resource', b'"task')
+_KEY_MARK = re.compile(b"|".join(map(re.escape, _KEY_MARKS)), re.IGNORECASE)
+_BYTE_MARKS = (
     b"resources/updated",  # a resource update in a batch body (the method's value, not a key)
     b"\\",
     b"\x00",
     b"\xef\xbb\xbf",
+    "\u017f".encode(),  # ſ
+    "\u212a".encode(),  # K (Kelvin)
 )
 
 
 def may_hold_list(body: bytes) -> bool:
     """False only when ``body`` cannot contain a list-shaped (or task) result: the cheap test
     that spares parsing most tool results. Conservative: any escape or odd encoding says yes.
-    (``_LIST_KEY_MARKS`` one by one, written out: a generator costs more than the scans.)"""
+    (``_BYTE_MARKS`` one by one, written out: a generator costs more than the scans.)"""
     return (
-        b'"tools"' in body
-        or b'"prompts"' in body
-        or b'"resource' in body
-        or b'"task' in body
+        _KEY_MARK.search(body) is not None
         or b"resources/updated" in body
         or b"\\" in body
         or b"\x00" in body
         or b"\xef\xbb\xbf" in body
+        or b"\xc5\xbf" in body
+        or b"\xe2\x84\xaa" in body
     )
 
 
@@ -229,6 +268,10 @@ def filter_response_body(
         changed = any(a is not b for a, b in zip(out, document, strict=True))
         if changed:
             out = [m for m in out if m is not DROP]
+            if not out:  # JSON-RPC: never an empty array (and nothing in it was the caller's)
+                raise ResponseFilterFailed(
+                    "upstream batch holds only updates the caller may not see"
+                )
         return jsonrpc.dumps(out) if changed else body
     if not isinstance(document, dict):
         raise ResponseFilterFailed("upstream response is not a JSON-RPC object")

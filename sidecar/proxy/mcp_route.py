@@ -50,7 +50,7 @@ from ..mcp import (
     jsonrpc,
     list_backstop,
 )
-from ..mcp.filtering import DROP, may_hold_list
+from ..mcp.filtering import DROP, may_hold_list, refuse_look_alikes
 from ..mcp.policy import caller_label, is_granted
 from ..mcp.sessions import MAX_SESSIONS, McpSessions
 from ..pipeline import InboundRequest, McpRoute
@@ -345,7 +345,8 @@ def content_filter(
 ) -> Callable[[Any], Any | None]:
     """The per-message content check every response message passes (JSON body, batch element,
     SSE event): lists cut to the caller's grants under the policy in force *now*; task ids
-    created for this caller recorded; ``tasks/list`` cut to the caller's own tasks. Returns the
+    created for this caller recorded; ``tasks/list`` cut to the caller's own tasks, and a
+    ``notifications/tasks/status`` about another's task dropped (``DROP``). Returns the
     rewritten message, or None when it is fine as it is; raises ``ResponseFilterFailed`` for a
     task id the server hands this caller that another caller holds. ``tool``: the tool this
     request called, which a task it creates stays bound to."""
@@ -359,10 +360,14 @@ def content_filter(
         if sessions is None or filtered is DROP:
             return filtered
         current = filtered if filtered is not None else message
+        if isinstance(current, dict) and current.get("method") == TASK_STATUS:
+            return _task_status_check(current, sessions, caller, sid)
         result = current.get("result") if isinstance(current, dict) else None
         if not isinstance(result, dict) or "method" in current:
             return filtered
         task = result.get("task")
+        if isinstance(task, dict):  # "TaskId" beside "taskId": what a case-insensitive client reads
+            refuse_look_alikes(task, _TASK_ID, "result.task.")
         created = task.get("taskId") if isinstance(task, dict) else None
         if isinstance(created, str) and not sessions.claim_task(caller, sid, created, tool):
             raise ResponseFilterFailed("the server issued a task id another caller holds")
@@ -375,11 +380,31 @@ def content_filter(
                 and isinstance(t.get("taskId"), str)
                 and sessions.task_owner(sid, t["taskId"]) == caller
             ]
+            for t in kept:
+                refuse_look_alikes(t, _TASK_ID, "result.tasks[].")
             if len(kept) != len(tasks):
                 filtered = {**current, "result": {**result, "tasks": kept}}
         return filtered
 
     return check
+
+
+_TASK_ID = {"taskid": "taskId"}
+TASK_STATUS = "notifications/tasks/status"
+
+
+def _task_status_check(message: dict, sessions: McpSessions, caller, sid) -> Any | None:
+    """A server's task status reaches a caller only for a task created for it (in this session):
+    a server that lists every task to whoever asks announces every status on every stream too,
+    like resource updates (filtering.py). DROP otherwise, or for a status naming no task."""
+    params = message.get("params")
+    if not isinstance(params, dict):
+        return DROP
+    refuse_look_alikes(params, _TASK_ID, "params.")
+    task_id = params.get("taskId")
+    if isinstance(task_id, str) and sessions.task_owner(sid, task_id) == caller:
+        return None
+    return DROP
 
 
 def _note_tools(sessions: McpSessions, message: Any) -> None:  # observe hook of the filters

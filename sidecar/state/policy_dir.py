@@ -101,10 +101,16 @@ class PolicyDirStore:
         entries = []
         try:
             for path in sorted(self.directory.iterdir()):
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except OSError as exc:  # gone, looping, unreadable: the load decides, in its
+                    entries.append((path.name, "unreadable", exc.errno))  # thread; never here
+                    continue
                 entries.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
         except FileNotFoundError:
             return ("missing",)
+        except OSError as exc:
+            return ("unreadable", exc.errno)
         return ("plain", *entries)
 
     def generation(self) -> int:

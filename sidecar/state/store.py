@@ -228,7 +228,7 @@ class MeshStore:
         with self._lock(flags):
             snap = Snapshot(self.generation(), self.binding(app_id, namespace))
             for kind, directory in KIND_DIRS.items():
-                for path in sorted((self.root / directory).glob("*.yaml")):
+                for path in _yaml_paths(self.root / directory):
                     try:
                         doc = self._read_yaml(path)
                     except StoreError as exc:  # names the file (and line)
@@ -246,11 +246,9 @@ class MeshStore:
         root = str(self.root)
         for directory in KIND_DIRS.values():
             _stat_yaml_files(os.path.join(root, directory), entries)
-        for namespace in _subdirectories(os.path.join(root, "appids")):
+        for namespace in _subdirectories(os.path.join(root, "appids"), entries):
             _stat_yaml_files(namespace, entries)
-        with contextlib.suppress(FileNotFoundError):
-            st = os.stat(os.path.join(root, "generation"))
-            entries.append(("generation", st.st_mtime_ns, st.st_size, st.st_ino))
+        _stat(os.path.join(root, "generation"), entries)
         return tuple(entries)
 
     # -- writing -----------------------------------------------------------------------------
@@ -302,22 +300,56 @@ class Change:
         self.touched = True
 
 
-def _subdirectories(directory: str) -> list[str]:
+# The signature never raises: a directory or file it cannot list or stat (another user's 0700
+# directory, a symlink loop) is an entry of its own, so the watcher's load runs (in its thread)
+# and refuses the store, keeping the last good policy, instead of the poll killing the sidecar.
+
+
+def _subdirectories(directory: str, entries: list[tuple]) -> list[str]:
     try:
         with os.scandir(directory) as listing:
             return sorted(entry.path for entry in listing if entry.is_dir())
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        entries.append((directory, "unreadable", exc.errno))
+        return []
 
 
 def _stat_yaml_files(directory: str, entries: list[tuple]) -> None:
-    """Append (path, mtime, size, inode) of each ``*.yaml`` in ``directory``, in name order."""
+    """Append (path, mtime, size, inode, ctime) of each ``*.yaml`` in ``directory``, by name."""
     try:
         with os.scandir(directory) as listing:
             paths = sorted(entry.path for entry in listing if entry.name.endswith(".yaml"))
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as exc:
+        entries.append((directory, "unreadable", exc.errno))
+        return
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            st = os.stat(path)
-            entries.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
+        _stat(path, entries)
+
+
+def _stat(path: str, entries: list[tuple]) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        entries.append((path, "unreadable", exc.errno))
+        return
+    # ctime too: a write that puts the old mtime back (`cp -p`, `rsync -t`) still moves it.
+    entries.append((path, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
+
+
+def _yaml_paths(directory: Path) -> list[Path]:
+    """The ``*.yaml`` files a snapshot reads, in name order; none when the directory is absent.
+    A directory that exists but cannot be listed is a broken store (``Path.glob`` would say
+    "empty" and the resources in it would silently vanish from the policy)."""
+    try:
+        with os.scandir(directory) as listing:
+            return sorted(Path(e.path) for e in listing if e.name.endswith(".yaml"))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StoreError(f"{directory}: cannot be listed: {exc.strerror}") from None

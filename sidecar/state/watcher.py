@@ -114,7 +114,7 @@ def _file_stat(override: ConfigOverride | None) -> tuple:
         st = Path(override.source).stat()
     except FileNotFoundError:
         return (None,)
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)  # as the store's (store.py)
 
 
 def current_signature(store: MeshStore, override: ConfigOverride | None) -> tuple:

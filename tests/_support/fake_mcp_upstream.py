@@ -162,6 +162,32 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
                 event(dumps(list_response(request_id))),
             ]
         )
+    if scenario == "sse-case-twins":  # members a case-insensitive (Go) client reads as real ones
+        answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+        updated = "notifications/resources/updated"
+        twin_uri = {"uri": GRANTED_URI, "URI": SECRET_URI}
+        return sse, b"".join(
+            [
+                event(dumps({"jsonrpc": "2.0", "Method": updated, "params": {"uri": SECRET_URI}})),
+                event(dumps({"jsonrpc": "2.0", "method": updated, "params": twin_uri})),
+                event(dumps(resource_updated(GRANTED_URI))),
+                event(dumps(answer)),
+            ]
+        )
+    if scenario == "sse-task-status":  # every task's status, to whoever asks (2025-11-25)
+        with STORE_LOCK:
+            known = list(TASKS)
+        status = [
+            {"jsonrpc": "2.0", "method": "notifications/tasks/status",
+             "params": {"taskId": task_id, "status": "working"}}
+            for task_id in known
+        ]  # fmt: skip
+        answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
+        return sse, b"".join(event(dumps(m)) for m in (*status, answer))
+    if scenario == "json-list-case-twin":  # a second, unfiltered list under "Tools"
+        return "application/json", dumps(
+            {"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS[:1], "Tools": TOOLS}}
+        )
     if scenario == "json-batch-resource-update":  # a 2025-03-26 style batch body
         answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": []}}
         return "application/json", dumps([answer, resource_updated(SECRET_URI)])
@@ -186,6 +212,13 @@ def post_answer(scenario: str, request_id, session: str | None) -> tuple[str, by
             pending = [(f"{session}-1", event(dumps(list_response(request_id)), f"{session}-1"))]
             events += pending
             pending = []
+        elif scenario == "resume-updates":  # the id-only event; the replay holds two updates
+            events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
+            pending = [
+                (f"{session}-1", event(dumps(resource_updated(SECRET_URI)), f"{session}-1")),
+                (f"{session}-2", event(dumps(resource_updated(GRANTED_URI)), f"{session}-2")),
+                (f"{session}-3", event(dumps(list_response(request_id)), f"{session}-3")),
+            ]
         elif scenario == "resume-long":  # the id-only event, then a long stored replay
             events = [(f"{session}-0", b"id: " + f"{session}-0".encode() + b"\n\n")]
             pending = [
@@ -235,6 +268,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", answer, uuid.uuid4().hex)
             return
         tasks = task_answer(message)
+        if tasks is not None and scenario == "tasks-case-twin" and "tasks" in tasks:
+            # Every task, every key capitalised: a case-insensitive (Go) client reads it as tasks.
+            tasks = {"Tasks": [{"TaskId": t["taskId"]} for t in tasks["tasks"]]}
         if tasks is not None:
             answer = dumps({"jsonrpc": "2.0", "id": message["id"], "result": tasks})
             self._send(200, "application/json", answer, session)

@@ -23,6 +23,7 @@ from tests._support.fake_mcp_upstream import (
     SECRET_URI,
     SERVER_REQUEST,
     TOOLS,
+    post_answer,
     resource_updated,
 )
 from tests._support.mcp_mesh import CLIENT_ID, invoke_url
@@ -136,6 +137,38 @@ def test_json_batch_body_loses_a_resource_update_the_caller_may_not_see(upstream
     assert response.json() == [{"jsonrpc": "2.0", "id": 4, "result": {"content": []}}]
 
 
+def test_sse_members_a_case_insensitive_client_would_read_never_pass(upstream, mcp_mesh):
+    # Go's encoding/json reads "Method" as method and the last of "uri"/"URI" as the uri.
+    mcp_mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", CLIENT_ID,
+                "--allow-resources", GRANTED_URI, "--wait")  # fmt: skip
+    _, sent = post_answer("sse-case-twins", 6, None)
+    assert sent.count(SECRET_URI.encode()) == 2  # what the server sends: two spellings of it
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+            "params": {"name": "add", "arguments": {}}}  # fmt: skip
+    headers = {**ACCEPT, "mcp-protocol-version": "2025-06-18"}
+    response = upstream.http.post(
+        upstream.url, params={"scenario": "sse-case-twins"}, json=call, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert SECRET_URI.encode() not in response.content, response.content
+    # The twin: the same update spelled plainly, and the answer, pass.
+    answer = {"jsonrpc": "2.0", "id": 6, "result": {"content": []}}
+    assert messages(response) == [resource_updated(GRANTED_URI), answer]
+
+
+def test_json_list_with_a_case_twin_list_member_is_withheld(upstream):
+    _, sent = post_answer("json-list-case-twin", 8, None)
+    assert HIDDEN in sent  # the server sends the whole list under "Tools"
+    response = upstream.list_tools("json-list-case-twin", request_id=8)
+    assert response.status_code == 502, response.text
+    assert HIDDEN not in response.content
+    assert "'Tools' imitates" in response.json()["error"]["message"]
+    # The twin: the same list without the twin member is filtered and passed.
+    assert upstream.list_tools("json-page", request_id=2).json() == filtered_list(
+        2, nextCursor="page-2"
+    )
+
+
 def test_sse_malformed_event_before_the_list_withholds_the_rest(upstream):
     response = upstream.list_tools("sse-malformed-first", request_id=5)
     assert response.status_code == 200
@@ -205,6 +238,24 @@ def test_list_response_resumed_on_a_get_stream_is_filtered(upstream):
     assert messages(resumed) == [filtered_list(7)]
     events = parse_stream(resumed.content)
     assert events[0].id == f"{session}-1"  # the event id survives, so the client can resume
+
+
+def test_resumed_stream_loses_a_hidden_update_and_its_id_resumes_nothing(upstream, mcp_mesh):
+    mcp_mesh.tm("mcpserver", "access", "grant", SERVER_ID, "--caller", CLIENT_ID,
+                "--allow-resources", GRANTED_URI, "--wait")  # fmt: skip
+    session = upstream.open_session()
+    cut = upstream.list_tools("resume-updates", request_id=5, version="2025-11-25", session=session)
+    assert cut.status_code == 200 and messages(cut) == []
+    resumed = upstream.resume(session, f"{session}-0")
+    assert resumed.status_code == 200
+    assert SECRET_URI.encode() not in resumed.content, resumed.content
+    assert messages(resumed) == [resource_updated(GRANTED_URI), filtered_list(5)]
+    assert [e.id for e in parse_stream(resumed.content)] == [f"{session}-2", f"{session}-3"]
+    # The left-out event's id was never the caller's: resuming from it is refused, so the
+    # server's store cannot be asked what follows it; the twin, an id it was given, resumes.
+    assert upstream.resume(session, f"{session}-1").status_code == 404
+    again = upstream.resume(session, f"{session}-2")
+    assert again.status_code == 200 and messages(again) == [filtered_list(5)]
 
 
 def test_priming_event_does_not_break_the_list(upstream):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from identity import AppIdentity
 from sidecar.http.headers import FieldView, get_header
 from sidecar.judge.verdict import Facts
-from sidecar.mcp.filtering import _LIST_KEY_MARKS, may_hold_list
+from sidecar.mcp.filtering import _BYTE_MARKS, _KEY_MARKS, may_hold_list
 from sidecar.mcp.headers import _plain_ok
 from sidecar.mcp.inspect import MAX_AUDITED, MAX_AUDITED_CHARS, RequestVerdict, _audited
 from sidecar.mcp.jsonstrict import PROTOCOL_KEYS, McpRequestRejected, check_envelope, fold_key
@@ -160,13 +160,18 @@ def test_mcp_fields_read_as_the_header_view_reads_them(pairs):
 
 
 BODY_PIECES = st.sampled_from(
-    [*_LIST_KEY_MARKS, b'"tool"', b'"resourc', b'"tas', b"tools", b'"text"', b'"', b"\xef\xbb"]
-)
+    [*_KEY_MARKS, *_BYTE_MARKS, b'"tool"', b'"resourc', b'"tas', b"tools", b'"text"', b'"',
+     b'"TOOLS"', b'"Tasks"', b'"ResourceTemplates"', b'"pRoMpTs"', b"\xef\xbb", b"\xc5"]
+)  # fmt: skip
 
 
 @given(st.lists(BODY_PIECES | st.binary(max_size=6), max_size=8).map(b"".join))
 def test_list_prescan_written_out_matches_the_marks(body):
-    assert may_hold_list(body) is any(mark in body for mark in _LIST_KEY_MARKS)
+    # Key marks in any ASCII letter case (a case-insensitive client reads "Tasks" as tasks).
+    assert may_hold_list(body) is (
+        any(mark in body.lower() for mark in _KEY_MARKS)
+        or any(mark in body for mark in _BYTE_MARKS)
+    )
 
 
 @given(st.lists(st.text(max_size=3) | st.text(min_size=250, max_size=260), max_size=70))

@@ -227,6 +227,42 @@ def test_tasks_list_shows_each_caller_only_its_own_tasks(world):
     assert not seen["dev"] & {mine["taskId"], theirs["taskId"]}
 
 
+def test_tasks_list_spelled_in_capitals_never_shows_another_callers_task(world):
+    # The server lists every task under "Tasks"/"TaskId": no lower-case key for the byte scan
+    # to see, and no "tasks" member for the cut; a case-insensitive client reads both.
+    _, _, callers, log = world
+    theirs = callers["intruder"].post(task_call("caps-i"), version=V3).json()["result"]["task"]
+    victim = callers["victim"]
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": V3}
+    attack = victim.http.post(victim.url, params={"scenario": "tasks-case-twin"},
+                              json=request("caps", "tasks/list"), headers=headers)  # fmt: skip
+    assert [m for m in map(json.loads, log.bodies()) if m.get("id") == "caps"]  # it got there
+    assert attack.status_code == 502, attack.text  # the server answered; the answer is withheld
+    assert theirs["taskId"].encode() not in attack.content
+    assert "'Tasks' imitates" in attack.json()["error"]["message"]
+    twin = victim.post(request("plain", "tasks/list"), version=V3).json()["result"]["tasks"]
+    assert theirs["taskId"] not in {t["taskId"] for t in twin}
+
+
+def test_task_status_of_another_callers_task_never_reaches_a_caller(world):
+    # A server that announces every task's status on every stream, as it lists every task.
+    _, _, callers, _log = world
+    theirs = callers["intruder"].post(task_call("st-i"), version=V3).json()["result"]["task"]
+    mine = callers["victim"].post(task_call("st-v"), version=V3).json()["result"]["task"]
+    victim = callers["victim"]
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": V3}
+    sent = victim.http.post(victim.url, params={"scenario": "sse-task-status"},
+                            json=call("st", "add", {"a": 1, "b": 2}), headers=headers)  # fmt: skip
+    assert sent.status_code == 200, sent.text
+    assert theirs["taskId"].encode() not in sent.content, sent.content
+    got = [json.loads(e.data) for e in parse_stream(sent.content)]
+    statuses = [
+        m["params"]["taskId"] for m in got if m.get("method") == "notifications/tasks/status"
+    ]
+    assert mine["taskId"] in statuses  # the twin: its own task's status passes
+    assert got[-1] == {"jsonrpc": "2.0", "id": "st", "result": {"content": []}}
+
+
 def test_a_task_id_this_sidecar_never_saw_created_is_refused(world):
     _, _, callers, log = world
     forged = "0123456789abcdef"

@@ -82,3 +82,15 @@ def test_a_json_body_that_is_a_hidden_update_is_withheld():
         filter_response_body(
             body(updated("file:///secret.txt")), [], backstop=list_backstop(CALLER, POLICY)
         )
+
+
+def test_a_json_batch_of_hidden_updates_only_is_withheld_not_emptied():
+    # An empty array is no JSON-RPC answer (a client may wait on it or fail on it).
+    with pytest.raises(ResponseFilterFailed, match="only updates"):
+        filter_response_body(
+            body([updated("file:///secret.txt")]), [], backstop=list_backstop(CALLER, POLICY)
+        )
+    # The twin: one update it may read keeps the batch.
+    ok = [updated("file:///ok.txt"), updated("file:///secret.txt")]
+    out = filter_response_body(body(ok), [], backstop=list_backstop(CALLER, POLICY))
+    assert json.loads(out) == [updated("file:///ok.txt")]
