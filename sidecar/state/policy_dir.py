@@ -130,13 +130,35 @@ class PolicyDirStore:
             texts = [(path, path.read_text(encoding="utf-8")) for path in files]
             generation_text = _read_optional(data_dir / GENERATION_KEY)
         except FileNotFoundError as exc:
-            # kubelet removed this set while we read it: a newer one is already in place.
-            raise StoreBusy(f"policy set {data_dir.name} was replaced while being read") from exc
+            raise self._missing(link, data_dir, exc) from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyDirError(f"cannot read policy directory {data_dir}: {exc}") from exc
         if link is not None and self._data_link() != link:
             raise StoreBusy(f"policy set {link} was replaced while being read")
         return self._parse(texts, generation_text, app_id, namespace)
+
+    def _missing(self, link: str | None, data_dir: Path, exc: FileNotFoundError) -> StoreError:
+        """What a file that was not there means: busy only if a writer can explain it.
+
+        kubelet deletes a set only after pointing ``..data`` elsewhere, so a missing file under
+        a link that moved means a newer set is already in place (busy: read that one). In a
+        plain directory, a file listed and then gone was removed meanwhile (busy too: the next
+        listing will not have it). But a dangling symlink, or ``..data`` naming no directory,
+        stays that way however often one reads it: that is a broken set, refused by name, or
+        the watcher would retry it forever.
+        """
+        if link is not None and self._data_link() != link:
+            return StoreBusy(f"policy set {link} was replaced while being read")
+        if link is not None and not data_dir.is_dir():
+            return PolicyDirError(
+                f"{self.directory / DATA_LINK} points at {link}, which is not a directory"
+            )
+        path = Path(exc.filename) if exc.filename else data_dir
+        try:
+            target = os.readlink(path)
+        except OSError:  # no symlink (any more): removed by whoever is changing the directory
+            return StoreBusy(f"{path} was removed while being read")
+        return PolicyDirError(f"{path} is a symlink to {target}, which does not exist")
 
     def _parse(
         self,
@@ -179,9 +201,13 @@ class PolicyDirStore:
 
 
 def _read_optional(path: Path) -> str | None:
+    """The file's text, or None when there is no such file (a dangling symlink is not "no
+    file": it raises, and the snapshot refuses it by name)."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if path.is_symlink():
+            raise
         return None
 
 

@@ -8,6 +8,9 @@ with bounded cost, see :mod:`.yaml_loader`).
 A valid result is swapped in whole; an invalid one is logged and reported on ``/v1/status``
 while the last good policy stays in force — a broken file never replaces a working policy. A
 sidecar that has never had a valid policy denies everything (503) and says why.
+
+A store found *busy* (a writer mid-change) is read again 20 ms later, but only for a while: a
+store that stays busy is reported like a refusal and retried once per poll, never in a loop.
 """
 
 from __future__ import annotations
@@ -129,7 +132,21 @@ class Refused:
     generation: int | None  # the store version that failed to load, when known
 
 
-BUSY = object()  # a writer is mid-change; read again once it is done
+@dataclass(frozen=True)
+class Busy:
+    """A writer is mid-change (the store's lock is held, kubelet is swapping a set): read
+    again in a moment, when it is done."""
+
+    reason: str
+
+
+# A writer holds the store for the few milliseconds a change takes, so a load that found it
+# busy is tried again soon. One that stays busy for BUSY_PATIENCE is no writer mid-change any
+# more (a hung ``trustmesh apply``, a store that reports busy for a reason that does not go
+# away): the watcher says so, keeps the last good policy, and tries again once per poll
+# instead of spinning.
+BUSY_RETRY = 0.02
+BUSY_PATIENCE = 2.0
 
 
 def check_for_change(
@@ -150,8 +167,8 @@ def check_for_change(
         snapshot = store.snapshot(me.app_id, me.namespace, blocking=False)
         generation = snapshot.generation
         policy = build_inbound_policy(snapshot, me, _with_file(override))
-    except StoreBusy:
-        return signature, BUSY
+    except StoreBusy as exc:
+        return signature, Busy(str(exc))
     except (SidecarError, OSError, ValueError, yaml.YAMLError) as exc:
         if generation is None:
             with contextlib.suppress(SidecarError, OSError):
@@ -167,6 +184,7 @@ async def watch_policy(
     override: ConfigOverride | None,
     *,
     poll_interval: float = 0.25,
+    busy_patience: float = BUSY_PATIENCE,
     on_policy=None,
     on_applied=None,
     prepare=None,
@@ -177,6 +195,7 @@ async def watch_policy(
     limiter = trio.CapacityLimiter(1)
     signature = None
     started = False
+    busy_since: float | None = None  # when the loads started finding the store busy
     while True:
         if started and current_signature(store, override) == signature:
             # Nothing changed (the common case, four times a second): a few stat calls, made
@@ -193,10 +212,16 @@ async def watch_policy(
             limiter=limiter,
             abandon_on_cancel=True,
         )
-        if outcome is BUSY:
-            await trio.sleep(0.02)
+        if not isinstance(outcome, Busy):
+            busy_since = None
+        elif busy_since is None:
+            busy_since = trio.current_time()
+        if busy_since is not None and trio.current_time() - busy_since < busy_patience:
+            await trio.sleep(BUSY_RETRY)  # a writer is mid-change: it will be done soon
             continue
-        if isinstance(outcome, Refused):
+        if isinstance(outcome, Busy):
+            _report_busy(holder, outcome, busy_patience)
+        elif isinstance(outcome, Refused):
             signature = current
             holder.refused(outcome.reason, outcome.generation)
             log.error("policy refused; keeping the last good one", error=outcome.reason)
@@ -218,3 +243,12 @@ async def watch_policy(
             started = True
             task_status.started()
         await sleep_to_next_tick(poll_interval)
+
+
+def _report_busy(holder: PolicyHolder, outcome: Busy, patience: float) -> None:
+    """The store stayed busy past ``patience``: say why, keeping the last good policy. The
+    signature is left as it was, so the next poll tries again (once per poll, not spinning)."""
+    reason = f"{outcome.reason} (busy for over {patience:g}s; still trying)"
+    if holder.error != reason:
+        log.error("policy store stays busy; keeping the last good one", error=reason)
+    holder.refused(reason, None)  # no store version: nothing was refused, --wait waits on
