@@ -187,10 +187,17 @@ class MeshStore:
         return self.root / "appids" / namespace / f"{app_id}.yaml"
 
     def _read_yaml(self, path: Path) -> dict[str, Any] | None:
+        """The document in ``path``, or None when there is no such file. A dangling symlink is
+        not "no such file": read as absent, the resource would silently drop out of the
+        policy (or a binding out of the identity map), so it is an error naming the file."""
         try:
             data = yaml_loader.safe_load(yaml_loader.read_text(path))
         except FileNotFoundError:
-            return None
+            try:
+                target = os.readlink(path)
+            except OSError:
+                return None
+            raise StoreError(f"{path} is a symlink to {target}, which does not exist") from None
         except yaml_loader.FileUnreadable as exc:
             raise StoreError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
