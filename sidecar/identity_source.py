@@ -171,14 +171,34 @@ def _utcnow() -> dt.datetime:
 
 
 def _files_signature(directory: Path) -> tuple:
-    signature = []
-    for path in svid_dir_layout(directory):
+    """The stat of each SVID file. Never raises: it runs on the event loop, and a file that
+    cannot be stat-ed (a symlink loop, a directory this user may not search) is an entry of
+    its own, for the load to refuse by name."""
+    signature: list[tuple] = []
+    try:
+        paths = svid_dir_layout(directory)
+    except OSError as exc:  # ``Path.exists`` raises on EACCES
+        return ((str(directory), "unreadable", exc.errno),)
+    for path in paths:
         try:
             st = path.stat()
-            signature.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
         except FileNotFoundError:
             signature.append((str(path), None))
+        except OSError as exc:
+            signature.append((str(path), "unreadable", exc.errno))
+        else:
+            signature.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
     return tuple(signature)
+
+
+def _load_svid_dir(directory: Path) -> tuple[X509Svid, TrustBundle]:
+    """``load_svid_dir`` with every file error said as an :class:`IdentityError`'s would be."""
+    try:
+        return load_svid_dir(directory)
+    except OSError as exc:
+        raise IdentityUnavailable(
+            f"cannot read {exc.filename or directory}: {exc.strerror}"
+        ) from exc
 
 
 async def watch_svid_dir(
@@ -188,10 +208,14 @@ async def watch_svid_dir(
     poll_interval: float = 1.0,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Load the SVID directory now (failing if it is unusable), then reload on change."""
+    """Load the SVID directory now (failing if it is unusable), then reload on change.
+
+    After the start nothing here ends the sidecar: a reload that fails (a broken or foreign
+    file, a directory that cannot be read) keeps the current SVID, says why (``svid_error`` on
+    ``/v1/status``, a log line), and the next change of the files is tried again."""
     signature = _files_signature(directory)
     try:
-        holder.install(*load_svid_dir(directory))
+        holder.install(*_load_svid_dir(directory))
     except (IdentityError, IdentityUnavailable) as exc:
         raise IdentityUnavailable(f"cannot use SVID directory {directory}: {exc}") from exc
     task_status.started()
@@ -202,7 +226,7 @@ async def watch_svid_dir(
             continue
         signature = current
         try:
-            holder.install(*load_svid_dir(directory))
+            holder.install(*_load_svid_dir(directory))
         except (IdentityError, IdentityUnavailable) as exc:
             holder.last_error = str(exc)
             log.error("svid reload refused; keeping the current one", error=str(exc))
