@@ -337,7 +337,12 @@ async def watch_identity_map(
 ) -> None:
     """Install the mesh's identity map now (failing if it is broken: with no map yet, a guess
     could hand an App ID to the wrong workload), then swap in each new valid one, calling
-    ``on_change`` after each swap (what was judged under the old map is judged again)."""
+    ``on_change`` after each swap (what was judged under the old map is judged again).
+
+    A store that does not load is tried again only once its signature changes (as the policy
+    watcher does): reading every file on each tick would cost the event loop the whole store,
+    four times a second, for as long as one file stays broken. Only "busy" (a writer
+    mid-change) is tried again at the next tick."""
     from .state.store import StoreBusy
 
     seen = signature()
@@ -359,12 +364,14 @@ async def watch_identity_map(
             continue
         try:
             new_map = load()
+        except StoreBusy:
+            continue  # ``seen`` stays: the next tick reads the writer's finished change
         except (SidecarError, IdentityError, OSError) as exc:
+            new_map = None
             log.error("identity map refused; keeping the current one", error=str(exc))
-        else:
-            seen = current
-            if new_map != current_identity_map():
-                install_identity_map(new_map)
-                log.info("identity map applied", bindings=len(new_map.bindings))
-                for changed in on_change:
-                    changed()
+        seen = current  # a refused store is not read again until it changes
+        if new_map is not None and new_map != current_identity_map():
+            install_identity_map(new_map)
+            log.info("identity map applied", bindings=len(new_map.bindings))
+            for changed in on_change:
+                changed()
