@@ -50,6 +50,7 @@ from identity import (
 )
 
 from .errors import ResourceInvalid, SidecarError
+from .state.tick_signature import STORE_POLL_INTERVAL
 from .ticks import sleep_to_next_tick
 
 log = structlog.get_logger("trustmesh.identity")
@@ -331,7 +332,7 @@ async def watch_identity_map(
     load: Callable[[], IdentityMap],
     signature: Callable[[], object],
     *,
-    poll_interval: float = 0.25,
+    poll_interval: float = STORE_POLL_INTERVAL,
     on_change: Sequence[Callable[[], None]] = (),
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:

@@ -44,6 +44,7 @@ from .registry import DEFAULT_DNS_TEMPLATE, Registry, SidecarRecord, build_resol
 from .state.policy_builder import deny_all_policy
 from .state.policy_dir import PolicyDirStore
 from .state.store import MeshStore
+from .state.tick_signature import SignaturePerTick
 from .state.watcher import PolicyHolder, parse_config_option, watch_policy
 from .tracing import Tracing
 
@@ -174,6 +175,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
             store = PolicyDirStore(opts.policy_dir) if opts.policy_dir else MeshStore(opts.home)
+            store_signature = SignaturePerTick(store.signature)  # one listing per tick, shared
             map_changed: list[Callable[[], None]] = []  # filled once the proxies exist
             await nursery.start(
                 partial(
@@ -181,7 +183,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     lambda: identity_map_from_resources(
                         store.snapshot(me.app_id, me.namespace).resources
                     ),
-                    store.signature,
+                    store_signature,
                     on_change=map_changed,
                 )
             )
@@ -221,6 +223,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     store,
                     me,
                     parse_config_option(opts.config, store),
+                    store_signature=store_signature,
                     on_policy=lambda new: _on_policy(new, inbound, metrics),
                     on_applied=lambda _new: inbound.policy_applied(),
                     prepare=inbound.warm_keys,

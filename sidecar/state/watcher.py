@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from ..ticks import sleep_to_next_tick
 from .documents import DocumentError, load_documents, read_file
 from .policy_builder import ConfigOverride, build_inbound_policy, deny_all_policy
 from .store import MeshStore, StoreBusy
+from .tick_signature import STORE_POLL_INTERVAL
 
 log = structlog.get_logger("trustmesh.policy")
 
@@ -183,13 +185,18 @@ async def watch_policy(
     me: AppIdentity,
     override: ConfigOverride | None,
     *,
-    poll_interval: float = 0.25,
+    poll_interval: float = STORE_POLL_INTERVAL,
+    store_signature: Callable[[], tuple] | None = None,
     busy_patience: float = BUSY_PATIENCE,
     on_policy=None,
     on_applied=None,
     prepare=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Keep ``holder`` current with ``store``. ``store_signature`` is what the poll compares
+    on the event loop (default: ``store.signature``; the runtime passes one listing per tick
+    shared with the identity map's watcher, see :mod:`.tick_signature`)."""
+    poll_signature = store_signature or store.signature
     # One load at a time per sidecar; a cancelled sidecar does not wait for a load to finish
     # (the thread's result is dropped, and nothing it does touches the serving state).
     limiter = trio.CapacityLimiter(1)
@@ -197,7 +204,7 @@ async def watch_policy(
     started = False
     busy_since: float | None = None  # when the loads started finding the store busy
     while True:
-        if started and current_signature(store, override) == signature:
+        if started and (poll_signature(), _file_stat(override)) == signature:
             # Nothing changed (the common case, four times a second): a few stat calls, made
             # here (as the identity map's watcher does) rather than in a worker thread, whose
             # hand-off costs more than they do. Loading a changed policy stays in the thread.
