@@ -340,16 +340,24 @@ async def watch_identity_map(
     could hand an App ID to the wrong workload), then swap in each new valid one, calling
     ``on_change`` after each swap (what was judged under the old map is judged again).
 
+    ``load`` runs in a worker thread: it reads and parses every file of the store, and waits
+    for the store's lock while a writer holds it (a ``trustmesh apply``, or one suspended with
+    ^Z), none of which may stall the event loop that serves requests. Only the signature, a
+    ``stat`` per file, is taken on the loop, once per tick.
+
     A store that does not load is tried again only once its signature changes (as the policy
-    watcher does): reading every file on each tick would cost the event loop the whole store,
-    four times a second, for as long as one file stays broken. Only "busy" (a writer
-    mid-change) is tried again at the next tick."""
+    watcher does): reading every file on each tick would cost the whole store four times a
+    second for as long as one file stays broken. Only "busy" (a writer mid-change) is tried
+    again at the next tick."""
     from .state.store import StoreBusy
+
+    async def load_off_the_loop() -> IdentityMap:
+        return await trio.to_thread.run_sync(load, abandon_on_cancel=True)
 
     seen = signature()
     for attempt in range(50):
         try:
-            install_identity_map(load())
+            install_identity_map(await load_off_the_loop())
             break
         except StoreBusy:
             if attempt == 49:
@@ -364,7 +372,7 @@ async def watch_identity_map(
         if current == seen:
             continue
         try:
-            new_map = load()
+            new_map = await load_off_the_loop()
         except StoreBusy:
             continue  # ``seen`` stays: the next tick reads the writer's finished change
         except (SidecarError, IdentityError, OSError) as exc:
