@@ -113,12 +113,17 @@ def _with_file(override: ConfigOverride | None) -> ConfigOverride | None:
 
 
 def _file_stat(override: ConfigOverride | None) -> tuple:
+    """The ``--config`` file's stat. Never raises: it is taken on the event loop, and a file
+    that cannot be stat-ed (a symlink loop, a directory this user may not search) is an entry
+    of its own, for the load to refuse by name."""
     if override is None or override.source is None:
         return ()
     try:
         st = Path(override.source).stat()
     except FileNotFoundError:
         return (None,)
+    except OSError as exc:
+        return ("unreadable", exc.errno)
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)  # as the store's (store.py)
 
 
