@@ -95,7 +95,8 @@ def load_documents(text: str, source: str) -> list[Document]:
         if body is None:
             continue
         if not isinstance(body, dict):
-            raise DocumentError(f"{source}:{line}: a resource must be a mapping, not a list")
+            kind = type(body).__name__
+            raise DocumentError(f"{source}:{line}: a resource must be a mapping, not {kind}")
         documents.append(Document(body, source, line, node))
     return documents
 
