@@ -108,6 +108,8 @@ def init_command(trust_domain: str, ttl: dt.timedelta, force: bool, home: str | 
         layout = ca_layout(home, create=True)
         authority = CertificateAuthority.create(trust_domain, now=_utcnow(), ttl=ttl)
         save_ca(layout, authority, force=force)
+        if force:
+            rotation.forget(layout)  # a rotation under way was replacing the CA just replaced
     click.echo(
         f"created CA for trust domain {trust_domain!r} in {layout.directory}, "
         f"valid until {authority.not_after.isoformat()}"

@@ -68,8 +68,10 @@ def prepare(
         current = load_ca(layout)
         new = CertificateAuthority.create(current.trust_domain, now=now, ttl=ttl)
         save_ca(layout.next, new, force=True)  # a leftover of an interrupted prepare goes
-        _write_bundle(layout, TrustBundle([current.root_cert, new.root_cert]))
+        # The phase before the bundle: interrupted between the two, 'abort' can still undo it.
+        # The other way round, the bundle would trust a root no step knows about, to retire.
         _write_state(layout, PREPARED, now)
+        _write_bundle(layout, TrustBundle([current.root_cert, new.root_cert]))
         return new
 
 
@@ -81,6 +83,7 @@ def activate(
         state = _expect(layout, PREPARED, "activate")
         _check_wait(state, now, wait, force, "prepare", "activate", "learnt the new root")
         new = load_ca(layout.next)
+        _check_outlives_rotation(new, now, wait)
         if new.root_cert not in load_bundle(layout).authorities:
             raise CAStorageError(
                 f"{layout.bundle} does not hold the prepared root; "
@@ -124,6 +127,13 @@ def abort(layout: CALayout) -> TrustBundle:
         return bundle
 
 
+def forget(layout: CALayout) -> None:
+    """End any rotation without a step: ``ca init --force`` replaced the CA it was replacing."""
+    with locked(layout.lock):
+        _clear_state(layout)
+        _remove_next(layout)
+
+
 _NEXT_STEP = {NONE: "prepare", PREPARED: "activate", ACTIVATED: "retire"}
 
 
@@ -156,6 +166,18 @@ def _check_wait(
         f"({_when(state.since)}); {step} from {_when(ready_at)} "
         f"(one SVID lifetime, --svid-ttl), or now with --now"
     )
+
+
+def _check_outlives_rotation(new: CertificateAuthority, now: dt.datetime, wait: dt.timedelta):
+    """The CA about to sign must last until ``retire`` and one SVID lifetime past it: one
+    prepared long ago (or with a short ``--ttl``) would otherwise sign SVIDs cut short at its own
+    end, and then nothing, with the old root about to be retired. ``--now`` does not skip this."""
+    if new.not_after < now + 2 * wait:
+        raise RotationRefused(
+            f"the prepared CA expires at {_when(new.not_after)}, before two SVID lifetimes "
+            f"(--svid-ttl) from now: it would not outlive retire; "
+            f"'trustmesh ca rotate abort', then prepare one with a longer --ttl"
+        )
 
 
 def _when(moment: dt.datetime) -> str:

@@ -1,0 +1,158 @@
+"""``trustmesh ca rotate`` at its edges: a short-lived prepared CA, a step cut short between its
+files, and ``ca init --force`` in the middle of a rotation.
+
+What must hold (``ca.rotation``): the CA that ``activate`` makes sign lasts past ``retire``;
+every root in the bundle other than the CA's own belongs to a rotation a step can finish or
+undo (never one nobody can retire); and a new CA ends any rotation of the one it replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from ca import rotation
+from ca._errors import CAStorageError, RotationRefused
+from ca.cli import ca_group
+from ca.home import ca_layout
+from ca.store import load_bundle, load_ca
+from tests._support.ca_proc import TRUSTMESH
+from tests._support.pki import utcnow
+
+
+def tm(home, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [TRUSTMESH, "ca", *args, "--home", str(home)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def home(tmp_path):
+    assert CliRunner().invoke(ca_group, ["init", "--home", str(tmp_path)]).exit_code == 0
+    return tmp_path
+
+
+def roots(home) -> list:
+    return list(load_bundle(ca_layout(home)).authorities)
+
+
+# -- a prepared CA that would not outlive the rotation ----------------------------------------
+
+
+def test_activating_a_prepared_ca_that_expires_before_retire_is_refused_in_one_line(home):
+    assert tm(home, "rotate", "prepare", "--ttl", "1d").returncode == 0
+    before = ca_layout(home).issuer_cert.read_bytes()
+    result = tm(home, "rotate", "activate", "--now")  # --now skips the wait, not this
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "would not outlive retire" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ca_layout(home).issuer_cert.read_bytes() == before  # the old CA still signs
+    assert tm(home, "rotate", "abort").returncode == 0
+
+
+def test_a_prepared_ca_left_waiting_until_it_nearly_expired_is_not_activated(home):
+    layout = ca_layout(home)
+    start = utcnow()
+    wait = dt.timedelta(hours=24)
+    rotation.prepare(layout, now=start, ttl=dt.timedelta(days=2))
+    with pytest.raises(RotationRefused, match="would not outlive retire"):
+        rotation.activate(layout, now=start + dt.timedelta(days=1, hours=1), wait=wait)
+    assert rotation.rotation_state(layout).phase == rotation.PREPARED
+
+
+def test_a_prepared_ca_valid_past_retire_is_activated(home):
+    assert tm(home, "rotate", "prepare", "--ttl", "3d").returncode == 0
+    result = tm(home, "rotate", "activate", "--now")
+    assert result.returncode == 0, result.stderr
+
+
+# -- a step cut short between its files -------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """A crash (kill -9, power loss) at a chosen write: nothing after it runs."""
+
+
+def _interrupt_write(monkeypatch, nth: int) -> None:
+    """Make the ``nth`` file write of the rotation module (0-based) never happen."""
+    real, calls = rotation.atomic_write, []
+
+    def write(path, data, *args, **kwargs):
+        calls.append(path)
+        if len(calls) - 1 == nth:
+            raise Interrupted(str(path))
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(rotation, "atomic_write", write)
+
+
+@pytest.mark.parametrize("nth", [0, 1])
+def test_a_prepare_cut_short_never_leaves_a_root_no_step_can_retire(home, monkeypatch, nth):
+    layout = ca_layout(home)
+    old = load_ca(layout)
+    _interrupt_write(monkeypatch, nth)
+    with pytest.raises(Interrupted):
+        rotation.prepare(layout, now=utcnow())
+    monkeypatch.undo()
+    state = rotation.rotation_state(layout)
+    if len(roots(home)) > 1:  # a second root is trusted: some step must know about it
+        assert state.phase == rotation.PREPARED
+    if state.phase == rotation.PREPARED:
+        refused = tm(home, "rotate", "activate", "--now")  # a half-prepared CA never signs
+        if refused.returncode == 1:
+            assert refused.stderr.count("\n") == 1 and "abort" in refused.stderr
+        assert tm(home, "rotate", "abort").returncode == 0
+    assert roots(home) == [old.root_cert]
+    assert tm(home, "rotate", "prepare").returncode == 0  # and the rotation can start over
+
+
+@pytest.mark.parametrize("step", ["abort", "retire"])
+def test_an_abort_or_retire_cut_short_is_finished_by_running_it_again(home, monkeypatch, step):
+    layout = ca_layout(home)
+    rotation.prepare(layout, now=utcnow())
+    if step == "retire":
+        rotation.activate(layout, now=utcnow(), wait=dt.timedelta(0))
+    current = load_ca(layout)
+    monkeypatch.setattr(rotation, "_clear_state", lambda layout: (_ for _ in ()).throw(Interrupted))
+    with pytest.raises(Interrupted):
+        if step == "abort":
+            rotation.abort(layout)
+        else:
+            rotation.retire(layout, now=utcnow(), wait=dt.timedelta(0))
+    monkeypatch.undo()
+    result = tm(home, "rotate", step, "--now") if step == "retire" else tm(home, "rotate", step)
+    assert result.returncode == 0, result.stderr
+    assert roots(home) == [current.root_cert]
+    assert rotation.rotation_state(layout).phase == rotation.NONE
+
+
+# -- ca init --force in the middle of a rotation ----------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [["prepare"], ["prepare", "activate"]])
+def test_init_force_ends_the_rotation_of_the_ca_it_replaces(home, steps):
+    layout = ca_layout(home)
+    for step in steps:
+        assert tm(home, "rotate", step, *(["--now"] if step != "prepare" else [])).returncode == 0
+    assert tm(home, "init", "--force").returncode == 0
+    fresh = load_ca(layout)
+    assert roots(home) == [fresh.root_cert]
+    assert rotation.rotation_state(layout).phase == rotation.NONE
+    assert not layout.next.directory.exists()
+    assert "rotation" not in tm(home, "status").stdout
+    assert tm(home, "rotate", "prepare").returncode == 0  # a rotation of the new CA can start
+
+
+def test_a_rotation_state_file_that_does_not_parse_is_one_line_everywhere(home):
+    layout = ca_layout(home)
+    layout.rotation.write_text('{"phase": "prepared"')  # cut short by a full disk
+    with pytest.raises(CAStorageError):
+        rotation.rotation_state(layout)
+    for args in (["status"], ["rotate", "prepare"], ["rotate", "abort"]):
+        result = tm(home, *args)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "rotation.json is unreadable" in result.stderr and "Traceback" not in result.stderr
