@@ -156,3 +156,23 @@ def test_a_rotation_state_file_that_does_not_parse_is_one_line_everywhere(home):
         result = tm(home, *args)
         assert result.returncode == 1 and result.stderr.count("\n") == 1, (args, result.stderr)
         assert "rotation.json is unreadable" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- durations no datetime can hold -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["token", "--app-id", "web", "--ttl", "99999999d"],
+        ["issue", "--app-id", "web", "--out", "svid", "--ttl", "99999999d"],
+        ["rotate", "activate", "--svid-ttl", "99999999d"],
+        ["rotate", "retire", "--svid-ttl", "99999999d"],
+        ["serve", "--svid-ttl", "99999999d"],
+    ],
+)
+def test_a_duration_too_long_for_a_date_is_a_usage_error_not_an_internal_one(home, args):
+    result = tm(home, *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "must be at most 36500d" in result.stderr
+    assert "internal error" not in result.stderr
