@@ -126,8 +126,12 @@ def _check_ca_ttl(ttl: dt.timedelta) -> None:
 
 
 @ca_group.command("status")
+@click.option(
+    "--svid-ttl", type=DURATION, default=format_duration(DEFAULT_LEAF_TTL), show_default=True,
+    help="The SVID lifetime 'ca serve' issues: when a rotation's next step may run.",
+)  # fmt: skip
 @home_option
-def status_command(home: str | None) -> None:
+def status_command(svid_ttl: dt.timedelta, home: str | None) -> None:
     """Show the CA's trust domain and when its certificates expire."""
     with _cli_errors():
         layout = ca_layout(home)
@@ -147,17 +151,16 @@ def status_command(home: str | None) -> None:
         click.echo(
             f"rotation      {state.phase} at {state.since.isoformat(timespec='seconds')}; next: "
             f"'trustmesh ca rotate {step}' from "
-            f"{state.next_step_at(DEFAULT_LEAF_TTL).isoformat(timespec='seconds')} "
-            f"(one SVID lifetime: {format_duration(DEFAULT_LEAF_TTL)})"
+            f"{state.next_step_at(svid_ttl).isoformat(timespec='seconds')} "
+            f"(one SVID lifetime: {format_duration(svid_ttl)})"
         )
-        return
     left = authority.not_after - now
-    if left <= dt.timedelta(0):
+    if left <= dt.timedelta(0):  # said during a rotation too: the CA that signs has expired
         click.echo(
             "the CA has expired: it signs nothing, and no peer chained to it is trusted; "
             "'trustmesh ca init --force' makes a new one (every sidecar then enrols again)"
         )
-    elif left < CA_EXPIRY_WARNING:
+    elif left < CA_EXPIRY_WARNING and state.phase == rotation.NONE:
         click.echo(
             "the CA expires soon: replace it with 'trustmesh ca rotate prepare' "
             "(then activate, then retire, a day apart)"

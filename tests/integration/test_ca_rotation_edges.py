@@ -14,11 +14,11 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from ca import rotation
+from ca import CertificateAuthority, rotation
 from ca._errors import CAStorageError, RotationRefused
 from ca.cli import ca_group
 from ca.home import ca_layout
-from ca.store import load_bundle, load_ca
+from ca.store import load_bundle, load_ca, save_ca
 from tests._support.ca_proc import TRUSTMESH
 from tests._support.pki import utcnow
 
@@ -176,3 +176,26 @@ def test_a_duration_too_long_for_a_date_is_a_usage_error_not_an_internal_one(hom
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "must be at most 36500d" in result.stderr
     assert "internal error" not in result.stderr
+
+
+# -- what ca status says during a rotation ----------------------------------------------------
+
+
+def test_status_during_a_rotation_still_says_the_signing_ca_has_expired(tmp_path):
+    layout = ca_layout(tmp_path, create=True)
+    long_ago = utcnow() - dt.timedelta(days=3)
+    save_ca(layout, CertificateAuthority.create("public", now=long_ago, ttl=dt.timedelta(days=1)))
+    rotation.prepare(layout, now=utcnow())
+    result = tm(tmp_path, "status")
+    assert result.returncode == 0, result.stderr
+    assert "rotation      prepared at " in result.stdout
+    assert "the CA has expired" in result.stdout
+
+
+def test_status_names_the_next_step_time_from_the_svid_lifetime_given(home):
+    layout = ca_layout(home)
+    since = utcnow().replace(microsecond=0)
+    rotation.prepare(layout, now=since)
+    ready = (since + dt.timedelta(minutes=10)).isoformat(timespec="seconds")
+    result = tm(home, "status", "--svid-ttl", "10m")
+    assert f"'trustmesh ca rotate activate' from {ready} (one SVID lifetime: 10m)" in result.stdout
