@@ -36,7 +36,7 @@ from ._authority import (
 from ._duration import format_duration, parse_duration
 from ._errors import CAError
 from .home import ca_layout
-from .store import load_bundle, load_ca, save_ca
+from .store import load_bundle, load_ca, load_serving, save_ca
 from .tokens import DEFAULT_TOKEN_TTL, TokenStore
 
 MIN_CA_TTL = dt.timedelta(days=1)  # a leaf lives 24 h by default; a shorter CA cuts every leaf
@@ -352,9 +352,8 @@ def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: 
     host, port = _parse_listen(listen)
     with _cli_errors():
         layout = ca_layout(home)
-        service = SigningService(
-            load_ca(layout), TokenStore(layout), svid_ttl=svid_ttl, trusted=load_bundle(layout)
-        )
+        authority, trusted = load_serving(layout)
+        service = SigningService(authority, TokenStore(layout), svid_ttl=svid_ttl, trusted=trusted)
         server = CAServer(service, io_timeout=io_timeout, state=layout)
     _configure_logging()
 

@@ -56,6 +56,8 @@ def rotation_state(layout: CALayout) -> Rotation:
         raise CAStorageError(f"{layout.rotation} is unreadable: {exc}") from exc
     if phase not in (PREPARED, ACTIVATED):
         raise CAStorageError(f"{layout.rotation}: unknown phase {phase!r}")
+    if since.tzinfo is None:  # compared with an aware "now", it would raise deep in a step
+        raise CAStorageError(f"{layout.rotation}: 'since' {document['since']!r} has no UTC offset")
     return Rotation(phase, since)
 
 

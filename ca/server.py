@@ -41,10 +41,10 @@ from identity import IdentityError, TrustBundle, X509Svid, server_context, ssl_p
 from sidecar.http.admission import EstablishedAdmission, HandshakeAdmission, Slot
 
 from ._authority import CertificateAuthority, ca_server_identity
-from ._errors import BodyTooLarge, CAError, CAStorageError, RequestRefused, RequestTimeout
+from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
 from .home import CALayout, locked
 from .service import ApiRequest, ApiResponse, SigningService, error_response, route
-from .store import load_bundle, load_ca
+from .store import load_serving
 
 log = structlog.get_logger("trustmesh.ca")
 
@@ -181,10 +181,8 @@ class CAServer:
                 continue
             try:
                 with locked(layout.lock):  # never half of a rotation step
-                    authority, trusted = load_ca(layout), load_bundle(layout)
+                    authority, trusted = load_serving(layout)
                     current = _state_signature(layout)
-                if authority.root_cert not in trusted.authorities:
-                    raise CAStorageError(f"{layout.bundle} does not hold the CA's own root")
                 svid, context = self._new_context(authority, trusted)
             except CAError as exc:
                 if str(exc) != failing:

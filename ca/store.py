@@ -137,3 +137,17 @@ def load_bundle(layout: CALayout) -> TrustBundle:
         return TrustBundle.from_pem(_read(layout.bundle), str(layout.bundle))
     except IdentityError as exc:
         raise CAStorageError(str(exc)) from exc
+
+
+def load_serving(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle]:
+    """The CA and the bundle ``ca serve`` hands out and accepts renewals under.
+
+    The bundle must hold the CA's own root: every SVID the CA signs chains to it, so a bundle
+    without it would have sidecars refuse the CA and each other, and the CA refuse renewals.
+    """
+    authority, trusted = load_ca(layout), load_bundle(layout)
+    if authority.root_cert not in trusted.authorities:
+        raise CAStorageError(
+            f"{layout.bundle} does not hold the CA's own root ({layout.root_cert})"
+        )
+    return authority, trusted

@@ -19,6 +19,7 @@ from ca._errors import CAStorageError, RotationRefused
 from ca.cli import ca_group
 from ca.home import ca_layout
 from ca.store import load_bundle, load_ca, save_ca
+from identity import TrustBundle
 from tests._support.ca_proc import TRUSTMESH
 from tests._support.pki import utcnow
 
@@ -199,3 +200,29 @@ def test_status_names_the_next_step_time_from_the_svid_lifetime_given(home):
     ready = (since + dt.timedelta(minutes=10)).isoformat(timespec="seconds")
     result = tm(home, "status", "--svid-ttl", "10m")
     assert f"'trustmesh ca rotate activate' from {ready} (one SVID lifetime: 10m)" in result.stdout
+
+
+def test_a_rotation_state_without_a_utc_offset_is_one_line_not_an_internal_error(home):
+    assert tm(home, "rotate", "prepare").returncode == 0
+    layout = ca_layout(home)
+    layout.rotation.write_text('{"phase": "prepared", "since": "2026-01-01T00:00:00"}')
+    for args in (["status"], ["rotate", "activate"], ["rotate", "abort"]):
+        result = tm(home, *args)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "has no UTC offset" in result.stderr and "internal error" not in result.stderr
+
+
+# -- ca serve on a bundle that cannot carry its CA --------------------------------------------
+
+
+def test_ca_serve_refuses_to_start_on_a_bundle_without_its_own_root(home):
+    layout = ca_layout(home)
+    foreign = CertificateAuthority.create("public", now=utcnow())
+    layout.bundle.write_bytes(TrustBundle([foreign.root_cert]).to_pem())
+    result = subprocess.run(
+        [TRUSTMESH, "ca", "serve", "--listen", "127.0.0.1:0", "--home", str(home)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "does not hold the CA's own root" in result.stderr
+    assert "listening on" not in result.stdout
