@@ -180,9 +180,11 @@ class CAServer:
             if current == seen and failing is None:
                 continue
             try:
-                with locked(layout.lock):  # never half of a rotation step
-                    authority, trusted = load_serving(layout)
-                    current = _state_signature(layout)
+                # In a thread: a 'ca' command holding the lock (suspended with ^Z, say) must
+                # delay the reload, not freeze every connection of the CA with it.
+                authority, trusted, current = await trio.to_thread.run_sync(
+                    _load_locked, layout, abandon_on_cancel=True
+                )
                 svid, context = self._new_context(authority, trusted)
             except CAError as exc:
                 if str(exc) != failing:
@@ -421,6 +423,14 @@ async def _drain(conn: h11.Connection, stream) -> None:
                 data = await stream.receive_some(MAX_HEADER_BYTES)
                 conn.receive_data(data)
                 received += len(data)
+
+
+def _load_locked(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle, tuple]:
+    """The CA, its bundle and the files' signature, read under the CA's lock: never half of a
+    rotation step."""
+    with locked(layout.lock):
+        authority, trusted = load_serving(layout)
+        return authority, trusted, _state_signature(layout)
 
 
 def _state_signature(layout: CALayout) -> tuple:
