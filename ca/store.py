@@ -117,18 +117,31 @@ def load_ca(layout: CALayout) -> CertificateAuthority:
     root_cert, issuer_cert = _one_cert(layout.root_cert), _one_cert(layout.issuer_cert)
     root_key, issuer_key = _key(layout.root_key), _key(layout.issuer_key)
     if not _same_key(root_cert, root_key):
-        raise CAStorageError(f"{layout.root_key} does not match {layout.root_cert}")
+        raise _mismatch(layout, f"{layout.root_key} does not match {layout.root_cert}")
     if not _same_key(issuer_cert, issuer_key):
-        raise CAStorageError(f"{layout.issuer_key} does not match {layout.issuer_cert}")
+        raise _mismatch(layout, f"{layout.issuer_key} does not match {layout.issuer_cert}")
     try:
         issuer_cert.verify_directly_issued_by(root_cert)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise CAStorageError(f"{layout.issuer_cert} is not signed by {layout.root_cert}") from exc
+        raise _mismatch(
+            layout, f"{layout.issuer_cert} is not signed by {layout.root_cert}"
+        ) from exc
     try:
         trust_domain = root_trust_domain(root_cert)
     except (CAError, IdentityError) as exc:
         raise CAStorageError(f"{layout.root_cert}: {exc}") from exc
     return CertificateAuthority(trust_domain, root_cert, root_key, issuer_cert, issuer_key)
+
+
+def _mismatch(layout: CALayout, message: str) -> CAStorageError:
+    """Files of two CAs side by side: what a ``ca rotate activate`` cut short between its four
+    files leaves. Say so, or the operator may take it for a broken CA and ``init --force``
+    (every sidecar enrolling again) where running activate again finishes the job."""
+    if not layout.part and layout.next.root_cert.exists():
+        message += (
+            "; a 'trustmesh ca rotate activate' cut short leaves this: run it again to finish"
+        )
+    return CAStorageError(message)
 
 
 def load_bundle(layout: CALayout) -> TrustBundle:
