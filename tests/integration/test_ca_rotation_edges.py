@@ -18,27 +18,18 @@ from ca import CertificateAuthority, rotation
 from ca._errors import CAStorageError, RotationRefused
 from ca.cli import ca_group
 from ca.home import ca_layout
-from ca.store import load_bundle, load_ca, save_ca
+from ca.store import load_ca, save_ca
 from identity import TrustBundle
 from tests._support.ca_proc import TRUSTMESH
+from tests._support.ca_proc import ca_command as tm
+from tests._support.ca_proc import trusted_roots as roots
 from tests._support.pki import utcnow
-
-
-def tm(home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TRUSTMESH, "ca", *args, "--home", str(home)],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
 
 
 @pytest.fixture
 def home(tmp_path):
     assert CliRunner().invoke(ca_group, ["init", "--home", str(tmp_path)]).exit_code == 0
     return tmp_path
-
-
-def roots(home) -> list:
-    return list(load_bundle(ca_layout(home)).authorities)
 
 
 # -- a prepared CA that would not outlive the rotation ----------------------------------------
