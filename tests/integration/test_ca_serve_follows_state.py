@@ -7,18 +7,24 @@ disk) must delay the reload only, never freeze the CA's connections with it.
 
 from __future__ import annotations
 
+import datetime as dt
+import ssl
 import time
 
 import pytest
 import trio
 from click.testing import CliRunner
+from structlog.testing import capture_logs
 
 from ca.cli import ca_group
 from ca.client import fetch_bundle
-from ca.home import ca_layout, locked
+from ca.home import CALayout, ca_layout, locked
+from ca.server import CAServer, listener_url
+from ca.service import SigningService
 from ca.store import load_bundle
+from ca.tokens import TokenStore
 from identity import atomic_write
-from tests._support.ca_proc import running_ca
+from tests._support.ca_proc import open_tls, running_ca
 
 HELD = 2.5  # seconds the lock is held: more than two of the CA's polls (1 s each)
 
@@ -51,3 +57,30 @@ def test_the_ca_answers_while_a_command_holds_its_lock_and_reloads_once_it_is_fr
         while _reloads(ca) == 0:
             assert time.monotonic() < deadline, ca.log_path.read_text()
             time.sleep(0.1)
+
+
+async def test_a_ca_that_expires_while_serving_says_so_and_keeps_serving(tmp_path, mesh_ca):
+    """The server's own certificate is re-issued at half-life; once the CA has expired that
+    fails. It must be logged, and the listener must go on (the bundle is still served)."""
+    service = SigningService(mesh_ca, TokenStore(CALayout(tmp_path)))
+    server = CAServer(service)
+    expired_at = mesh_ca.not_after + dt.timedelta(hours=1)
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            service.clock = lambda: expired_at  # the CA's end has come (its server cert was
+            listeners = await nursery.start(server.serve, "127.0.0.1", 0)  # issued before)
+            with trio.fail_after(10):
+                while not any(e["event"] == "ca server certificate not renewed" for e in logs):
+                    await trio.sleep(0.05)
+            stream = await open_tls(listener_url(listeners[0]), _unverified())
+            await trio.aclose_forcefully(stream)  # still accepting connections
+            nursery.cancel_scope.cancel()
+    [failure] = [e for e in logs if e["event"] == "ca server certificate not renewed"]
+    assert "expired" in failure["error"] and failure["log_level"] == "error"
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
