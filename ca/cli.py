@@ -36,7 +36,7 @@ from ._authority import (
 from ._duration import format_duration, parse_duration
 from ._errors import CAError
 from .home import ca_layout
-from .store import load_bundle, load_ca, load_serving, save_ca
+from .store import load_bundle, load_ca, save_ca
 from .tokens import DEFAULT_TOKEN_TTL, TokenStore
 
 MIN_CA_TTL = dt.timedelta(days=1)  # a leaf lives 24 h by default; a shorter CA cuts every leaf
@@ -346,15 +346,15 @@ def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: 
     """Run the CSR signing service (HTTPS); prints 'listening on https://HOST:PORT'."""
     import trio
 
-    from .server import CAServer, run_ca_server
+    from .server import CAServer, load_served_files, run_ca_server
     from .service import SigningService
 
     host, port = _parse_listen(listen)
     with _cli_errors():
         layout = ca_layout(home)
-        authority, trusted = load_serving(layout)
+        authority, trusted, signature = load_served_files(layout)
         service = SigningService(authority, TokenStore(layout), svid_ttl=svid_ttl, trusted=trusted)
-        server = CAServer(service, io_timeout=io_timeout, state=layout)
+        server = CAServer(service, io_timeout=io_timeout, state=layout, state_signature=signature)
     _configure_logging()
 
     def ready(urls: list[str]) -> None:

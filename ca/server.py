@@ -96,11 +96,15 @@ class CAServer:
         handshakes: HandshakeAdmission | None = None,
         anonymous: HandshakeAdmission | None = None,
         state: CALayout | None = None,
+        state_signature: tuple | None = None,
     ) -> None:
         self.service = service
         # The CA's files, watched so that a rotation step (ca.rotation) takes effect in a
         # running server: the CA that signs, and the bundle it hands out and trusts.
         self.state = state
+        # The files as they were when ``service`` was loaded from them (load_served_files): a
+        # step that lands before the watch starts is then a change like any other.
+        self._state_signature = state_signature
         # Deadlines bound how long each connection lasts; this bounds how many there are. Only
         # mTLS clients hold these slots, shared per identity; one still silent may be cut for a
         # newcomer. Unauthenticated peers (a handshake not finished, or finished without a
@@ -173,7 +177,8 @@ class CAServer:
         ``chmod`` leaves the mtime alone), and a retired root must not stay trusted for renewals
         because the first look at the retire failed. The error is logged when it changes.
         """
-        seen, failing = _state_signature(layout), None
+        seen = self._state_signature or _state_signature(layout)
+        failing: str | None = None
         while True:
             await trio.sleep(STATE_POLL)
             current = _state_signature(layout)
@@ -183,7 +188,7 @@ class CAServer:
                 # In a thread: a 'ca' command holding the lock (suspended with ^Z, say) must
                 # delay the reload, not freeze every connection of the CA with it.
                 authority, trusted, current = await trio.to_thread.run_sync(
-                    _load_locked, layout, abandon_on_cancel=True
+                    load_served_files, layout, abandon_on_cancel=True
                 )
                 svid, context = self._new_context(authority, trusted)
             except CAError as exc:
@@ -425,9 +430,9 @@ async def _drain(conn: h11.Connection, stream) -> None:
                 received += len(data)
 
 
-def _load_locked(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle, tuple]:
+def load_served_files(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle, tuple]:
     """The CA, its bundle and the files' signature, read under the CA's lock: never half of a
-    rotation step."""
+    rotation step, and the signature is that of exactly what was loaded."""
     with locked(layout.lock):
         authority, trusted = load_serving(layout)
         return authority, trusted, _state_signature(layout)

@@ -16,15 +16,17 @@ import trio
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
+from ca import rotation
 from ca.cli import ca_group
 from ca.client import fetch_bundle
 from ca.home import CALayout, ca_layout, locked
-from ca.server import CAServer, listener_url
+from ca.server import CAServer, listener_url, load_served_files
 from ca.service import SigningService
 from ca.store import load_bundle
 from ca.tokens import TokenStore
 from identity import atomic_write
 from tests._support.ca_proc import open_tls, running_ca
+from tests._support.pki import utcnow
 
 HELD = 2.5  # seconds the lock is held: more than two of the CA's polls (1 s each)
 
@@ -84,3 +86,20 @@ def _unverified() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+async def test_a_rotation_step_landing_between_the_load_and_the_watch_is_picked_up(home):
+    """'ca serve' loads the CA, then sets up logging and listeners, then starts watching: a
+    step in between used to be taken as the files' starting point, and never applied."""
+    layout = ca_layout(home)
+    authority, trusted, signature = load_served_files(layout)
+    service = SigningService(authority, TokenStore(layout), trusted=trusted)
+    server = CAServer(service, state=layout, state_signature=signature)
+    rotation.prepare(layout, now=utcnow())  # lands before the watch starts
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, "127.0.0.1", 0)
+        with trio.fail_after(10):
+            while len(service.trusted.authorities) != 2:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert service.trusted == load_bundle(layout)
