@@ -169,7 +169,11 @@ def status_command(svid_ttl: dt.timedelta, home: str | None) -> None:
 
 @ca_group.group("rotate")
 def rotate_group() -> None:
-    """Replace the CA without an outage: prepare, activate, retire (one SVID lifetime apart)."""
+    """Replace the CA without an outage: prepare, activate, retire (one SVID lifetime apart).
+
+    For a CA that is ending, not one whose key leaked: until 'retire', SVIDs that key signs are
+    trusted and renew under the new CA. A leaked key calls for 'ca init --force'.
+    """
 
 
 _SVID_TTL = click.option(
