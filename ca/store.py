@@ -137,11 +137,25 @@ def _mismatch(layout: CALayout, message: str) -> CAStorageError:
     """Files of two CAs side by side: what a ``ca rotate activate`` cut short between its four
     files leaves. Say so, or the operator may take it for a broken CA and ``init --force``
     (every sidecar enrolling again) where running activate again finishes the job."""
-    if not layout.part and layout.next.root_cert.exists():
+    if _holds_part_of_next(layout):
         message += (
             "; a 'trustmesh ca rotate activate' cut short leaves this: run it again to finish"
         )
     return CAStorageError(message)
+
+
+def _holds_part_of_next(layout: CALayout) -> bool:
+    """Some of the CA's files are already those of the prepared CA (and so not a hand edit)."""
+    if layout.part:
+        return False
+    ours = (layout.root_key, layout.issuer_key, layout.root_cert, layout.issuer_cert)
+    prepared = layout.next
+    theirs = (prepared.root_key, prepared.issuer_key, prepared.root_cert, prepared.issuer_cert)
+    for mine, next_one in zip(ours, theirs, strict=True):
+        with contextlib.suppress(OSError):
+            if mine.read_bytes() == next_one.read_bytes():
+                return True
+    return False
 
 
 def load_bundle(layout: CALayout) -> TrustBundle:

@@ -238,3 +238,13 @@ def test_ca_serve_refuses_to_start_on_a_bundle_without_its_own_root(home):
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "does not hold the CA's own root" in result.stderr
     assert "listening on" not in result.stdout
+
+
+def test_a_hand_edited_ca_during_a_rotation_is_not_taken_for_a_cut_short_activate(home):
+    layout = ca_layout(home)
+    rotation.prepare(layout, now=utcnow())
+    other = CertificateAuthority.create("public", now=utcnow())
+    layout.root_cert.write_bytes(TrustBundle([other.root_cert]).to_pem())  # neither CA's
+    result = tm(home, "status")
+    assert result.returncode == 1 and "does not match" in result.stderr
+    assert "cut short" not in result.stderr  # 'activate' would not repair this
