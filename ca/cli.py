@@ -137,6 +137,7 @@ def status_command(svid_ttl: dt.timedelta, home: str | None) -> None:
         layout = ca_layout(home)
         authority, trusted = load_ca(layout), load_bundle(layout)
         state = rotation.rotation_state(layout)
+        wait = rotation.step_wait(layout, svid_ttl)
     now = _utcnow()
     click.echo(f"trust domain  {authority.trust_domain}")
     for role, cert in (("root CA", authority.root_cert), ("issuer CA", authority.issuer_cert)):
@@ -151,8 +152,8 @@ def status_command(svid_ttl: dt.timedelta, home: str | None) -> None:
         click.echo(
             f"rotation      {state.phase} at {state.since.isoformat(timespec='seconds')}; next: "
             f"'trustmesh ca rotate {step}' from "
-            f"{state.next_step_at(svid_ttl).isoformat(timespec='seconds')} "
-            f"(one SVID lifetime: {format_duration(svid_ttl)})"
+            f"{state.next_step_at(wait).isoformat(timespec='seconds')} "
+            f"(one SVID lifetime: {format_duration(wait)})"
         )
     left = authority.not_after - now
     if left <= dt.timedelta(0):  # said during a rotation too: the CA that signs has expired
@@ -181,7 +182,8 @@ _SVID_TTL = click.option(
     type=DURATION,
     default=format_duration(DEFAULT_LEAF_TTL),
     show_default=True,
-    help="The SVID lifetime 'ca serve' issues: every sidecar renews within it.",
+    help="The SVID lifetime 'ca serve' issues: every sidecar renews within it. The longest "
+    "a 'ca serve' of this CA has issued with is used if longer.",
 )
 _NOW = click.option("--now", is_flag=True, help="Do not wait for the previous step to spread.")
 
@@ -357,6 +359,7 @@ def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: 
     with _cli_errors():
         layout = ca_layout(home)
         authority, trusted, signature = load_served_files(layout)
+        rotation.record_svid_lifetime(layout, svid_ttl)  # what rotation steps must wait
         service = SigningService(authority, TokenStore(layout), svid_ttl=svid_ttl, trusted=trusted)
         server = CAServer(service, io_timeout=io_timeout, state=layout, state_signature=signature)
     _configure_logging()

@@ -98,6 +98,12 @@ class CALayout:
         return self.directory / "rotation.json"
 
     @property
+    def svid_lifetime(self) -> Path:
+        """The longest SVID lifetime a ``ca serve`` of this CA has issued with: what a rotation
+        step must wait at least, whatever ``--svid-ttl`` it is given."""
+        return self.directory / "svid-lifetime.json"
+
+    @property
     def root_cert(self) -> Path:
         return self.directory / "root.pem"
 

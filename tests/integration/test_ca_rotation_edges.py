@@ -20,7 +20,7 @@ from ca.cli import ca_group
 from ca.home import ca_layout
 from ca.store import load_ca, save_ca
 from identity import TrustBundle
-from tests._support.ca_proc import TRUSTMESH
+from tests._support.ca_proc import TRUSTMESH, running_ca
 from tests._support.ca_proc import ca_command as tm
 from tests._support.ca_proc import trusted_roots as roots
 from tests._support.pki import utcnow
@@ -248,3 +248,32 @@ def test_a_hand_edited_ca_during_a_rotation_is_not_taken_for_a_cut_short_activat
     result = tm(home, "status")
     assert result.returncode == 1 and "does not match" in result.stderr
     assert "cut short" not in result.stderr  # 'activate' would not repair this
+
+
+# -- steps timed by the SVID lifetime ca serve really issues ----------------------------------
+
+
+def test_steps_wait_for_the_svid_lifetime_ca_serve_issues_not_only_the_one_given(home):
+    with running_ca(home, home / "ca.log", "--svid-ttl", "48h"):
+        pass  # a serve of 48 h SVIDs: sidecars renew every 24 h, so a day is not enough
+    layout = ca_layout(home)
+    since = utcnow()
+    rotation.prepare(layout, now=since)
+    day = dt.timedelta(hours=24)
+    with pytest.raises(RotationRefused, match="one SVID lifetime: 2d"):
+        rotation.activate(layout, now=since + day + dt.timedelta(hours=1), wait=day)
+    status = tm(home, "status").stdout  # and status names the same moment
+    ready = (since + 2 * day).isoformat(timespec="seconds")
+    assert f"'trustmesh ca rotate activate' from {ready} (one SVID lifetime: 2d)" in status
+    rotation.activate(layout, now=since + 2 * day, wait=day)  # the twin: after 48 h
+    with pytest.raises(RotationRefused, match="too early to retire"):
+        rotation.retire(layout, now=since + 3 * day, wait=day)
+    rotation.retire(layout, now=since + 4 * day, wait=day)
+
+
+def test_a_shorter_lived_serve_later_does_not_shorten_the_wait(home):
+    layout = ca_layout(home)
+    rotation.record_svid_lifetime(layout, dt.timedelta(hours=48))
+    rotation.record_svid_lifetime(layout, dt.timedelta(hours=1))  # its SVIDs may still be out
+    assert rotation.step_wait(layout, dt.timedelta(hours=24)) == dt.timedelta(hours=48)
+    assert rotation.step_wait(layout, dt.timedelta(hours=72)) == dt.timedelta(hours=72)
