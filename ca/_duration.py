@@ -13,6 +13,10 @@ from ._errors import InvalidDuration
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _DURATION_RE = re.compile(r"([0-9]{1,9})([smhd])")
+# Every duration here is added to "now" (a token, an SVID, a CA, a rotation's wait): a century
+# is more than any of them needs and keeps the sum inside what a datetime can hold (year 9999),
+# so "99999999d" is an invalid value rather than an OverflowError deep inside a command.
+MAX_DURATION = dt.timedelta(days=36500)
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -26,7 +30,10 @@ def parse_duration(text: str) -> dt.timedelta:
     value = int(match.group(1))
     if value == 0:
         raise InvalidDuration(f"invalid duration {text!r}: must be greater than zero")
-    return dt.timedelta(**{_UNITS[match.group(2)]: value})
+    duration = dt.timedelta(**{_UNITS[match.group(2)]: value})
+    if duration > MAX_DURATION:
+        raise InvalidDuration(f"invalid duration {text!r}: must be at most {MAX_DURATION.days}d")
+    return duration
 
 
 def format_duration(delta: dt.timedelta) -> str:

@@ -108,6 +108,8 @@ def init_command(trust_domain: str, ttl: dt.timedelta, force: bool, home: str | 
         layout = ca_layout(home, create=True)
         authority = CertificateAuthority.create(trust_domain, now=_utcnow(), ttl=ttl)
         save_ca(layout, authority, force=force)
+        if force:
+            rotation.forget(layout)  # a rotation under way was replacing the CA just replaced
     click.echo(
         f"created CA for trust domain {trust_domain!r} in {layout.directory}, "
         f"valid until {authority.not_after.isoformat()}"
@@ -124,13 +126,18 @@ def _check_ca_ttl(ttl: dt.timedelta) -> None:
 
 
 @ca_group.command("status")
+@click.option(
+    "--svid-ttl", type=DURATION, default=format_duration(DEFAULT_LEAF_TTL), show_default=True,
+    help="The SVID lifetime 'ca serve' issues: when a rotation's next step may run.",
+)  # fmt: skip
 @home_option
-def status_command(home: str | None) -> None:
+def status_command(svid_ttl: dt.timedelta, home: str | None) -> None:
     """Show the CA's trust domain and when its certificates expire."""
     with _cli_errors():
         layout = ca_layout(home)
         authority, trusted = load_ca(layout), load_bundle(layout)
         state = rotation.rotation_state(layout)
+        wait = rotation.step_wait(layout, svid_ttl)
     now = _utcnow()
     click.echo(f"trust domain  {authority.trust_domain}")
     for role, cert in (("root CA", authority.root_cert), ("issuer CA", authority.issuer_cert)):
@@ -145,17 +152,16 @@ def status_command(home: str | None) -> None:
         click.echo(
             f"rotation      {state.phase} at {state.since.isoformat(timespec='seconds')}; next: "
             f"'trustmesh ca rotate {step}' from "
-            f"{state.next_step_at(DEFAULT_LEAF_TTL).isoformat(timespec='seconds')} "
-            f"(one SVID lifetime: {format_duration(DEFAULT_LEAF_TTL)})"
+            f"{state.next_step_at(wait).isoformat(timespec='seconds')} "
+            f"(one SVID lifetime: {format_duration(wait)})"
         )
-        return
     left = authority.not_after - now
-    if left <= dt.timedelta(0):
+    if left <= dt.timedelta(0):  # said during a rotation too: the CA that signs has expired
         click.echo(
             "the CA has expired: it signs nothing, and no peer chained to it is trusted; "
             "'trustmesh ca init --force' makes a new one (every sidecar then enrols again)"
         )
-    elif left < CA_EXPIRY_WARNING:
+    elif left < CA_EXPIRY_WARNING and state.phase == rotation.NONE:
         click.echo(
             "the CA expires soon: replace it with 'trustmesh ca rotate prepare' "
             "(then activate, then retire, a day apart)"
@@ -164,7 +170,11 @@ def status_command(home: str | None) -> None:
 
 @ca_group.group("rotate")
 def rotate_group() -> None:
-    """Replace the CA without an outage: prepare, activate, retire (one SVID lifetime apart)."""
+    """Replace the CA without an outage: prepare, activate, retire (one SVID lifetime apart).
+
+    For a CA that is ending, not one whose key leaked: until 'retire', SVIDs that key signs are
+    trusted and renew under the new CA. A leaked key calls for 'ca init --force'.
+    """
 
 
 _SVID_TTL = click.option(
@@ -172,7 +182,8 @@ _SVID_TTL = click.option(
     type=DURATION,
     default=format_duration(DEFAULT_LEAF_TTL),
     show_default=True,
-    help="The SVID lifetime 'ca serve' issues: every sidecar renews within it.",
+    help="The SVID lifetime 'ca serve' issues: every sidecar renews within it. The longest "
+    "a 'ca serve' of this CA has issued with is used if longer.",
 )
 _NOW = click.option("--now", is_flag=True, help="Do not wait for the previous step to spread.")
 
@@ -341,16 +352,16 @@ def serve_command(listen: str, svid_ttl: dt.timedelta, io_timeout: float, home: 
     """Run the CSR signing service (HTTPS); prints 'listening on https://HOST:PORT'."""
     import trio
 
-    from .server import CAServer, run_ca_server
+    from .server import CAServer, load_served_files, run_ca_server
     from .service import SigningService
 
     host, port = _parse_listen(listen)
     with _cli_errors():
         layout = ca_layout(home)
-        service = SigningService(
-            load_ca(layout), TokenStore(layout), svid_ttl=svid_ttl, trusted=load_bundle(layout)
-        )
-        server = CAServer(service, io_timeout=io_timeout, state=layout)
+        authority, trusted, signature = load_served_files(layout)
+        rotation.record_svid_lifetime(layout, svid_ttl)  # what rotation steps must wait
+        service = SigningService(authority, TokenStore(layout), svid_ttl=svid_ttl, trusted=trusted)
+        server = CAServer(service, io_timeout=io_timeout, state=layout, state_signature=signature)
     _configure_logging()
 
     def ready(urls: list[str]) -> None:

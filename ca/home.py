@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import CAStorageError
+from ._errors import CANotInitialised, CAStorageError
 
 HOME_ENV = "TRUSTMESH_HOME"
 CEILING_ENV = "TRUSTMESH_CEILING_DIRECTORIES"
@@ -98,6 +98,12 @@ class CALayout:
         return self.directory / "rotation.json"
 
     @property
+    def svid_lifetime(self) -> Path:
+        """The longest SVID lifetime a ``ca serve`` of this CA has issued with: what a rotation
+        step must wait at least, whatever ``--svid-ttl`` it is given."""
+        return self.directory / "svid-lifetime.json"
+
+    @property
     def root_cert(self) -> Path:
         return self.directory / "root.pem"
 
@@ -154,6 +160,10 @@ def locked(lock_path: Path) -> Iterator[None]:
     """
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    except FileNotFoundError:
+        raise CANotInitialised(
+            f"no CA in {lock_path.parent} (the directory is missing); run 'trustmesh ca init'"
+        ) from None
     except OSError as exc:
         raise CAStorageError(f"cannot open lock file {lock_path}: {exc.strerror}") from exc
     try:

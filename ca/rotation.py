@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from identity import TrustBundle, atomic_write, certificates_to_pem, private_key_to_pem
 
 from ._authority import DEFAULT_CA_TTL, CertificateAuthority
+from ._duration import format_duration
 from ._errors import CAStorageError, RotationRefused
 from .home import PRIVATE_FILE_MODE, CALayout, locked
 from .store import load_bundle, load_ca, save_ca
@@ -56,7 +57,41 @@ def rotation_state(layout: CALayout) -> Rotation:
         raise CAStorageError(f"{layout.rotation} is unreadable: {exc}") from exc
     if phase not in (PREPARED, ACTIVATED):
         raise CAStorageError(f"{layout.rotation}: unknown phase {phase!r}")
+    if since.tzinfo is None:  # compared with an aware "now", it would raise deep in a step
+        raise CAStorageError(f"{layout.rotation}: 'since' {document['since']!r} has no UTC offset")
     return Rotation(phase, since)
+
+
+def record_svid_lifetime(layout: CALayout, ttl: dt.timedelta) -> None:
+    """Remember that SVIDs of ``ttl`` are being issued (``ca serve`` at start), keeping the
+    longest: SVIDs of an earlier, longer-lived serve may still be out there."""
+    with locked(layout.lock):
+        if ttl <= (recorded_svid_lifetime(layout) or dt.timedelta(0)):
+            return
+        document = {"seconds": int(ttl.total_seconds())}
+        try:
+            atomic_write(layout.svid_lifetime, (json.dumps(document) + "\n").encode())
+        except OSError as exc:
+            raise CAStorageError(f"cannot write {layout.svid_lifetime}: {exc}") from exc
+
+
+def recorded_svid_lifetime(layout: CALayout) -> dt.timedelta | None:
+    try:
+        seconds = json.loads(layout.svid_lifetime.read_text())["seconds"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CAStorageError(f"{layout.svid_lifetime} is unreadable: {exc}") from exc
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+        raise CAStorageError(f"{layout.svid_lifetime}: 'seconds' must be a positive integer")
+    return dt.timedelta(seconds=seconds)
+
+
+def step_wait(layout: CALayout, svid_ttl: dt.timedelta) -> dt.timedelta:
+    """One SVID lifetime: the longer of the one given and the longest ``ca serve`` has issued
+    with here. A serve issuing 7-day SVIDs with steps waiting the default day would activate
+    before sidecars renewing every 3.5 days had learnt the new root."""
+    return max(svid_ttl, recorded_svid_lifetime(layout) or dt.timedelta(0))
 
 
 def prepare(
@@ -68,8 +103,10 @@ def prepare(
         current = load_ca(layout)
         new = CertificateAuthority.create(current.trust_domain, now=now, ttl=ttl)
         save_ca(layout.next, new, force=True)  # a leftover of an interrupted prepare goes
-        _write_bundle(layout, TrustBundle([current.root_cert, new.root_cert]))
+        # The phase before the bundle: interrupted between the two, 'abort' can still undo it.
+        # The other way round, the bundle would trust a root no step knows about, to retire.
         _write_state(layout, PREPARED, now)
+        _write_bundle(layout, TrustBundle([current.root_cert, new.root_cert]))
         return new
 
 
@@ -79,8 +116,10 @@ def activate(
     """Sign with the prepared CA from now on; the old root stays trusted."""
     with locked(layout.lock):
         state = _expect(layout, PREPARED, "activate")
+        wait = step_wait(layout, wait)
         _check_wait(state, now, wait, force, "prepare", "activate", "learnt the new root")
         new = load_ca(layout.next)
+        _check_outlives_rotation(new, now, wait)
         if new.root_cert not in load_bundle(layout).authorities:
             raise CAStorageError(
                 f"{layout.bundle} does not hold the prepared root; "
@@ -106,6 +145,7 @@ def retire(
     """Trust only the current root: the old one leaves the bundle."""
     with locked(layout.lock):
         state = _expect(layout, ACTIVATED, "retire")
+        wait = step_wait(layout, wait)
         _check_wait(state, now, wait, force, "activate", "retire", "renewed under the new CA")
         bundle = TrustBundle([load_ca(layout).root_cert])
         _write_bundle(layout, bundle)
@@ -122,6 +162,13 @@ def abort(layout: CALayout) -> TrustBundle:
         _clear_state(layout)
         _remove_next(layout)
         return bundle
+
+
+def forget(layout: CALayout) -> None:
+    """End any rotation without a step: ``ca init --force`` replaced the CA it was replacing."""
+    with locked(layout.lock):
+        _clear_state(layout)
+        _remove_next(layout)
 
 
 _NEXT_STEP = {NONE: "prepare", PREPARED: "activate", ACTIVATED: "retire"}
@@ -154,8 +201,21 @@ def _check_wait(
     raise RotationRefused(
         f"too early to {step}: sidecars may not all have {reached} since '{previous}' "
         f"({_when(state.since)}); {step} from {_when(ready_at)} "
-        f"(one SVID lifetime, --svid-ttl), or now with --now"
+        f"(one SVID lifetime: {format_duration(wait)}, the longer of --svid-ttl and the "
+        f"longest 'ca serve' has issued here), or now with --now"
     )
+
+
+def _check_outlives_rotation(new: CertificateAuthority, now: dt.datetime, wait: dt.timedelta):
+    """The CA about to sign must last until ``retire`` and one SVID lifetime past it: one
+    prepared long ago (or with a short ``--ttl``) would otherwise sign SVIDs cut short at its own
+    end, and then nothing, with the old root about to be retired. ``--now`` does not skip this."""
+    if new.not_after < now + 2 * wait:
+        raise RotationRefused(
+            f"the prepared CA expires at {_when(new.not_after)}, before two SVID lifetimes "
+            f"({format_duration(wait)} each) from now: it would not outlive retire; "
+            f"'trustmesh ca rotate abort', then prepare one with a longer --ttl"
+        )
 
 
 def _when(moment: dt.datetime) -> str:

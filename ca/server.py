@@ -37,14 +37,14 @@ import h11
 import structlog
 import trio
 
-from identity import IdentityError, X509Svid, server_context, ssl_peer_identity
+from identity import IdentityError, TrustBundle, X509Svid, server_context, ssl_peer_identity
 from sidecar.http.admission import EstablishedAdmission, HandshakeAdmission, Slot
 
-from ._authority import ca_server_identity
+from ._authority import CertificateAuthority, ca_server_identity
 from ._errors import BodyTooLarge, CAError, RequestRefused, RequestTimeout
 from .home import CALayout, locked
 from .service import ApiRequest, ApiResponse, SigningService, error_response, route
-from .store import load_bundle, load_ca
+from .store import load_serving
 
 log = structlog.get_logger("trustmesh.ca")
 
@@ -61,6 +61,7 @@ MAX_ANONYMOUS = 64  # finished handshakes without a client certificate, until th
 MAX_ANONYMOUS_PER_SOURCE = 16
 ANONYMOUS_REQUEST_TIMEOUT = 5.0
 SERVER_CERT_TTL = dt.timedelta(hours=24)
+SERVER_CERT_RETRY = 60.0  # seconds between tries to re-issue it once the CA cannot sign
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_TIMEOUT = 2.0
 _CLOSE_TIMEOUT = 1.0
@@ -95,11 +96,15 @@ class CAServer:
         handshakes: HandshakeAdmission | None = None,
         anonymous: HandshakeAdmission | None = None,
         state: CALayout | None = None,
+        state_signature: tuple | None = None,
     ) -> None:
         self.service = service
         # The CA's files, watched so that a rotation step (ca.rotation) takes effect in a
         # running server: the CA that signs, and the bundle it hands out and trusts.
         self.state = state
+        # The files as they were when ``service`` was loaded from them (load_served_files): a
+        # step that lands before the watch starts is then a change like any other.
+        self._state_signature = state_signature
         # Deadlines bound how long each connection lasts; this bounds how many there are. Only
         # mTLS clients hold these slots, shared per identity; one still silent may be cut for a
         # newcomer. Unauthenticated peers (a handshake not finished, or finished without a
@@ -115,24 +120,26 @@ class CAServer:
         )
         self.io_timeout = io_timeout
         self.max_body = max_body
-        self._server_svid: X509Svid | None = None
-        self._context = self._new_context()
+        self._server_svid, self._context = self._new_context(service.authority, service.trusted)
 
     @property
     def server_svid(self) -> X509Svid:
         assert self._server_svid is not None
         return self._server_svid
 
-    def _new_context(self) -> ssl.SSLContext:
-        authority = self.service.authority
-        self._server_svid = authority.issue(
+    def _new_context(
+        self, authority: CertificateAuthority, trusted: TrustBundle
+    ) -> tuple[X509Svid, ssl.SSLContext]:
+        """The server's own leaf from ``authority`` and a context trusting ``trusted``; raises
+        :class:`CAError` (an expired CA signs nothing) without touching the running ones."""
+        svid = authority.issue(
             ca_server_identity(authority.trust_domain),
             now=self.service.clock(),
             ttl=SERVER_CERT_TTL,
         )
-        context = server_context(self._server_svid, self.service.trusted)
+        context = server_context(svid, trusted)
         context.verify_mode = ssl.CERT_OPTIONAL
-        return context
+        return svid, context
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` (0 picks a port); ``task_status.started`` gets the listeners."""
@@ -153,31 +160,47 @@ class CAServer:
             issued_at = self.service.clock()
             delay = (self.server_svid.renewal_time(issued_at) - issued_at).total_seconds()
             await trio.sleep(max(delay, 1.0))
-            self._context = self._new_context()
+            try:
+                svid, context = self._new_context(self.service.authority, self.service.trusted)
+            except CAError as exc:  # the CA expired: say so, keep serving, never crash
+                log.error("ca server certificate not renewed", error=str(exc))
+                await trio.sleep(SERVER_CERT_RETRY)
+                continue
+            self._server_svid, self._context = svid, context
             log.info("ca server certificate renewed", not_after=str(self.server_svid.not_after))
 
     async def _follow_state(self, layout: CALayout) -> None:
-        """Reload the CA and its bundle when their files change (a ``ca rotate`` step)."""
-        seen = _state_signature(layout)
+        """Reload the CA and its bundle when their files change (a ``ca rotate`` step).
+
+        Files that cannot be loaded leave the running CA in place and are tried again at every
+        poll until they load: a repair need not touch them in a way the signature sees (a
+        ``chmod`` leaves the mtime alone), and a retired root must not stay trusted for renewals
+        because the first look at the retire failed. The error is logged when it changes.
+        """
+        seen = self._state_signature or _state_signature(layout)
+        failing: str | None = None
         while True:
             await trio.sleep(STATE_POLL)
             current = _state_signature(layout)
-            if current == seen:
+            if current == seen and failing is None:
                 continue
             try:
-                with locked(layout.lock):  # never half of a rotation step
-                    authority, trusted = load_ca(layout), load_bundle(layout)
-                    current = _state_signature(layout)
+                # In a thread: a 'ca' command holding the lock (suspended with ^Z, say) must
+                # delay the reload, not freeze every connection of the CA with it.
+                authority, trusted, current = await trio.to_thread.run_sync(
+                    load_served_files, layout, abandon_on_cancel=True
+                )
+                svid, context = self._new_context(authority, trusted)
             except CAError as exc:
-                log.error("ca files changed but cannot be loaded; keeping the CA", error=str(exc))
-                seen = current
+                if str(exc) != failing:
+                    log.error(
+                        "ca files changed but cannot be loaded; keeping the CA", error=str(exc)
+                    )
+                failing = str(exc)
                 continue
-            seen = current
-            if authority.root_cert not in trusted.authorities:
-                log.error("ca bundle does not hold the CA's own root; keeping the CA")
-                continue
+            seen, failing = current, None
             self.service.authority, self.service.trusted = authority, trusted
-            self._context = self._new_context()
+            self._server_svid, self._context = svid, context
             log.info(
                 "ca reloaded",
                 roots=len(trusted.authorities),
@@ -405,6 +428,14 @@ async def _drain(conn: h11.Connection, stream) -> None:
                 data = await stream.receive_some(MAX_HEADER_BYTES)
                 conn.receive_data(data)
                 received += len(data)
+
+
+def load_served_files(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle, tuple]:
+    """The CA, its bundle and the files' signature, read under the CA's lock: never half of a
+    rotation step, and the signature is that of exactly what was loaded."""
+    with locked(layout.lock):
+        authority, trusted = load_serving(layout)
+        return authority, trusted, _state_signature(layout)
 
 
 def _state_signature(layout: CALayout) -> tuple:

@@ -117,18 +117,45 @@ def load_ca(layout: CALayout) -> CertificateAuthority:
     root_cert, issuer_cert = _one_cert(layout.root_cert), _one_cert(layout.issuer_cert)
     root_key, issuer_key = _key(layout.root_key), _key(layout.issuer_key)
     if not _same_key(root_cert, root_key):
-        raise CAStorageError(f"{layout.root_key} does not match {layout.root_cert}")
+        raise _mismatch(layout, f"{layout.root_key} does not match {layout.root_cert}")
     if not _same_key(issuer_cert, issuer_key):
-        raise CAStorageError(f"{layout.issuer_key} does not match {layout.issuer_cert}")
+        raise _mismatch(layout, f"{layout.issuer_key} does not match {layout.issuer_cert}")
     try:
         issuer_cert.verify_directly_issued_by(root_cert)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise CAStorageError(f"{layout.issuer_cert} is not signed by {layout.root_cert}") from exc
+        raise _mismatch(
+            layout, f"{layout.issuer_cert} is not signed by {layout.root_cert}"
+        ) from exc
     try:
         trust_domain = root_trust_domain(root_cert)
     except (CAError, IdentityError) as exc:
         raise CAStorageError(f"{layout.root_cert}: {exc}") from exc
     return CertificateAuthority(trust_domain, root_cert, root_key, issuer_cert, issuer_key)
+
+
+def _mismatch(layout: CALayout, message: str) -> CAStorageError:
+    """Files of two CAs side by side: what a ``ca rotate activate`` cut short between its four
+    files leaves. Say so, or the operator may take it for a broken CA and ``init --force``
+    (every sidecar enrolling again) where running activate again finishes the job."""
+    if _holds_part_of_next(layout):
+        message += (
+            "; a 'trustmesh ca rotate activate' cut short leaves this: run it again to finish"
+        )
+    return CAStorageError(message)
+
+
+def _holds_part_of_next(layout: CALayout) -> bool:
+    """Some of the CA's files are already those of the prepared CA (and so not a hand edit)."""
+    if layout.part:
+        return False
+    ours = (layout.root_key, layout.issuer_key, layout.root_cert, layout.issuer_cert)
+    prepared = layout.next
+    theirs = (prepared.root_key, prepared.issuer_key, prepared.root_cert, prepared.issuer_cert)
+    for mine, next_one in zip(ours, theirs, strict=True):
+        with contextlib.suppress(OSError):
+            if mine.read_bytes() == next_one.read_bytes():
+                return True
+    return False
 
 
 def load_bundle(layout: CALayout) -> TrustBundle:
@@ -137,3 +164,17 @@ def load_bundle(layout: CALayout) -> TrustBundle:
         return TrustBundle.from_pem(_read(layout.bundle), str(layout.bundle))
     except IdentityError as exc:
         raise CAStorageError(str(exc)) from exc
+
+
+def load_serving(layout: CALayout) -> tuple[CertificateAuthority, TrustBundle]:
+    """The CA and the bundle ``ca serve`` hands out and accepts renewals under.
+
+    The bundle must hold the CA's own root: every SVID the CA signs chains to it, so a bundle
+    without it would have sidecars refuse the CA and each other, and the CA refuse renewals.
+    """
+    authority, trusted = load_ca(layout), load_bundle(layout)
+    if authority.root_cert not in trusted.authorities:
+        raise CAStorageError(
+            f"{layout.bundle} does not hold the CA's own root ({layout.root_cert})"
+        )
+    return authority, trusted

@@ -159,11 +159,17 @@ def _warn_if_trust_ends_soon(bundle: TrustBundle) -> None:
     except IdentityError:
         return  # OpenSSL accepted the bundle; what this reader cannot parse it cannot judge
     left = ends - _utcnow()
-    if left < TRUST_ENDS_WARNING:
+    if left <= dt.timedelta(0):  # not "soon": peers chained only to it are refused already
+        log.warning(
+            "a CA of the trust bundle has expired: no peer chained only to it is trusted",
+            not_after=ends.isoformat(),
+            days_left=0,
+        )
+    elif left < TRUST_ENDS_WARNING:
         log.warning(
             "a CA of the trust bundle expires soon: then no peer chained to it is trusted",
             not_after=ends.isoformat(),
-            days_left=max(0, left.days),
+            days_left=left.days,
         )
 
 

@@ -26,6 +26,22 @@ TRUSTMESH = str(Path(sys.executable).parent / "trustmesh")
 READY_TIMEOUT = 20.0
 
 
+def ca_command(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``trustmesh ca ARGS --home HOME`` as a user runs it: exit code, stdout and stderr."""
+    return subprocess.run(
+        [TRUSTMESH, "ca", *args, "--home", str(home)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+
+
+def trusted_roots(home: Path) -> list:
+    """The roots of ``<home>/ca/bundle.pem``, in order."""
+    from ca.home import ca_layout
+    from ca.store import load_bundle
+
+    return list(load_bundle(ca_layout(home)).authorities)
+
+
 @dataclass
 class CAProcess:
     url: str

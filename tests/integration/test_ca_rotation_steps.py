@@ -9,7 +9,6 @@ one line; join tokens survive; ``abort`` undoes a ``prepare``.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -17,28 +16,18 @@ from click.testing import CliRunner
 from ca import rotation
 from ca.cli import ca_group
 from ca.home import ca_layout
-from ca.store import load_bundle, load_ca
+from ca.store import load_ca
 from ca.tokens import TokenStore
 from identity import AppIdentity
-from tests._support.ca_proc import TRUSTMESH
+from tests._support.ca_proc import ca_command as tm
+from tests._support.ca_proc import trusted_roots as roots
 from tests._support.pki import utcnow
-
-
-def tm(home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TRUSTMESH, "ca", *args, "--home", str(home)],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
 
 
 @pytest.fixture
 def home(tmp_path):
     assert CliRunner().invoke(ca_group, ["init", "--home", str(tmp_path)]).exit_code == 0
     return tmp_path
-
-
-def roots(home) -> list:
-    return list(load_bundle(ca_layout(home)).authorities)
 
 
 def test_prepare_trusts_a_second_root_while_the_old_ca_still_signs(home):

@@ -38,3 +38,14 @@ def test_refuses_with_the_expected_format(text: str) -> None:
 def test_zero_is_refused() -> None:
     with pytest.raises(InvalidDuration, match="must be greater than zero"):
         parse_duration("0s")
+
+
+@pytest.mark.parametrize("text", ["36501d", "99999999d", "999999999h"])
+def test_a_duration_past_a_century_is_refused_not_overflowed(text: str) -> None:
+    with pytest.raises(InvalidDuration, match="must be at most 36500d"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["36500d", "999999999s"])
+def test_a_century_or_less_is_accepted(text: str) -> None:
+    assert parse_duration(text) <= dt.timedelta(days=36500)

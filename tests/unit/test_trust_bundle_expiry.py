@@ -55,3 +55,17 @@ def test_the_seconds_left_are_the_bundles_not_the_svids():
     holder.install(issue(ca, "web"), ca.bundle)
     left = holder.seconds_until_trust_ends()
     assert dt.timedelta(days=9) < dt.timedelta(seconds=left) <= dt.timedelta(days=10)
+
+
+def test_a_bundle_holding_an_expired_ca_says_it_has_expired_not_that_it_expires_soon():
+    expired = CertificateAuthority.create(
+        "public", now=utcnow() - dt.timedelta(days=3), ttl=dt.timedelta(days=1)
+    )
+    current = _ca(400)
+    holder = IdentityHolder(APP)
+    with capture_logs() as logs:
+        holder.install(issue(current, "web"), TrustBundle([current.root_cert, expired.root_cert]))
+    [warning] = [e for e in logs if "trust bundle" in e["event"]]
+    assert warning["event"].startswith("a CA of the trust bundle has expired")
+    assert warning["not_after"] == expired.not_after.isoformat()
+    assert holder.seconds_until_trust_ends() < 0
