@@ -243,17 +243,23 @@ async def run_ca_identity(
     holder: IdentityHolder,
     ca_url: str,
     token: str,
-    ca_bundle: TrustBundle,
+    ca_bundle: TrustBundle | Callable[[], TrustBundle],
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Obtain the first SVID with the join token, then renew at half-life forever."""
+    """Obtain the first SVID with the join token, then renew at half-life forever.
+
+    ``ca_bundle`` may be a loader (the bundle file): it is read again at each attempt, so a
+    sidecar still retrying when the CA is rotated (``ca rotate activate``: the CA's own
+    certificate then chains to the new root) verifies it with the bundle the rotation wrote."""
     from .ca_worker import request_svid  # a child process: keeps cryptography out of ours
 
+    load = ca_bundle if callable(ca_bundle) else lambda: ca_bundle
+    trusted = load()
     backoff = 0.5
     while True:
         try:
-            svid, bundle = await request_svid(ca_url, token, ca_bundle)
+            svid, bundle = await request_svid(ca_url, token, trusted)
             break
         except Exception as exc:
             if not _retryable(exc):
@@ -263,6 +269,10 @@ async def run_ca_identity(
             log.error("cannot reach the CA; retrying", ca_url=ca_url, error=str(exc), in_s=backoff)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+            try:
+                trusted = load()
+            except IdentityError as exc:  # mid-write, or broken: the last good one is kept
+                log.error("cannot read the CA bundle; keeping the one read before", error=str(exc))
     holder.install(svid, bundle)
     task_status.started()
     await renew_forever(holder, ca_url)

@@ -386,8 +386,10 @@ async def _start_identity(opts: SidecarOptions, holder: IdentityHolder, nursery)
             raise SidecarConfigError(
                 f"no CA bundle at {bundle_path}: pass --ca-bundle to trust the CA's certificate"
             )
-        bundle = TrustBundle.load(bundle_path)
-        await nursery.start(run_ca_identity, holder, opts.ca_url, opts.token, bundle)
+        TrustBundle.load(bundle_path)  # a broken file fails the start, here
+        await nursery.start(
+            run_ca_identity, holder, opts.ca_url, opts.token, partial(TrustBundle.load, bundle_path)
+        )
         return
     raise SidecarConfigError(
         "no identity source: pass --svid-dir DIR, --ca-url URL --token T, or --identity spire"
