@@ -34,6 +34,19 @@ def ca_command(home: Path, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def join_sidecar(mesh, ca_url: str, app_id: str, app_port: int | None = None):
+    """A sidecar of ``mesh`` enrolled with the CA at ``ca_url`` by a fresh join token."""
+    token = ca_command(mesh.home, "token", "--app-id", app_id)
+    assert token.returncode == 0, token.stderr
+    return mesh.procs.sidecar(
+        app_id,
+        mesh.home,
+        app_port=app_port,
+        extra=["--ca-url", ca_url],
+        env={"TRUSTMESH_JOIN_TOKEN": token.stdout.strip()},
+    )
+
+
 def trusted_roots(home: Path) -> list:
     """The roots of ``<home>/ca/bundle.pem``, in order."""
     from ca.home import ca_layout

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests._support.ca_proc import running_ca
+from tests._support.ca_proc import join_sidecar, running_ca
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,6 @@ def _tm(home, *args) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
-
-
-def _join(mesh, ca, app_id, app_port=None):
-    token = _tm(mesh.home, "ca", "token", "--app-id", app_id)
-    extra = ["--ca-url", ca.url]
-    return mesh.procs.sidecar(
-        app_id, mesh.home, app_port=app_port, extra=extra, env={"TRUSTMESH_JOIN_TOKEN": token}
-    )
 
 
 def _status(proc) -> dict:
@@ -61,8 +53,8 @@ def test_a_short_lived_svid_renews_under_load_without_a_failed_request(mesh, tmp
     # 16 s: renewed at half-life, 8 s in, which is as long as the test has to wait for it.
     with running_ca(mesh.home, tmp_path / "ca.log", "--svid-ttl", "16s") as ca:
         app = mesh.procs.app()
-        server = _join(mesh, ca, "server", app.ready["port"])
-        client = _join(mesh, ca, "client")
+        server = join_sidecar(mesh, ca.url, "server", app.ready["port"])
+        client = join_sidecar(mesh, ca.url, "client")
         first_serials = {p.name: _status(p)["svid"]["serial"] for p in (server, client)}
         failures: list[str] = []
         done = 0

@@ -12,6 +12,15 @@ from tests._support.mcp_mesh import McpMesh
 from tests.integration.conftest import Mesh
 
 
+@pytest.fixture
+def mesh(tmp_path, mesh_ca):
+    """A mesh of this test's own (sidecars that must not outlive one attack)."""
+    mesh = Mesh(tmp_path, mesh_ca)
+    yield mesh
+    killed = mesh.procs.stop_all()
+    assert not killed, f"processes outlived SIGTERM: {killed}"
+
+
 @pytest.fixture(scope="module")
 def mcp_mesh(tmp_path_factory, mesh_ca):
     mesh = McpMesh(Mesh(tmp_path_factory.mktemp("mcp-sec"), mesh_ca))

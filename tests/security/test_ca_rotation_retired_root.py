@@ -21,9 +21,8 @@ import httpx
 import pytest
 
 from identity import TrustBundle, client_context, load_svid_dir
-from tests._support.ca_proc import running_ca
+from tests._support.ca_proc import join_sidecar, running_ca
 from tests._support.gated_stream import post_echo
-from tests.integration.conftest import Mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -32,31 +31,12 @@ SVID_TTL = "6s"
 WAIT = 30.0  # seconds any one step may take to reach both sidecars (each renews every ~3 s)
 
 
-@pytest.fixture
-def mesh(tmp_path, mesh_ca):
-    mesh = Mesh(tmp_path, mesh_ca)
-    yield mesh
-    killed = mesh.procs.stop_all()
-    assert not killed, f"processes outlived SIGTERM: {killed}"
-
-
 def _tm(home, *args: str) -> str:
     result = subprocess.run(
         [*TRUSTMESH, *args, "--home", str(home)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
-
-
-def _join(mesh, ca, app_id, app_port=None):
-    token = _tm(mesh.home, "ca", "token", "--app-id", app_id)
-    return mesh.procs.sidecar(
-        app_id,
-        mesh.home,
-        app_port=app_port,
-        extra=["--ca-url", ca.url],
-        env={"TRUSTMESH_JOIN_TOKEN": token},
-    )
 
 
 def _status(proc) -> dict:
@@ -92,8 +72,8 @@ def test_a_rotation_under_traffic_ends_the_old_roots_svids_and_nothing_else(mesh
     _tm(mesh.home, "ca", "init")
     with running_ca(mesh.home, tmp_path / "ca.log", "--svid-ttl", SVID_TTL) as ca:
         app = mesh.procs.app()
-        server = _join(mesh, ca, "server", app.ready["port"])
-        client = _join(mesh, ca, "client")
+        server = join_sidecar(mesh, ca.url, "server", app.ready["port"])
+        client = join_sidecar(mesh, ca.url, "client")
         pair = (server, client)
         assert _call(client) == 200
 

@@ -25,20 +25,11 @@ import pytest
 from identity import TrustBundle, save_svid_dir
 from tests._support.gated_stream import INVOKE_GATED, trickle_upload
 from tests._support.pki import issue, make_ca
-from tests.integration.conftest import Mesh
 from tests.security.test_trust_bundle_narrowed import _caller_of_a_second_ca, _reload
 
 pytestmark = pytest.mark.e2e
 
 HALF = b"ab"  # of a 4-byte body: the other half comes after the bundle changed
-
-
-@pytest.fixture
-def mesh(tmp_path, mesh_ca):
-    mesh = Mesh(tmp_path, mesh_ca)
-    yield mesh
-    killed = mesh.procs.stop_all()
-    assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
 def _post_stream(

@@ -35,7 +35,6 @@ from tests._support.gated_stream import (
     trickle_upload,
 )
 from tests._support.pki import issue, make_ca
-from tests.integration.conftest import Mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -64,14 +63,6 @@ def _fresh(address, context) -> int:
     finally:
         if kept is not None:
             kept.close()
-
-
-@pytest.fixture
-def mesh(tmp_path, mesh_ca):
-    mesh = Mesh(tmp_path, mesh_ca)
-    yield mesh
-    killed = mesh.procs.stop_all()
-    assert not killed, f"processes outlived SIGTERM: {killed}"
 
 
 def _reload(server, directory, svid, bundle) -> None:
