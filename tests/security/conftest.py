@@ -10,15 +10,7 @@ import pytest
 
 from tests._support.mcp_mesh import McpMesh
 from tests.integration.conftest import Mesh
-
-
-@pytest.fixture
-def mesh(tmp_path, mesh_ca):
-    """A mesh of this test's own (sidecars that must not outlive one attack)."""
-    mesh = Mesh(tmp_path, mesh_ca)
-    yield mesh
-    killed = mesh.procs.stop_all()
-    assert not killed, f"processes outlived SIGTERM: {killed}"
+from tests.integration.conftest import mesh as mesh  # a mesh of the test's own
 
 
 @pytest.fixture(scope="module")
