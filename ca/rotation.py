@@ -147,19 +147,14 @@ def retire(
         state = _expect(layout, ACTIVATED, "retire")
         wait = step_wait(layout, wait)
         _check_wait(state, now, wait, force, "activate", "retire", "renewed under the new CA")
-        bundle = TrustBundle([load_ca(layout).root_cert])
-        _write_bundle(layout, bundle)
-        _clear_state(layout)
-        return bundle
+        return _trust_the_current_root_only(layout)
 
 
 def abort(layout: CALayout) -> TrustBundle:
     """Undo ``prepare``: the new root leaves the bundle and the prepared CA is deleted."""
     with locked(layout.lock):
         _expect(layout, PREPARED, "abort")
-        bundle = TrustBundle([load_ca(layout).root_cert])
-        _write_bundle(layout, bundle)
-        _clear_state(layout)
+        bundle = _trust_the_current_root_only(layout)
         _remove_next(layout)
         return bundle
 
@@ -220,6 +215,15 @@ def _check_outlives_rotation(new: CertificateAuthority, now: dt.datetime, wait: 
 
 def _when(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="seconds")
+
+
+def _trust_the_current_root_only(layout: CALayout) -> TrustBundle:
+    """The end of a rotation (retired or aborted): the bundle holds the signing CA's root alone,
+    then the phase is cleared (interrupted between the two, the same step finishes it)."""
+    bundle = TrustBundle([load_ca(layout).root_cert])
+    _write_bundle(layout, bundle)
+    _clear_state(layout)
+    return bundle
 
 
 def _write_bundle(layout: CALayout, bundle: TrustBundle) -> None:

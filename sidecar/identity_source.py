@@ -138,26 +138,33 @@ class IdentityHolder:
             return None
         return (self.current.svid.not_after - _utcnow()).total_seconds()
 
+    def trust_ends(self) -> dt.datetime | None:
+        """When the first CA of the trust bundle expires (the mesh's own deadline)."""
+        return None if self.current is None else _bundle_ends(self.current.bundle)
+
     def seconds_until_trust_ends(self) -> float | None:
-        """Until the first CA of the trust bundle expires (the mesh's own deadline)."""
-        if self.current is None:
-            return None
-        try:
-            return (self.current.bundle.expires_at() - _utcnow()).total_seconds()
-        except IdentityError:
-            return None
+        ends = self.trust_ends()
+        return None if ends is None else (ends - _utcnow()).total_seconds()
 
 
 TRUST_ENDS_WARNING = dt.timedelta(days=30)
 
 
+def _bundle_ends(bundle: TrustBundle) -> dt.datetime | None:
+    """``bundle.expires_at()``, or None for a CA certificate the DER reader cannot parse
+    (OpenSSL accepted the bundle; what this reader cannot parse it cannot date)."""
+    try:
+        return bundle.expires_at()
+    except IdentityError:
+        return None
+
+
 def _warn_if_trust_ends_soon(bundle: TrustBundle) -> None:
     """A CA expires once a year by default (``trustmesh ca init --ttl``); say so from a month
     ahead, with every SVID a sidecar installs, while there is time to act."""
-    try:
-        ends = bundle.expires_at()
-    except IdentityError:
-        return  # OpenSSL accepted the bundle; what this reader cannot parse it cannot judge
+    ends = _bundle_ends(bundle)
+    if ends is None:
+        return
     left = ends - _utcnow()
     if left <= dt.timedelta(0):  # not "soon": peers chained only to it are refused already
         log.warning(

@@ -23,7 +23,7 @@ import h11
 import structlog
 import trio
 
-from identity import AppIdentity, IdentityError, TrustBundle
+from identity import AppIdentity, TrustBundle
 
 from .admin import AdminHandler
 from .audit import AuditLog, AuditSettings
@@ -271,7 +271,7 @@ async def run_sidecar(opts: SidecarOptions, *, task_status=trio.TASK_STATUS_IGNO
                     if material is None
                     else {
                         "authorities": len(material.bundle.authority_ders()),
-                        "not_after": _trust_ends(material.bundle),
+                        "not_after": _iso(holder.trust_ends()),
                     },
                     "listeners": {
                         "http": _fmt(http_address),
@@ -416,9 +416,5 @@ def print_ready_line(running: RunningSidecar) -> None:
     sys.stdout.flush()
 
 
-def _trust_ends(bundle) -> str | None:
-    """When the bundle's first CA expires, for /v1/status (None if a CA does not parse)."""
-    try:
-        return bundle.expires_at().isoformat()
-    except IdentityError:
-        return None
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -158,7 +158,7 @@ BUSY_PATIENCE = 2.0
 
 def check_for_change(
     store: MeshStore, me: AppIdentity, override: ConfigOverride | None, last: tuple | None
-) -> tuple[tuple, tuple[InboundPolicy, int] | Refused | object | None]:
+) -> tuple[tuple, tuple[InboundPolicy, int] | Refused | Busy | None]:
     """One load, run in a worker thread: (signature, outcome), outcome None when unchanged.
 
     Reading files and parsing YAML happen here, so however slow a file is to read, the event
